@@ -1,0 +1,32 @@
+"""celery-morgue's headless core: the Redis dead-letter queue, the zombie reaper, backoff.
+
+Workers import this package; it never imports textual or rich.
+"""
+
+from core.dlq import (
+    DeadLetterQueue,
+    DLQError,
+    EntryNotFound,
+    LossyEntryError,
+    Page,
+    QueueInfo,
+    RequeueReport,
+)
+from core.entry import Entry
+from core.install import Installation, install
+from core.urls import RedisURLError, redact_url
+
+__all__ = [
+    "DLQError",
+    "DeadLetterQueue",
+    "Entry",
+    "EntryNotFound",
+    "Installation",
+    "LossyEntryError",
+    "Page",
+    "QueueInfo",
+    "RedisURLError",
+    "RequeueReport",
+    "install",
+    "redact_url",
+]

@@ -1,0 +1,396 @@
+"""The dead-letter queue: one Redis stream per Celery queue, under ``{prefix}{queue}``.
+
+Why streams: ``XADD ... MAXLEN`` caps a queue oldest-first on every write, ``XTRIM MINID`` gives
+each entry its own retention (an entry leaves ``retention`` after it was stored, whatever comes
+later), ``XREVRANGE`` with an exclusive cursor pages newest-first in O(log N + page), and
+``XTRIM MINID`` up to a seen id clears exactly what the user looked at and nothing newer.
+
+Besides the streams, three keys live under ``{namespace}`` (the prefix with ``@`` for its last
+``:``, e.g. ``dlq@``), which no queue name can collide with:
+
+- ``dlq@queues``: sorted set of queue names (score: last write), so listing queues never scans;
+- ``dlq@retention``: hash queue -> retention in ms, so readers trim with the writer's retention;
+- ``dlq@seen:{task_id}``: the stream id a task was stored under, so a second ``task_failure``
+  for the same task (hard time limits fire two) or a spool replay stores nothing new.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from core.entry import Entry
+
+DEFAULT_PREFIX = "dlq:"
+DEFAULT_RETENTION = 7 * 24 * 3600
+DEFAULT_MAX_ENTRIES = 10_000
+DEFAULT_PAGE_SIZE = 50
+# How long a task id is remembered for de-duplication. Bounded so that seen-keys cannot outgrow
+# the capped streams; double signals arrive within milliseconds and spool replays within minutes.
+DEDUPE_WINDOW = 24 * 3600
+REQUEUED_FROM_HEADER = "morgue_requeued_from"
+
+# KEYS: stream, queues, retention, seen.  ARGV: queue, entry json, retention ms, cap, task id,
+# dedupe ms.  Returns {stream id, 1 if stored now / 0 if it was already there}.
+_ADD = """
+local existing = redis.call('GET', KEYS[4])
+if existing then return {existing, 0} end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[4], '*', 'task_id', ARGV[5], 'entry', ARGV[2])
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local min_ms = now_ms - tonumber(ARGV[3])
+if min_ms > 0 then redis.call('XTRIM', KEYS[1], 'MINID', min_ms) end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('ZADD', KEYS[2], now_ms, ARGV[1])
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
+redis.call('SET', KEYS[4], id, 'PX', ARGV[6])
+return {id, 1}
+"""
+
+# Drop what retention says is gone, then answer; an emptied queue leaves the index.
+# KEYS: stream, queues, retention.  ARGV: queue.  Returns the queue length after trimming.
+_TRIM = """
+local retention = redis.call('HGET', KEYS[3], ARGV[1])
+if retention then
+  local t = redis.call('TIME')
+  local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local min_ms = now_ms - tonumber(retention)
+  if min_ms > 0 then redis.call('XTRIM', KEYS[1], 'MINID', min_ms) end
+end
+local n = redis.call('XLEN', KEYS[1])
+if n == 0 then
+  redis.call('DEL', KEYS[1])
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  redis.call('HDEL', KEYS[3], ARGV[1])
+end
+return n
+"""
+
+# KEYS: stream, queues, retention.  ARGV: queue, first id to keep.  Returns entries removed.
+_CLEAR_BEFORE = """
+local removed = redis.call('XTRIM', KEYS[1], 'MINID', ARGV[2])
+if redis.call('XLEN', KEYS[1]) == 0 then
+  redis.call('DEL', KEYS[1])
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  redis.call('HDEL', KEYS[3], ARGV[1])
+end
+return removed
+"""
+
+
+class DLQError(RuntimeError):
+    """An operation on the DLQ that cannot be done as asked."""
+
+
+class EntryNotFound(DLQError):
+    pass
+
+
+class LossyEntryError(DLQError):
+    """Requeueing would send the task different arguments from the ones it failed with."""
+
+
+@dataclass(frozen=True)
+class QueueInfo:
+    queue: str
+    total: int
+    oldest: dt.datetime | None
+    newest: dt.datetime | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "queue": self.queue,
+            "total": self.total,
+            "oldest": self.oldest.isoformat() if self.oldest else None,
+            "newest": self.newest.isoformat() if self.newest else None,
+        }
+
+
+@dataclass(frozen=True)
+class Page:
+    queue: str
+    total: int
+    items: list[Entry]
+    next: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "queue": self.queue,
+            "total": self.total,
+            "items": [item.as_dict() for item in self.items],
+            "next": self.next,
+        }
+
+
+@dataclass
+class RequeueReport:
+    requeued: dict[str, str] = field(default_factory=dict)  # entry id -> new task id
+    skipped_lossy: list[str] = field(default_factory=list)
+
+
+def stream_id_time(entry_id: str) -> dt.datetime:
+    millis = int(entry_id.split("-", 1)[0])
+    return dt.datetime.fromtimestamp(millis / 1000, dt.UTC)
+
+
+def _successor(entry_id: str) -> str:
+    """The smallest stream id greater than ``entry_id``."""
+    try:
+        millis, seq = entry_id.split("-", 1)
+        return f"{int(millis)}-{int(seq) + 1}"
+    except ValueError:
+        raise DLQError(f"{entry_id!r} is not an entry id (expected e.g. 1732406400000-0)") from None
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class DeadLetterQueue:
+    """Read and change the DLQ. Writers pass their retention and cap; readers need not."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        prefix: str = DEFAULT_PREFIX,
+        retention: int = DEFAULT_RETENTION,
+        max_entries: int = DEFAULT_MAX_ENTRIES,
+    ) -> None:
+        if retention <= 0:
+            raise ValueError(f"retention must be positive seconds, got {retention!r}")
+        if max_entries <= 0:
+            raise ValueError(f"max_entries must be positive, got {max_entries!r}")
+        self.client = client
+        self.prefix = prefix
+        self.retention = retention
+        self.max_entries = max_entries
+        namespace = (prefix[:-1] if prefix.endswith(":") else prefix) + "@"
+        self.index_key = f"{namespace}queues"
+        self.retention_key = f"{namespace}retention"
+        self.seen_prefix = f"{namespace}seen:"
+        self._add = client.register_script(_ADD)
+        self._trim = client.register_script(_TRIM)
+        self._clear_before = client.register_script(_CLEAR_BEFORE)
+
+    def key(self, queue: str) -> str:
+        return f"{self.prefix}{queue}"
+
+    # -- writing -------------------------------------------------------------------------
+
+    def _add_args(self, entry: Entry) -> tuple[list[str], list[Any]]:
+        keys = [
+            self.key(entry.queue),
+            self.index_key,
+            self.retention_key,
+            self.seen_prefix + entry.task_id,
+        ]
+        dedupe_ms = min(self.retention, DEDUPE_WINDOW) * 1000
+        argv = [
+            entry.queue,
+            entry.to_json(),
+            self.retention * 1000,
+            self.max_entries,
+            entry.task_id,
+            dedupe_ms,
+        ]
+        return keys, argv
+
+    def add(self, entry: Entry) -> str:
+        """Store ``entry``; returns its stream id (the earlier one if its task is already in)."""
+        keys, argv = self._add_args(entry)
+        stored_id, _created = self._add(keys=keys, args=argv)
+        return _text(stored_id)
+
+    def add_many(self, entries: Iterable[Entry]) -> list[str]:
+        """Store several entries in one round trip, each de-duplicated like :meth:`add`."""
+        pipe = self.client.pipeline(transaction=False)
+        count = 0
+        for entry in entries:
+            keys, argv = self._add_args(entry)
+            self._add(keys=keys, args=argv, client=pipe)
+            count += 1
+        if count == 0:
+            return []
+        return [_text(stored_id) for stored_id, _ in pipe.execute()]
+
+    # -- reading -------------------------------------------------------------------------
+
+    def _trim_keys(self, queue: str) -> list[str]:
+        return [self.key(queue), self.index_key, self.retention_key]
+
+    def queues(self) -> list[QueueInfo]:
+        """Every queue with entries, by name, with its count and oldest and newest failure."""
+        names = sorted(_text(name) for name in self.client.zrange(self.index_key, 0, -1))
+        if not names:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for name in names:
+            self._trim(keys=self._trim_keys(name), args=[name], client=pipe)
+            pipe.xrange(self.key(name), count=1)
+            pipe.xrevrange(self.key(name), count=1)
+        replies = pipe.execute()
+        result = []
+        for position, name in enumerate(names):
+            total, first, last = replies[position * 3 : position * 3 + 3]
+            if not total or not first or not last:
+                continue
+            result.append(
+                QueueInfo(
+                    queue=name,
+                    total=int(total),
+                    oldest=stream_id_time(_text(first[0][0])),
+                    newest=stream_id_time(_text(last[0][0])),
+                )
+            )
+        return result
+
+    def size(self, queue: str) -> int:
+        return int(self._trim(keys=self._trim_keys(queue), args=[queue]))
+
+    def page(self, queue: str, cursor: str | None = None, limit: int = DEFAULT_PAGE_SIZE) -> Page:
+        """Up to ``limit`` entries older than ``cursor`` (or the newest), newest first."""
+        if limit <= 0:
+            raise ValueError(f"limit must be positive, got {limit!r}")
+        if cursor is not None:
+            _successor(cursor)  # validates the cursor's shape before Redis sees it
+        pipe = self.client.pipeline(transaction=False)
+        self._trim(keys=self._trim_keys(queue), args=[queue], client=pipe)
+        pipe.xrevrange(self.key(queue), max=f"({cursor}" if cursor else "+", min="-", count=limit)
+        total, rows = pipe.execute()
+        items = [self._entry(row) for row in rows]
+        next_cursor = items[-1].id if len(items) == limit else None
+        return Page(queue=queue, total=int(total), items=items, next=next_cursor)
+
+    def iter_entries(self, queue: str, page_size: int = 500) -> Iterator[Entry]:
+        """Every entry of ``queue``, newest first, a page at a time."""
+        cursor: str | None = None
+        while True:
+            page = self.page(queue, cursor, page_size)
+            yield from page.items
+            if page.next is None:
+                return
+            cursor = page.next
+
+    def get(self, queue: str, entry_id: str) -> Entry:
+        _successor(entry_id)
+        rows = self.client.xrange(self.key(queue), min=entry_id, max=entry_id, count=1)
+        if not rows:
+            raise EntryNotFound(f"no entry {entry_id} in queue {queue!r}")
+        return self._entry(rows[0])
+
+    def newest_id(self, queue: str) -> str | None:
+        rows = self.client.xrevrange(self.key(queue), count=1)
+        return _text(rows[0][0]) if rows else None
+
+    def summary(self, queue: str, limit: int = DEFAULT_PAGE_SIZE) -> dict[str, Any]:
+        """``{"queue", "total", "items"}``: the newest ``limit`` entries, ready to serve as JSON."""
+        page = self.page(queue, limit=limit)
+        return {
+            "queue": queue,
+            "total": page.total,
+            "items": [item.as_dict() for item in page.items],
+        }
+
+    @staticmethod
+    def _entry(row: tuple[bytes | str, dict[bytes | str, bytes | str]]) -> Entry:
+        entry_id, fields = row
+        data = fields.get(b"entry", fields.get("entry"))
+        if data is None:
+            raise DLQError(f"stream entry {_text(entry_id)} is not a celery-morgue entry")
+        return Entry.from_json(_text(entry_id), data)
+
+    # -- changing ------------------------------------------------------------------------
+
+    def delete(self, queue: str, *entry_ids: str) -> int:
+        """Delete entries by id; returns how many existed."""
+        if not entry_ids:
+            return 0
+        for entry_id in entry_ids:
+            _successor(entry_id)
+        removed = int(self.client.xdel(self.key(queue), *entry_ids))
+        self.size(queue)  # drops the queue from the index if that emptied it
+        return removed
+
+    def clear(self, queue: str, up_to: str | None = None) -> int:
+        """Remove entries up to and including ``up_to`` (default: the newest one now).
+
+        Entries stored after ``up_to`` are kept: pass the newest id the user has seen.
+        """
+        if up_to is None:
+            up_to = self.newest_id(queue)
+            if up_to is None:
+                return 0
+        first_kept = _successor(up_to)
+        return int(self._clear_before(keys=self._trim_keys(queue), args=[queue, first_kept]))
+
+    def trim(self) -> dict[str, int]:
+        """Apply retention to every queue, written to or not; returns what remains per queue."""
+        names = [_text(name) for name in self.client.zrange(self.index_key, 0, -1)]
+        return {name: self.size(name) for name in names}
+
+    def requeue(self, app: Any, queue: str, entry_id: str, *, allow_lossy: bool = False) -> str:
+        """Send the entry's task again under a fresh id; the entry goes once the send succeeded.
+
+        A fresh id because workers silently drop ids they have revoked. The original id travels
+        in the ``morgue_requeued_from`` header. Returns the new task id.
+        """
+        entry = self.get(queue, entry_id)
+        if not entry.requeue_exact and not allow_lossy:
+            raise LossyEntryError(
+                f"entry {entry_id} was stored with changed arguments "
+                f"({', '.join(entry.lossy_fields + entry.truncated_fields)}); "
+                "requeueing would not send the originals"
+            )
+        new_id = self._publish(app, entry)
+        self.client.xdel(self.key(queue), entry_id)
+        self.size(queue)
+        return new_id
+
+    def requeue_all(self, app: Any, queue: str, *, allow_lossy: bool = False) -> RequeueReport:
+        """Requeue, oldest first, every entry present when this started."""
+        report = RequeueReport()
+        newest = self.newest_id(queue)
+        if newest is None:
+            return report
+        lower = "-"
+        while True:
+            rows = self.client.xrange(self.key(queue), min=lower, max=newest, count=200)
+            if not rows:
+                break
+            for row in rows:
+                entry = self._entry(row)
+                if not entry.requeue_exact and not allow_lossy:
+                    report.skipped_lossy.append(entry.id)
+                    continue
+                report.requeued[entry.id] = self._publish(app, entry)
+                self.client.xdel(self.key(queue), entry.id)
+            lower = "(" + _text(rows[-1][0])
+        self.size(queue)
+        return report
+
+    @staticmethod
+    def _publish(app: Any, entry: Entry) -> str:
+        args, kwargs = entry.requeue_arguments()
+        new_id = str(uuid.uuid4())
+        options: dict[str, Any] = {
+            "task_id": new_id,
+            "headers": {REQUEUED_FROM_HEADER: entry.task_id},
+        }
+        if entry.exchange:
+            options["exchange"] = entry.exchange
+            options["routing_key"] = entry.routing_key or entry.queue
+        else:
+            options["queue"] = entry.queue
+        if entry.priority is not None:
+            options["priority"] = entry.priority
+        if entry.root_id:
+            options["root_id"] = entry.root_id
+        if entry.parent_id:
+            options["parent_id"] = entry.parent_id
+        app.send_task(entry.task, args=args, kwargs=kwargs, **options)
+        return new_id

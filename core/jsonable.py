@@ -1,0 +1,99 @@
+"""Turn task arguments into plain JSON values, saying when something was changed on the way.
+
+kombu's json serializer hands tasks datetime, Decimal, UUID and bytes objects, and pickle-based
+apps can pass anything. The DLQ stores JSON only, so such values become readable strings and the
+entry is marked lossy. Long strings are cut at ``STRING_LIMIT`` characters, visibly.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import decimal
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+# A single argument string longer than this is cut; 16 KiB keeps a DLQ entry readable in a
+# terminal and keeps one runaway argument from filling Redis.
+STRING_LIMIT = 16 * 1024
+# Nesting deeper than this is shown as a repr: it is almost always a cycle or a bug.
+DEPTH_LIMIT = 32
+
+JSON = None | bool | int | float | str | list["JSON"] | dict[str, "JSON"]
+
+
+def truncation_marker(omitted: int) -> str:
+    return f"…[truncated {omitted:,} characters]"
+
+
+def cut(text: str, limit: int) -> str:
+    """``text`` shortened to ``limit`` characters plus a marker saying how much went."""
+    if len(text) <= limit:
+        return text
+    return text[:limit] + truncation_marker(len(text) - limit)
+
+
+@dataclass
+class Conversion:
+    """What :func:`to_jsonable` had to change, as readable paths like ``args[0]``."""
+
+    lossy: list[str] = field(default_factory=list)
+    truncated: list[str] = field(default_factory=list)
+
+
+def _readable_bytes(value: bytes | bytearray | memoryview) -> str:
+    raw = bytes(value)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return "base64:" + base64.b64encode(raw).decode("ascii")
+
+
+def _safe_repr(value: Any) -> str:
+    try:
+        return repr(value)
+    except Exception as exc:  # a broken __repr__ must not cost us the entry
+        return f"<{type(value).__qualname__} object; repr() raised {type(exc).__name__}>"
+
+
+def to_jsonable(value: Any, path: str, conversion: Conversion, depth: int = 0) -> JSON:
+    """A JSON-safe copy of ``value``; every change is recorded in ``conversion``."""
+    if value is None or isinstance(value, bool | int):
+        return value  # type: ignore[no-any-return]
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            conversion.lossy.append(path)
+            return repr(value)
+        return value
+    if isinstance(value, str):
+        if len(value) > STRING_LIMIT:
+            conversion.truncated.append(path)
+            return cut(value, STRING_LIMIT)
+        return value
+    if depth >= DEPTH_LIMIT:
+        conversion.lossy.append(path)
+        return cut(_safe_repr(value), STRING_LIMIT)
+    if isinstance(value, dict):
+        result: dict[str, JSON] = {}
+        for key, item in value.items():
+            text_key = key if isinstance(key, str) else _safe_repr(key)
+            if text_key is not key:
+                conversion.lossy.append(f"{path}.{text_key}")
+            result[text_key] = to_jsonable(item, f"{path}.{text_key}", conversion, depth + 1)
+        return result
+    if isinstance(value, list | tuple):
+        return [
+            to_jsonable(item, f"{path}[{index}]", conversion, depth + 1)
+            for index, item in enumerate(value)
+        ]
+    conversion.lossy.append(path)
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal | uuid.UUID):
+        return str(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return to_jsonable(_readable_bytes(value), path, conversion, depth)
+    if isinstance(value, set | frozenset):
+        return [to_jsonable(item, f"{path}[]", conversion, depth + 1) for item in value]
+    return cut(_safe_repr(value), STRING_LIMIT)

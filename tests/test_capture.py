@@ -1,0 +1,89 @@
+"""Failures captured from a real prefork worker: exactly one entry per failed task."""
+
+from __future__ import annotations
+
+import time
+
+import redis
+
+from core import DeadLetterQueue, Entry
+from tests.conftest import Worker, wait_for
+
+
+def entries_for(dlq: DeadLetterQueue, queue: str, task_id: str) -> list[Entry]:
+    return [entry for entry in dlq.iter_entries(queue) if entry.task_id == task_id]
+
+
+def wait_for_entry(dlq: DeadLetterQueue, queue: str, task_id: str, timeout: float = 20) -> Entry:
+    found = wait_for(lambda: entries_for(dlq, queue, task_id), timeout=timeout)
+    assert isinstance(found, list)
+    return found[0]
+
+
+def test_a_raising_task_is_captured_with_its_details(worker: Worker, redis_client: redis.Redis) -> None:
+    dlq = DeadLetterQueue(redis_client)
+    task_id = worker.send("boom", "it broke")
+    entry = wait_for_entry(dlq, "celery", task_id)
+    assert entry.task == "tests.workerapp.boom"
+    assert entry.queue == "celery"
+    assert entry.args == ["it broke"]
+    assert entry.exception == "ValueError"
+    assert entry.message == "it broke"
+    assert "raise ValueError(message)" in entry.traceback
+    assert entry.hostname == worker.name
+    assert entry.retries == 0
+    assert entry.routing_key == "celery"
+    assert entry.failed_at.endswith("+00:00")
+    assert not entry.lossy
+
+
+def test_the_queue_comes_from_delivery(worker: Worker, redis_client: redis.Redis) -> None:
+    dlq = DeadLetterQueue(redis_client)
+    task_id = worker.send("boom", queue="other")
+    entry = wait_for_entry(dlq, "other", task_id)
+    assert entry.queue == "other"
+    assert [q.queue for q in dlq.queues()] == ["other"]
+
+
+def test_exhausted_retries_give_one_entry_with_the_retry_count(
+    worker: Worker, redis_client: redis.Redis
+) -> None:
+    dlq = DeadLetterQueue(redis_client)
+    task_id = worker.send("always_retry")
+    entry = wait_for_entry(dlq, "celery", task_id)
+    assert entry.retries == 2
+    assert entry.exception == "RuntimeError"
+    assert entry.message == "still failing"
+    assert len(entries_for(dlq, "celery", task_id)) == 1
+
+
+def test_hard_time_limit_gives_exactly_one_entry(worker: Worker, redis_client: redis.Redis) -> None:
+    dlq = DeadLetterQueue(redis_client)
+    task_id = worker.send("past_hard_limit", 30, queue="other")
+    entry = wait_for_entry(dlq, "other", task_id)
+    assert entry.exception == "TimeLimitExceeded"
+    assert entry.args == [30]
+    # Celery sends task_failure a second time for the same task right after the first.
+    wait_for(lambda: "Hard time limit" in worker.log(), timeout=10)
+    time.sleep(1.0)
+    assert len(entries_for(dlq, "other", task_id)) == 1
+    assert redis_client.xlen("dlq:other") == 1
+
+
+def test_a_killed_process_is_captured_as_worker_lost(worker: Worker, redis_client: redis.Redis) -> None:
+    dlq = DeadLetterQueue(redis_client)
+    task_id = worker.send("kill_own_process", queue="other")
+    entry = wait_for_entry(dlq, "other", task_id)
+    assert entry.exception == "WorkerLostError"
+    assert entry.task == "tests.workerapp.kill_own_process"
+    assert entry.hostname == worker.name
+
+
+def test_reject_without_requeue_is_captured(worker: Worker, redis_client: redis.Redis) -> None:
+    dlq = DeadLetterQueue(redis_client)
+    task_id = worker.send("reject_for_good", queue="other")
+    entry = wait_for_entry(dlq, "other", task_id)
+    assert entry.exception == "Reject"
+    # sender.request is empty on this path: the queue comes from what task_received recorded.
+    assert entry.queue == "other"
+    assert entry.hostname == worker.name

