@@ -180,12 +180,18 @@ class FailureCapture:
             self.spool.append(entry)
             log.warning(
                 "celery-morgue: Redis at %s unavailable (%s); failed task %s spooled to %s",
-                redact_url(self.redis_url), error, entry.task_id, self.spool.path,
+                redact_url(self.redis_url),
+                error,
+                entry.task_id,
+                self.spool.path,
             )
         except Exception:
             log.exception(
                 "celery-morgue: LOST failed task %s: Redis unavailable (%s) and spool %s "
-                "not writable", entry.task_id, error, self.spool.path,
+                "not writable",
+                entry.task_id,
+                error,
+                self.spool.path,
             )
 
     def replay_spool(self) -> int:

@@ -147,7 +147,7 @@ def _successor(entry_id: str) -> str:
         raise DLQError(f"{entry_id!r} is not an entry id (expected e.g. 1732406400000-0)") from None
 
 
-def _text(value: bytes | str) -> str:
+def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
@@ -297,7 +297,7 @@ class DeadLetterQueue:
         }
 
     @staticmethod
-    def _entry(row: tuple[bytes | str, dict[bytes | str, bytes | str]]) -> Entry:
+    def _entry(row: Any) -> Entry:
         entry_id, fields = row
         data = fields.get(b"entry", fields.get("entry"))
         if data is None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from kombu.utils.json import dumps as kombu_dumps
-from kombu.utils.json import loads as kombu_loads
+from kombu.utils import json as kombu_json
 
 from core.jsonable import JSON, Conversion, cut, to_jsonable
 
@@ -20,6 +20,11 @@ TRACEBACK_LIMIT = 32 * 1024
 _TRACEBACK_HEAD = 8 * 1024
 MESSAGE_LIMIT = 4 * 1024
 FORMAT_VERSION = 1
+
+# kombu's json module is untyped; these are its tagged (lossless for datetime, Decimal, UUID,
+# bytes) encoder and decoder.
+kombu_dumps: Callable[[Any], str] = kombu_json.dumps
+kombu_loads: Callable[[str], Any] = kombu_json.loads
 
 
 def cap_traceback(text: str) -> str:
@@ -97,7 +102,9 @@ class Entry:
         return list(self.args), dict(self.kwargs)
 
 
-def _arguments(args: Any, kwargs: Any) -> tuple[list[JSON], dict[str, JSON], Conversion, str | None]:
+def _arguments(
+    args: Any, kwargs: Any
+) -> tuple[list[JSON], dict[str, JSON], Conversion, str | None]:
     conversion = Conversion()
     safe_args = to_jsonable(list(args or ()), "args", conversion)
     safe_kwargs = to_jsonable(dict(kwargs or {}), "kwargs", conversion)

@@ -60,7 +60,7 @@ def _safe_repr(value: Any) -> str:
 def to_jsonable(value: Any, path: str, conversion: Conversion, depth: int = 0) -> JSON:
     """A JSON-safe copy of ``value``; every change is recorded in ``conversion``."""
     if value is None or isinstance(value, bool | int):
-        return value  # type: ignore[no-any-return]
+        return value
     if isinstance(value, float):
         if value != value or value in (float("inf"), float("-inf")):
             conversion.lossy.append(path)

@@ -26,7 +26,9 @@ class Options:
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if not isinstance(self.socket_timeout, int | float) or self.socket_timeout <= 0:
-            raise ValueError(f"socket_timeout must be positive seconds, got {self.socket_timeout!r}")
+            raise ValueError(
+                f"socket_timeout must be positive seconds, got {self.socket_timeout!r}"
+            )
 
     @classmethod
     def from_kwargs(cls, options: dict[str, Any]) -> Options:

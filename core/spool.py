@@ -79,8 +79,11 @@ class Spool:
             if entries:
                 store(entries)  # raises if Redis is still away: the file stays as it is
             if rejected:
-                log.error("celery-morgue: %d unreadable spool lines kept in %s",
-                          len(rejected), self.directory / REJECTED_FILE)
+                log.error(
+                    "celery-morgue: %d unreadable spool lines kept in %s",
+                    len(rejected),
+                    self.directory / REJECTED_FILE,
+                )
                 with open(self.directory / REJECTED_FILE, "ab") as side:
                     side.write(b"\n".join(rejected) + b"\n")
             os.ftruncate(fd, 0)

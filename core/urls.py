@@ -41,8 +41,7 @@ def normalise_redis_url(url: str) -> str:
         return "unix" + url[len(_KOMBU_SOCKET_SCHEME) :]
     if scheme not in REDIS_SCHEMES:
         raise RedisURLError(
-            f"{redact_url(url)!r} is not a Redis URL "
-            "(expected redis://, rediss:// or unix://)"
+            f"{redact_url(url)!r} is not a Redis URL (expected redis://, rediss:// or unix://)"
         )
     return url
 

@@ -23,7 +23,9 @@ for _variable in ("TEXTUAL_THEME", "NO_COLOR", "MORGUE_CONFIG"):
     os.environ.pop(_variable, None)
 
 
-def wait_for(predicate: Callable[[], object], timeout: float = 15.0, interval: float = 0.05) -> object:
+def wait_for(
+    predicate: Callable[[], object], timeout: float = 15.0, interval: float = 0.05
+) -> object:
     """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
@@ -61,9 +63,21 @@ class Worker:
             **(env or {}),
         }
         argv = celery_argv(
-            "tests.workerapp", "worker",
-            "-P", pool, "-c", str(concurrency), "-n", self.name, "-Q", queues,
-            "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat",
+            "tests.workerapp",
+            "worker",
+            "-P",
+            pool,
+            "-c",
+            str(concurrency),
+            "-n",
+            self.name,
+            "-Q",
+            queues,
+            "--loglevel",
+            "INFO",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
             *extra,
         )
         self.process = ManagedProcess(argv, env=environment, cwd=REPO, log_path=self.log_path)

@@ -20,7 +20,9 @@ def wait_for_entry(dlq: DeadLetterQueue, queue: str, task_id: str, timeout: floa
     return found[0]
 
 
-def test_a_raising_task_is_captured_with_its_details(worker: Worker, redis_client: redis.Redis) -> None:
+def test_a_raising_task_is_captured_with_its_details(
+    worker: Worker, redis_client: redis.Redis
+) -> None:
     dlq = DeadLetterQueue(redis_client)
     task_id = worker.send("boom", "it broke")
     entry = wait_for_entry(dlq, "celery", task_id)
@@ -70,7 +72,9 @@ def test_hard_time_limit_gives_exactly_one_entry(worker: Worker, redis_client: r
     assert redis_client.xlen("dlq:other") == 1
 
 
-def test_a_killed_process_is_captured_as_worker_lost(worker: Worker, redis_client: redis.Redis) -> None:
+def test_a_killed_process_is_captured_as_worker_lost(
+    worker: Worker, redis_client: redis.Redis
+) -> None:
     dlq = DeadLetterQueue(redis_client)
     task_id = worker.send("kill_own_process", queue="other")
     entry = wait_for_entry(dlq, "other", task_id)

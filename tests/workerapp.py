@@ -79,10 +79,12 @@ def fails_until_flag(self, flag: str) -> None:
         raise RuntimeError(f"flag {flag} not set")
     client.set(
         f"done:{flag}",
-        json.dumps({
-            "task_id": self.request.id,
-            "requeued_from": self.request.get("morgue_requeued_from"),
-        }),
+        json.dumps(
+            {
+                "task_id": self.request.id,
+                "requeued_from": self.request.get("morgue_requeued_from"),
+            }
+        ),
     )
 
 
