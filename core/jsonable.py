@@ -40,6 +40,8 @@ class Conversion:
 
     lossy: list[str] = field(default_factory=list)
     truncated: list[str] = field(default_factory=list)
+    # A cheap over-estimate of the encoded size, so the exact size is computed only when close.
+    size: int = 0
 
 
 def _readable_bytes(value: bytes | bytearray | memoryview) -> str:
@@ -59,6 +61,7 @@ def _safe_repr(value: Any) -> str:
 
 def to_jsonable(value: Any, path: str, conversion: Conversion, depth: int = 0) -> JSON:
     """A JSON-safe copy of ``value``; every change is recorded in ``conversion``."""
+    conversion.size += 8
     if value is None or isinstance(value, bool | int):
         return value
     if isinstance(value, float):
@@ -67,6 +70,8 @@ def to_jsonable(value: Any, path: str, conversion: Conversion, depth: int = 0) -
             return repr(value)
         return value
     if isinstance(value, str):
+        # Escapes can double a character's encoded size (and \uXXXX makes six of a control).
+        conversion.size += 6 * len(value)
         if len(value) > STRING_LIMIT:
             conversion.truncated.append(path)
             return cut(value, STRING_LIMIT)
@@ -78,6 +83,7 @@ def to_jsonable(value: Any, path: str, conversion: Conversion, depth: int = 0) -
         result: dict[str, JSON] = {}
         for key, item in value.items():
             text_key = key if isinstance(key, str) else _safe_repr(key)
+            conversion.size += 6 * len(text_key)
             if text_key is not key:
                 conversion.lossy.append(f"{path}.{text_key}")
             result[text_key] = to_jsonable(item, f"{path}.{text_key}", conversion, depth + 1)

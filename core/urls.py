@@ -22,16 +22,16 @@ def redact_url(url: str) -> str:
     """Return ``url`` with any password replaced by ``***`` so it can be printed or logged."""
     try:
         parts = urlsplit(url)
+        has_password = parts.password is not None
     except ValueError:
         return "<unparseable url>"
-    if parts.password is None:
+    if not has_password:
         return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    netloc = f"{user}:***@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    userinfo, hostport = parts.netloc.rsplit("@", 1)
+    user = userinfo.split(":", 1)[0]
+    return urlunsplit(
+        (parts.scheme, f"{user}:***@{hostport}", parts.path, parts.query, parts.fragment)
+    )
 
 
 def normalise_redis_url(url: str) -> str:

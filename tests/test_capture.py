@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import decimal
 import time
+from pathlib import Path
 
 import redis
 
@@ -91,3 +94,35 @@ def test_reject_without_requeue_is_captured(worker: Worker, redis_client: redis.
     # sender.request is empty on this path: the queue comes from what task_received recorded.
     assert entry.queue == "other"
     assert entry.hostname == worker.name
+
+
+def test_odd_arguments_from_a_real_task(worker: Worker, redis_client: redis.Redis) -> None:
+    dlq = DeadLetterQueue(redis_client)
+    when = dt.datetime(2026, 11, 24, 12, 0, tzinfo=dt.UTC)
+    huge = "y" * (2 * 1024 * 1024)
+    task_id = worker.send(
+        "odd_arguments", when, decimal.Decimal("9.99"), b"raw bytes", huge, kwargs={"k": when}
+    )
+    entry = wait_for_entry(dlq, "celery", task_id)
+    assert entry.args[:3] == ["2026-11-24T12:00:00+00:00", "9.99", "raw bytes"]
+    assert isinstance(entry.args[3], str) and "…[truncated" in entry.args[3]
+    assert entry.kwargs == {"k": "2026-11-24T12:00:00+00:00"}
+    assert entry.lossy
+    assert "args[3]" in entry.truncated_fields
+    assert entry.exception == "TypeError"
+
+
+def test_tasks_of_other_apps_are_not_captured(tmp_path: Path) -> None:
+    from celery import Celery
+
+    import core
+
+    mine, other = Celery("mine", broker="redis://127.0.0.1:1/0"), Celery("other")
+    installation = core.install(mine, redis_url="redis://127.0.0.1:1/0", spool_dir=tmp_path)
+
+    @other.task
+    def foreign() -> None: ...
+
+    # A task of another app: the receiver returns before touching Redis (port 1 is closed).
+    installation.capture.on_task_failure(sender=foreign, task_id="x", exception=ValueError())
+    assert not installation.capture.spool.pending()

@@ -1,0 +1,137 @@
+"""Building entries from whatever a task failed with: never raises, caps visibly, JSON only."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import json
+import uuid
+
+from core.entry import ARGS_LIMIT, MESSAGE_LIMIT, TRACEBACK_LIMIT, Entry, build_entry
+from core.jsonable import STRING_LIMIT
+
+
+def build(**overrides: object) -> Entry:
+    fields: dict[str, object] = {
+        "task_id": "t1",
+        "task": "proj.example",
+        "queue": "celery",
+        "args": [],
+        "kwargs": {},
+        "exception": ValueError("boom"),
+        "traceback": "",
+        "retries": 0,
+        "hostname": "w@h",
+        "delivery_info": None,
+        "root_id": None,
+        "parent_id": None,
+    }
+    fields.update(overrides)
+    return build_entry(**fields)  # type: ignore[arg-type]
+
+
+def round_trip(entry: Entry) -> Entry:
+    return Entry.from_json("1-0", entry.to_json())
+
+
+def test_plain_arguments_are_exact() -> None:
+    entry = round_trip(build(args=[1, 2.5, "x", None, [True]], kwargs={"k": {"n": 1}}))
+    assert entry.args == [1, 2.5, "x", None, [True]]
+    assert not entry.lossy
+    assert entry.requeue_exact
+    assert entry.requeue_arguments() == ([1, 2.5, "x", None, [True]], {"k": {"n": 1}})
+
+
+def test_values_json_cannot_hold_are_readable_and_marked_lossy() -> None:
+    when = dt.datetime(2026, 11, 24, 1, 2, 3, tzinfo=dt.UTC)
+    ident = uuid.UUID("12345678-1234-5678-1234-567812345678")
+    entry = round_trip(
+        build(args=[when, decimal.Decimal("1.10"), ident, b"bytes", b"\xff\x00"], kwargs={})
+    )
+    assert entry.args == [
+        "2026-11-24T01:02:03+00:00",
+        "1.10",
+        "12345678-1234-5678-1234-567812345678",
+        "bytes",
+        "base64:/wA=",
+    ]
+    assert entry.lossy
+    assert entry.lossy_fields == ["args[0]", "args[1]", "args[2]", "args[3]", "args[4]"]
+    # kombu's json can carry these types, so requeue still sends the originals.
+    args, _ = entry.requeue_arguments()
+    assert args == [when, decimal.Decimal("1.10"), ident, b"bytes", b"\xff\x00"]
+
+
+def test_custom_objects_and_broken_reprs_do_not_raise() -> None:
+    class Custom:
+        def __repr__(self) -> str:
+            return "<Custom 1>"
+
+    class Broken:
+        def __repr__(self) -> str:
+            raise RuntimeError("no repr for you")
+
+    entry = round_trip(build(args=[Custom()], kwargs={"b": Broken(), 3: {1, 2}}))
+    assert entry.args == ["<Custom 1>"]
+    assert "repr() raised RuntimeError" in str(entry.kwargs["b"])
+    assert entry.kwargs["3"] == [1, 2]
+    assert entry.lossy and not entry.requeue_exact
+
+
+def test_a_2_mb_string_is_cut_visibly() -> None:
+    huge = "x" * (2 * 1024 * 1024)
+    entry = round_trip(build(args=[huge, "small"]))
+    first = entry.args[0]
+    assert isinstance(first, str)
+    assert first.startswith("x" * STRING_LIMIT)
+    assert first.endswith(f"…[truncated {len(huge) - STRING_LIMIT:,} characters]")
+    assert entry.args[1] == "small"
+    assert entry.truncated_fields == ["args[0]"]
+    assert entry.lossy and not entry.requeue_exact
+
+
+def test_many_small_arguments_are_capped_as_a_whole() -> None:
+    entry = round_trip(build(args=[list(range(100_000))]))
+    assert entry.truncated_fields == ["args"]
+    assert len(json.dumps(entry.args)) < ARGS_LIMIT + 200
+
+
+def test_huge_traceback_keeps_head_and_tail() -> None:
+    traceback = "Traceback (most recent call last):\n" + "  frame\n" * 200_000 + "ValueError: end"
+    entry = build(traceback=traceback)
+    assert len(entry.traceback) < TRACEBACK_LIMIT + 200
+    assert entry.traceback.startswith("Traceback (most recent call last):")
+    assert entry.traceback.endswith("ValueError: end")
+    assert "traceback truncated" in entry.traceback
+
+
+def test_huge_and_unprintable_exception_messages() -> None:
+    class Unprintable(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError
+
+    assert len(build(exception=ValueError("m" * 100_000)).message) < MESSAGE_LIMIT + 100
+    assert build(exception=Unprintable()).message == "<str() of Unprintable failed>"
+
+
+def test_markup_and_non_ascii_are_stored_literally() -> None:
+    entry = round_trip(build(exception=ValueError("[red]boom[/red] ünïcode ✓")))
+    assert entry.message == "[red]boom[/red] ünïcode ✓"
+
+
+def test_nan_and_deep_nesting() -> None:
+    deep: list[object] = []
+    cursor = deep
+    for _ in range(100):
+        nxt: list[object] = []
+        cursor.append(nxt)
+        cursor = nxt
+    entry = round_trip(build(args=[float("nan"), deep]))
+    assert entry.args[0] == "nan"
+    assert entry.lossy
+
+
+def test_entries_from_a_newer_version_still_load() -> None:
+    data = json.loads(build().to_json())
+    data["field_from_the_future"] = 1
+    assert Entry.from_json("1-0", json.dumps(data)).task_id == "t1"

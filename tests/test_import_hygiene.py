@@ -1,0 +1,35 @@
+"""Workers import core: it must not drag in textual or rich, directly or through anything."""
+
+from __future__ import annotations
+
+import pkgutil
+import subprocess
+import sys
+
+import pytest
+
+import core
+from tests.conftest import REPO
+
+CORE_MODULES = sorted(
+    ["core"] + [f"core.{info.name}" for info in pkgutil.iter_modules(core.__path__)]
+)
+FORBIDDEN = ("textual", "rich")
+
+
+def test_core_has_the_modules_this_test_expects() -> None:
+    assert {"core.dlq", "core.capture", "core.install"} <= set(CORE_MODULES)
+
+
+@pytest.mark.parametrize("module", CORE_MODULES)
+def test_importing_core_module_loads_no_ui_library(module: str) -> None:
+    probe = (
+        f"import sys, {module}\n"
+        f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {FORBIDDEN!r})\n"
+        "print(','.join(bad))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "", f"{module} imports {result.stdout.strip()}"

@@ -1,0 +1,85 @@
+"""Redis away while tasks fail: entries wait in the local spool and arrive exactly once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from core import DeadLetterQueue
+from core.spool import Spool
+from tests.conftest import Worker, wait_for
+from tests.test_dlq import make_entry
+from tui.services import RedisServer
+
+
+@pytest.fixture
+def dlq_server() -> Iterator[RedisServer]:
+    with RedisServer(persistent=True) as server:
+        yield server
+
+
+def test_failures_while_redis_is_down_arrive_once_after_restart(
+    redis_server: RedisServer, dlq_server: RedisServer, start_worker: Callable[..., Worker]
+) -> None:
+    worker = start_worker(redis_server.url, env={"MORGUE_TEST_DLQ": dlq_server.url})
+    dlq = DeadLetterQueue(redis.Redis.from_url(dlq_server.url))
+    spool = Spool(worker.spool_dir)
+
+    before = [worker.send("boom", f"before {n}") for n in range(3)]
+    wait_for(lambda: dlq.size("celery") == 3, timeout=30)
+
+    dlq_server.stop()
+    during = [worker.send("boom", f"during {n}") for n in range(5)]
+    wait_for(lambda: spool.pending() and len(spool.path.read_bytes().splitlines()) == 5, 30)
+
+    dlq_server.start()
+    dlq.client.connection_pool.disconnect()
+    after = worker.send("boom", "after")  # the next successful write replays the spool
+    expected = set(before + during + [after])
+    wait_for(lambda: {e.task_id for e in dlq.iter_entries("celery")} == expected, timeout=30)
+    task_ids = [entry.task_id for entry in dlq.iter_entries("celery")]
+    assert sorted(task_ids) == sorted(expected), "an entry is missing or duplicated"
+    assert not spool.pending()
+    assert "spooled" in worker.log()
+
+
+def test_a_replay_of_entries_already_stored_adds_nothing(
+    redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    dlq = DeadLetterQueue(redis_client)
+    spool = Spool(tmp_path)
+    stored = make_entry("reached-redis")
+    dlq.add(stored)
+    # A write that timed out after Redis applied it is spooled as well.
+    spool.append(stored)
+    spool.append(make_entry("never-reached"))
+    assert spool.replay(dlq.add_many) == 2
+    assert sorted(e.task_id for e in dlq.iter_entries("celery")) == [
+        "never-reached",
+        "reached-redis",
+    ]
+    assert spool.replay(dlq.add_many) == 0
+
+
+def test_a_torn_spool_line_is_set_aside_not_lost(redis_client: redis.Redis, tmp_path: Path) -> None:
+    dlq = DeadLetterQueue(redis_client)
+    spool = Spool(tmp_path)
+    spool.append(make_entry("good"))
+    with open(spool.path, "ab") as handle:
+        handle.write(b'{"task_id": "torn", "tas')
+    assert spool.replay(dlq.add_many) == 1
+    assert [e.task_id for e in dlq.iter_entries("celery")] == ["good"]
+    assert b'"torn"' in (spool.directory / "spool.rejected.jsonl").read_bytes()
+    assert not spool.pending()
+
+
+def test_replay_keeps_the_spool_when_redis_is_still_away(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    spool.append(make_entry("waiting"))
+    dead = DeadLetterQueue(redis.Redis(port=1, socket_connect_timeout=0.2))
+    with pytest.raises(redis.ConnectionError):
+        spool.replay(dead.add_many)
+    assert spool.pending()
