@@ -3,6 +3,7 @@
 Workers import this package; it never imports textual or rich.
 """
 
+from core.backoff import calculate_backoff, retry_with_backoff
 from core.dlq import (
     DeadLetterQueue,
     DLQError,
@@ -27,6 +28,8 @@ __all__ = [
     "QueueInfo",
     "RedisURLError",
     "RequeueReport",
+    "calculate_backoff",
     "install",
     "redact_url",
+    "retry_with_backoff",
 ]

@@ -12,7 +12,7 @@ import signal
 import time
 
 import redis
-from celery import Celery
+from celery import Celery, signals
 from celery.exceptions import Reject
 
 import core
@@ -34,6 +34,8 @@ core.install(
     redis_url=os.environ.get("MORGUE_TEST_DLQ") or None,
     spool_dir=os.environ.get("MORGUE_SPOOL_DIR") or None,
     socket_timeout=0.5,
+    # tests/test_beat.py runs `celery beat` on this app with a short interval.
+    reap_interval=float(os.environ.get("MORGUE_TEST_REAP_INTERVAL") or 300),
 )
 
 
@@ -91,3 +93,48 @@ def fails_until_flag(self, flag: str) -> None:
 @app.task
 def sleep(seconds: float) -> None:
     time.sleep(seconds)
+
+
+# -- for tests/test_zombies.py --------------------------------------------------------------
+
+
+@app.task(time_limit=60)
+def sleep_with_time_limit(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+@app.task
+def ignore_sigterm(seconds: float) -> None:
+    """Sleeps through SIGTERM, as code stuck in a C call or with its own handler would."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    time.sleep(seconds)
+
+
+@signals.task_revoked.connect
+def record_revoked(
+    sender: object = None,
+    request: object = None,
+    terminated: object = None,
+    signum: object = None,
+    **_: object,
+) -> None:
+    """Evidence for the tests that a revoke really reached the worker: ``revoked:{task id}``."""
+    task_id = getattr(request, "id", None)
+    if task_id:
+        _redis().set(
+            f"revoked:{task_id}",
+            json.dumps({"terminated": bool(terminated), "signum": str(signum)}),
+            ex=600,
+        )
+
+
+# -- for tests/test_backoff_worker.py ---------------------------------------------------------
+
+
+@app.task(bind=True, max_retries=2)
+def retries_with_backoff(self, runs_key: str, base: float, max_delay: float) -> None:
+    """Always fails; records each run as ``{"retries": n, "at": epoch}`` on list ``runs_key``."""
+    from core.backoff import retry_with_backoff  # here, so this addition stays at the file's end
+
+    _redis().rpush(runs_key, json.dumps({"retries": self.request.retries, "at": time.time()}))
+    retry_with_backoff(self, RuntimeError("x"), base=base, max_delay=max_delay)
