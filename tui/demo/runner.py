@@ -1,0 +1,165 @@
+"""Start the demo's services, hand a temporary profile to the UI, and stop everything after.
+
+Everything started here is stopped by pid (then by process group) on quit, Ctrl+C, SIGTERM,
+SIGHUP or a crash; the temporary folder goes too, and the user's config file is never read or
+written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+from typing import Self
+
+from celery import Celery
+
+from tui.demo.tasks import DEMO_GRACE, DEMO_HARD_LIMIT
+from tui.profiles import Profile
+from tui.services import ManagedProcess, RedisServer, ServiceError, celery_argv
+
+WORKER_NAME = "demo@localhost"
+
+
+class Demo:
+    def __init__(self) -> None:
+        self._tmp = tempfile.TemporaryDirectory(prefix="morgue-demo-")
+        self.directory = Path(self._tmp.name)
+        self.redis = RedisServer()
+        self.worker: ManagedProcess | None = None
+        self.producer: ManagedProcess | None = None
+
+    @property
+    def profile(self) -> Profile:
+        return Profile(
+            name="demo",
+            url=self.redis.url,
+            refresh=1.0,
+            hard_limit=DEMO_HARD_LIMIT,
+            grace=DEMO_GRACE,
+        )
+
+    def pids(self) -> list[int]:
+        found = []
+        for process in (self.worker, self.producer):
+            if process is not None and process.process is not None:
+                found.append(process.pid)
+        with contextlib.suppress(ServiceError):
+            found.append(self.redis.pid)
+        return found
+
+    def start(self, timeout: float = 60.0) -> None:
+        self.redis.start()
+        env = {
+            **os.environ,
+            "MORGUE_DEMO_BROKER": self.redis.url,
+            "MORGUE_DEMO_SPOOL": str(self.directory / "spool"),
+        }
+        repo_root = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [repo_root, env.get("PYTHONPATH")]))
+        self.worker = ManagedProcess(
+            celery_argv(
+                "tui.demo.tasks",
+                "worker",
+                "--beat",
+                "--schedule",
+                str(self.directory / "beat-schedule"),
+                "-P",
+                "prefork",
+                "-c",
+                "4",
+                "-n",
+                WORKER_NAME,
+                "-Q",
+                "celery,reports",
+                "--loglevel",
+                "INFO",
+                "--without-gossip",
+                "--without-mingle",
+            ),
+            env=env,
+            cwd=self.directory,
+            log_path=self.directory / "worker.log",
+        )
+        self.worker.start()
+        self._wait_for_worker(timeout)
+        self.producer = ManagedProcess(
+            [sys.executable, "-m", "tui.demo.producer"],
+            env=env,
+            cwd=self.directory,
+            log_path=self.directory / "producer.log",
+        )
+        self.producer.start()
+
+    def _wait_for_worker(self, timeout: float) -> None:
+        control = Celery("demo-control", broker=self.redis.url)
+        try:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                assert self.worker is not None
+                if not self.worker.running():
+                    raise ServiceError(f"the demo worker exited at start:\n{self._worker_log()}")
+                if control.control.ping(destination=[WORKER_NAME], timeout=0.5):
+                    return
+            raise ServiceError(f"the demo worker did not start within {timeout:.0f}s")
+        finally:
+            control.close()
+
+    def _worker_log(self) -> str:
+        log = self.directory / "worker.log"
+        return log.read_text(errors="replace")[-2000:] if log.exists() else ""
+
+    def stop(self) -> None:
+        # The producer first (nothing new arrives), then the worker, then Redis under it. The
+        # worker gets SIGQUIT (Celery's cold shutdown): a warm one would wait for the sleepers.
+        if self.producer is not None:
+            self.producer.stop()
+        if self.worker is not None:
+            self.worker.stop(signal.SIGQUIT, timeout=10)
+        self.redis.close()
+        self._tmp.cleanup()
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+
+@contextlib.contextmanager
+def _signals_end_the_demo() -> Iterator[None]:
+    """SIGTERM and SIGHUP (a closed SSH session) unwind like Ctrl+C, so cleanup runs."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def run_demo(*, theme: str | None = None, mouse: bool = True, headless: bool = False) -> None:
+    """Run the demo until the UI quits (or, headless, until interrupted)."""
+    with _signals_end_the_demo(), contextlib.suppress(KeyboardInterrupt), Demo() as demo:
+        if headless:
+            print(json.dumps({"url": demo.redis.url, "pids": demo.pids()}), flush=True)
+            while True:
+                time.sleep(3600)
+        from tui.app import run_ui
+
+        run_ui(demo.profile, theme=theme, mouse=mouse)
