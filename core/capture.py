@@ -9,6 +9,7 @@ recorded about the task.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import socket
@@ -197,13 +198,24 @@ class FailureCapture:
     def replay_spool(self) -> int:
         """Move spooled entries into Redis; returns how many went (0 if Redis is still away)."""
         try:
-            count = self.spool.replay(self.dlq.add_many)
+            count = self.spool.replay(self._store_unexpired)
         except (redis.RedisError, OSError) as exc:
             log.warning("celery-morgue: spool replay deferred: %s", exc)
             return 0
         if count:
             log.info("celery-morgue: replayed %d spooled entries into Redis", count)
         return count
+
+    def _store_unexpired(self, entries: list[Entry]) -> None:
+        """Retention counts from the failure: an entry spooled longer than that is not stored."""
+        horizon = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=self.options.retention)
+        fresh = [entry for entry in entries if entry.failed_at_datetime > horizon]
+        if len(fresh) < len(entries):
+            log.info(
+                "celery-morgue: %d spooled entries outlived their retention before Redis came back",
+                len(entries) - len(fresh),
+            )
+        self.dlq.add_many(fresh)
 
 
 def _traceback_text(traceback: Any, einfo: Any) -> str:

@@ -83,3 +83,24 @@ def test_replay_keeps_the_spool_when_redis_is_still_away(tmp_path: Path) -> None
     with pytest.raises(redis.ConnectionError):
         spool.replay(dead.add_many)
     assert spool.pending()
+
+
+def test_spooled_entries_past_their_retention_are_not_replayed(
+    redis_server: RedisServer, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    import datetime as dt
+
+    from celery import Celery
+
+    from core.capture import FailureCapture
+    from core.options import Options
+
+    capture = FailureCapture(
+        Celery("retention"), redis_server.url, Options(spool_dir=tmp_path, retention=60)
+    )
+    long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=120)
+    capture.spool.append(make_entry("expired", failed_at=long_ago))
+    capture.spool.append(make_entry("fresh"))
+    assert capture.replay_spool() == 2
+    assert [e.task_id for e in DeadLetterQueue(redis_client).iter_entries("celery")] == ["fresh"]
+    assert not capture.spool.pending()
