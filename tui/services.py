@@ -153,10 +153,13 @@ class ManagedProcess:
 class RedisServer:
     """A private redis-server on a free loopback port, with its data in a temporary folder."""
 
-    def __init__(self, *, persistent: bool = False, port: int | None = None) -> None:
+    def __init__(
+        self, *, persistent: bool = False, port: int | None = None, password: str | None = None
+    ) -> None:
         self.binary = find_redis_server()
         self.port = port or free_port()
         self.persistent = persistent
+        self.password = password  # clients must AUTH; `url` does not carry it
         self._tmp = tempfile.TemporaryDirectory(prefix="morgue-redis-")
         self.directory = Path(self._tmp.name)
         self._process: ManagedProcess | None = None
@@ -191,6 +194,8 @@ class RedisServer:
             "--logfile",
             str(self.directory / "redis.log"),
         ]
+        if self.password is not None:
+            argv += ["--requirepass", self.password]
         self._process = ManagedProcess(argv)
         self._process.start()
         deadline = time.monotonic() + timeout
@@ -207,7 +212,8 @@ class RedisServer:
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
                 sock.sendall(b"PING\r\n")
-                return sock.recv(16).startswith(b"+PONG")
+                # NOAUTH: up, and asking for the password.
+                return sock.recv(16).startswith((b"+PONG", b"-NOAUTH"))
         except OSError:
             return False
 

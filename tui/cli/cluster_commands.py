@@ -1,0 +1,174 @@
+"""`morgue tasks` and `morgue zombies`: what the workers run now, and the tasks past their end."""
+
+from __future__ import annotations
+
+import signal as signals
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from core.zombies import ActiveTask, ClusterSnapshot, active_tasks, revoke_tasks
+from tui.cli.output import Column, emit_json, format_seconds, plural, render_table
+from tui.cli.session import Failure, Session, confirm, pass_session
+
+ZOMBIE_MARK = "ZOMBIE"
+
+
+class SignalType(click.ParamType[str]):
+    """A signal by name (``TERM``, ``SIGKILL``) or number; converted to ``SIGTERM`` form."""
+
+    name = "SIGNAL"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = str(value).strip().upper()
+        try:
+            if text.isdigit():
+                return signals.Signals(int(text)).name
+            name = text if text.startswith("SIG") else f"SIG{text}"
+            return signals.Signals[name].name
+        except (KeyError, ValueError):
+            self.fail(f"{value!r} is not a signal (e.g. TERM, KILL, SIGINT, 9)", param, ctx)
+
+
+def _snapshot_dict(
+    snapshot: ClusterSnapshot, key: str, tasks: Sequence[ActiveTask]
+) -> dict[str, Any]:
+    return {
+        "taken_at": snapshot.taken_at.isoformat(),
+        "workers": list(snapshot.workers),
+        "unreachable": list(snapshot.unreachable),
+        key: [task.as_dict() for task in tasks],
+    }
+
+
+def _table(tasks: Sequence[ActiveTask]) -> str:
+    columns = [
+        Column("id", flexible=True, minimum=8),
+        Column("task", flexible=True, minimum=10),
+        Column("worker", flexible=True, minimum=8),
+        Column("age", right=True),
+        Column("limit", right=True),
+        Column("state"),
+    ]
+    rows = [
+        [
+            task.id,
+            task.name,
+            task.worker,
+            format_seconds(task.age),
+            format_seconds(task.hard_limit),
+            ZOMBIE_MARK if task.zombie else "",
+        ]
+        for task in tasks
+    ]
+    return render_table(columns, rows)
+
+
+def _footer(snapshot: ClusterSnapshot, shown: int, noun: str) -> str:
+    text = f"{plural(shown, noun)} on {plural(len(snapshot.workers), 'worker')}"
+    if snapshot.unreachable:
+        text += f"; no reply from {', '.join(snapshot.unreachable)}"
+    return text
+
+
+def _snapshot(session: Session, hard_limit: float | None, grace: float | None) -> ClusterSnapshot:
+    profile = session.profile()
+    return active_tasks(
+        session.connection().app,
+        hard_limit=profile.hard_limit if hard_limit is None else hard_limit,
+        grace=profile.grace if grace is None else grace,
+        timeout=profile.inspect_timeout,
+    )
+
+
+hard_limit_option = click.option(
+    "--hard-limit",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds a task may run when it declares no time limit (default: the profile's).",
+)
+grace_option = click.option(
+    "--grace",
+    type=click.FloatRange(min=0),
+    help="Seconds past its limit before a task counts as a zombie (default: the profile's).",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
+@click.command(short_help="Tasks running now; zombies marked.")
+@hard_limit_option
+@grace_option
+@json_option
+@pass_session
+def tasks(session: Session, hard_limit: float | None, grace: float | None, as_json: bool) -> None:
+    """Tasks the workers are running now, oldest first; zombies are marked."""
+    snapshot = _snapshot(session, hard_limit, grace)
+    if as_json:
+        emit_json(_snapshot_dict(snapshot, "tasks", snapshot.tasks))
+        return
+    if snapshot.tasks:
+        click.echo(_table(snapshot.tasks))
+    click.echo(_footer(snapshot, len(snapshot.tasks), "active task"))
+
+
+@click.command(short_help="Tasks past their hard limit; --revoke.")
+@hard_limit_option
+@grace_option
+@click.option("--revoke", is_flag=True, help="Revoke the zombies, terminating their processes.")
+@click.option(
+    "--signal",
+    "sig",
+    type=SignalType(),
+    default="SIGTERM",
+    show_default=True,
+    help="Signal for --revoke (KILL ends a task that ignores TERM).",
+)
+@click.option(
+    "--yes", "-y", is_flag=True, help="Do not ask; required when stdin is not a terminal."
+)
+@json_option
+@pass_session
+def zombies(
+    session: Session,
+    hard_limit: float | None,
+    grace: float | None,
+    revoke: bool,
+    sig: str,
+    yes: bool,
+    as_json: bool,
+) -> None:
+    """Tasks running past their hard time limit plus grace; --revoke ends them."""
+    if revoke:
+        session.require_writable("revoke tasks")
+    snapshot = _snapshot(session, hard_limit, grace)
+    found = list(snapshot.zombies)
+    data = _snapshot_dict(snapshot, "zombies", found)
+    data["revoke"] = None
+    if not revoke or not found:
+        if as_json:
+            emit_json(data)
+            return
+        if found:
+            click.echo(_table(found))
+        click.echo(_footer(snapshot, len(found), "zombie"))
+        return
+    if not as_json:
+        click.echo(_table(found))
+    confirm(yes, f"Revoke {plural(len(found), 'zombie task')} with {sig}?")
+    report = revoke_tasks(
+        session.connection().app, found, signal=sig, timeout=session.profile().inspect_timeout
+    )
+    data["revoke"] = report.as_dict()
+    if as_json:
+        emit_json(data)
+    else:
+        click.echo(
+            f"revoked with {sig}: {len(report.terminated)} terminated, "
+            f"{len(report.already_gone)} already gone, {len(report.refused)} refused, "
+            f"{len(report.no_reply)} without reply"
+        )
+    if report.refused or report.no_reply:
+        raise Failure(
+            f"{len(report.refused) + len(report.no_reply)} of {plural(len(found), 'zombie')} "
+            "not confirmed ended (refused or no reply from their worker)"
+        )

@@ -1,0 +1,291 @@
+"""`morgue queues` and `morgue dlq ...`: read and change the dead-letter queue."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import click
+
+from core.dlq import DeadLetterQueue, EntryNotFound, LossyEntryError
+from core.entry import Entry
+from tui.cli.output import (
+    Column,
+    emit_json,
+    format_time,
+    key_values,
+    plural,
+    printable,
+    render_table,
+)
+from tui.cli.session import Failure, Session, confirm, pass_session
+
+_ENTRY_ID = re.compile(r"\d{1,20}-\d{1,20}")
+MAX_LIMIT = 10_000
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+yes_option = click.option(
+    "--yes", "-y", is_flag=True, help="Do not ask; required when stdin is not a terminal."
+)
+
+
+class EntryIdType(click.ParamType[str]):
+    name = "ID"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = str(value)
+        if not _ENTRY_ID.fullmatch(text):
+            self.fail(f"{text!r} is not an entry id (e.g. 1732406400000-0)", param, ctx)
+        return text
+
+
+ENTRY_ID = EntryIdType()
+
+
+def require_queue(dlq: DeadLetterQueue, queue: str) -> int:
+    """The queue's size; a queue with no entries is unknown (the DLQ drops emptied queues)."""
+    size = dlq.size(queue)
+    if size:
+        return size
+    names = [info.queue for info in dlq.queues()]
+    known = f"queues: {', '.join(names)}" if names else "the DLQ is empty"
+    raise Failure(f"no queue {queue!r} in the DLQ ({known})")
+
+
+@click.command(short_help="DLQ queues with counts and ages.")
+@json_option
+@pass_session
+def queues(session: Session, as_json: bool) -> None:
+    """The DLQ's queues with their entry counts, oldest and newest failure."""
+    infos = session.connection().dlq.queues()
+    if as_json:
+        emit_json([info.as_dict() for info in infos])
+        return
+    if not infos:
+        click.echo("the DLQ is empty")
+        return
+    columns = [
+        Column("queue", flexible=True),
+        Column("total", right=True),
+        Column("oldest (UTC)"),
+        Column("newest (UTC)"),
+    ]
+    rows = [
+        [info.queue, str(info.total), format_time(info.oldest), format_time(info.newest)]
+        for info in infos
+    ]
+    click.echo(render_table(columns, rows))
+
+
+@click.group(short_help="List, show, delete, clear, requeue entries.")
+def dlq() -> None:
+    """List, show, delete, clear and requeue dead-lettered tasks."""
+
+
+@dlq.command("list")
+@click.argument("queue")
+@click.option(
+    "--limit",
+    type=click.IntRange(1, MAX_LIMIT),
+    default=50,
+    show_default=True,
+    help="Entries per page.",
+)
+@click.option("--cursor", type=ENTRY_ID, help="Continue after this entry (the 'next' value).")
+@json_option
+@pass_session
+def list_entries(
+    session: Session, queue: str, limit: int, cursor: str | None, as_json: bool
+) -> None:
+    """Entries of QUEUE, newest first, a page at a time."""
+    dlq_ = session.connection().dlq
+    require_queue(dlq_, queue)
+    page = dlq_.page(queue, cursor=cursor, limit=limit)
+    if as_json:
+        emit_json(page.as_dict())
+        return
+    columns = [
+        Column("id", flexible=True, minimum=15),
+        Column("failed (UTC)"),
+        Column("task", flexible=True, minimum=10),
+        Column("exception", flexible=True, minimum=9),
+        Column("message", flexible=True, minimum=10),
+    ]
+    rows = [
+        [entry.id, format_time(entry.failed_at), entry.task, entry.exception, entry.message]
+        for entry in page.items
+    ]
+    click.echo(render_table(columns, rows))
+    summary = f"{len(page.items)} of {page.total} in {queue!r}"
+    if page.next:
+        summary += f"; next page: --cursor {page.next}"
+    click.echo(summary)
+
+
+def _arguments_text(entry: Entry) -> tuple[str, str]:
+    return (
+        json.dumps(entry.args, ensure_ascii=False),
+        json.dumps(entry.kwargs, ensure_ascii=False),
+    )
+
+
+def _lossy_text(entry: Entry) -> str:
+    if not entry.lossy:
+        return "no"
+    changed = ", ".join(entry.lossy_fields + entry.truncated_fields)
+    if entry.requeue_exact:
+        return f"shown changed ({changed}); requeue sends the originals"
+    return f"yes ({changed}); requeue needs --lossy"
+
+
+@dlq.command()
+@click.argument("queue")
+@click.argument("entry_id", metavar="ID", type=ENTRY_ID)
+@json_option
+@pass_session
+def show(session: Session, queue: str, entry_id: str, as_json: bool) -> None:
+    """Everything stored about one entry, traceback included."""
+    dlq_ = session.connection().dlq
+    require_queue(dlq_, queue)
+    entry = dlq_.get(queue, entry_id)
+    if as_json:
+        emit_json(entry.as_dict())
+        return
+    args, kwargs = _arguments_text(entry)
+    pairs = [
+        ("id", entry.id),
+        ("task", entry.task),
+        ("task_id", entry.task_id),
+        ("queue", entry.queue),
+        ("failed_at", entry.failed_at),
+        ("hostname", entry.hostname),
+        ("retries", str(entry.retries)),
+        ("exception", entry.exception),
+        ("message", entry.message),
+        ("args", args),
+        ("kwargs", kwargs),
+        ("lossy", _lossy_text(entry)),
+    ]
+    if entry.exchange or entry.routing_key:
+        pairs.append(("routing", f"exchange={entry.exchange!r} routing_key={entry.routing_key!r}"))
+    if entry.root_id or entry.parent_id:
+        pairs.append(("root/parent", f"{entry.root_id or '-'} / {entry.parent_id or '-'}"))
+    click.echo(key_values([(key, printable(value, keep_newlines=True)) for key, value in pairs]))
+    click.echo("traceback:")
+    for line in printable(entry.traceback, keep_newlines=True).rstrip("\n").split("\n"):
+        click.echo(f"  {line}".rstrip())
+
+
+@dlq.command()
+@click.argument("queue")
+@click.argument("entry_ids", metavar="ID...", nargs=-1, required=True, type=ENTRY_ID)
+@yes_option
+@json_option
+@pass_session
+def delete(
+    session: Session, queue: str, entry_ids: tuple[str, ...], yes: bool, as_json: bool
+) -> None:
+    """Delete entries by id."""
+    session.require_writable("delete entries")
+    dlq_ = session.connection().dlq
+    require_queue(dlq_, queue)
+    unique = list(dict.fromkeys(entry_ids))
+    confirm(yes, f"Delete {plural(len(unique), 'entry')} from queue {queue!r}?")
+    deleted: list[str] = []
+    missing: list[str] = []
+    for entry_id in unique:
+        (deleted if dlq_.delete(queue, entry_id) else missing).append(entry_id)
+    if as_json:
+        emit_json({"queue": queue, "deleted": deleted, "not_found": missing})
+    else:
+        click.echo(f"deleted {plural(len(deleted), 'entry')} from {queue!r}")
+    if missing:
+        raise Failure(f"not found in {queue!r}: {', '.join(missing)}")
+
+
+@dlq.command(short_help="Delete every entry present now.")
+@click.argument("queue")
+@yes_option
+@json_option
+@pass_session
+def clear(session: Session, queue: str, yes: bool, as_json: bool) -> None:
+    """Delete every entry present now; entries that arrive meanwhile are kept."""
+    session.require_writable("clear a queue")
+    dlq_ = session.connection().dlq
+    count = require_queue(dlq_, queue)
+    newest = dlq_.newest_id(queue)
+    if newest is None:  # emptied between the two calls
+        raise Failure(f"queue {queue!r} is already empty")
+    confirm(
+        yes,
+        f"Clear queue {queue!r}: delete its {plural(count, 'entry')} "
+        f"(up to {newest}; newer ones are kept)?",
+    )
+    removed = dlq_.clear(queue, up_to=newest)
+    if as_json:
+        emit_json({"queue": queue, "cleared": removed, "up_to": newest})
+    else:
+        click.echo(f"cleared {plural(removed, 'entry')} from {queue!r}")
+
+
+@dlq.command(short_help="Send entries' tasks again.")
+@click.argument("queue")
+@click.argument("entry_ids", metavar="[ID]...", nargs=-1, type=ENTRY_ID)
+@click.option("--all", "every", is_flag=True, help="Requeue every entry present now.")
+@click.option("--lossy", is_flag=True, help="Also requeue entries stored with changed arguments.")
+@yes_option
+@json_option
+@pass_session
+def requeue(
+    session: Session,
+    queue: str,
+    entry_ids: tuple[str, ...],
+    every: bool,
+    lossy: bool,
+    yes: bool,
+    as_json: bool,
+) -> None:
+    """Send entries' tasks again (under new task ids); each entry goes once it was sent."""
+    if bool(entry_ids) == every:
+        raise click.UsageError("give entry ids or --all (not both)")
+    session.require_writable("requeue entries")
+    connection = session.connection()
+    dlq_ = connection.dlq
+    count = require_queue(dlq_, queue)
+    unique = list(dict.fromkeys(entry_ids))
+    what = f"all {plural(count, 'entry')}" if every else plural(len(unique), "entry")
+    confirm(yes, f"Requeue {what} from queue {queue!r}?")
+    requeued: dict[str, str] = {}
+    skipped: list[str] = []
+    missing: list[str] = []
+    if every:
+        report = dlq_.requeue_all(connection.app, queue, allow_lossy=lossy)
+        requeued, skipped = report.requeued, report.skipped_lossy
+    else:
+        for entry_id in unique:
+            try:
+                requeued[entry_id] = dlq_.requeue(
+                    connection.app, queue, entry_id, allow_lossy=lossy
+                )
+            except LossyEntryError:
+                skipped.append(entry_id)
+            except EntryNotFound:
+                missing.append(entry_id)
+    if as_json:
+        emit_json(
+            {"queue": queue, "requeued": requeued, "skipped_lossy": skipped, "not_found": missing}
+        )
+    else:
+        click.echo(f"requeued {plural(len(requeued), 'entry')} from {queue!r}")
+    problems = []
+    if skipped:
+        problems.append(
+            f"{plural(len(skipped), 'lossy entry')} left in the queue "
+            f"({', '.join(skipped[:5])}{', …' if len(skipped) > 5 else ''}): "
+            "stored with changed arguments; pass --lossy to requeue them anyway"
+        )
+    if missing:
+        problems.append(f"not found in {queue!r}: {', '.join(missing)}")
+    if problems:
+        raise Failure("; ".join(problems))
