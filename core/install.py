@@ -11,6 +11,7 @@ from celery import signals
 from core.capture import FailureCapture
 from core.options import Options
 from core.urls import resolve_redis_url
+from core.zombies import Reaper, ensure_beat_entry, register_cleanup_task, register_kill_job
 
 
 @dataclass(frozen=True)
@@ -19,17 +20,23 @@ class Installation:
     redis_url: str
     options: Options
     capture: FailureCapture
+    reaper: Reaper
+    cleanup_task: Any  # celery_morgue.cleanup_zombie_tasks on this app
 
 
 _installed: weakref.WeakKeyDictionary[Any, Installation] = weakref.WeakKeyDictionary()
 
 
 def install(app: Any, redis_url: str | None = None, **options: Any) -> Installation:
-    """Capture the failures of ``app``'s tasks into the Redis DLQ.
+    """Capture the failures of ``app``'s tasks into the Redis DLQ and reap its zombie tasks.
 
-    ``redis_url`` defaults to the broker when it is Redis, else the result backend. Options:
+    ``redis_url`` defaults to the broker when it is Redis, else the result backend. DLQ options:
     ``prefix`` ("dlq:"), ``retention`` (seconds, 7 days), ``max_entries`` (per queue, 10,000),
-    ``spool_dir``, ``socket_timeout``. A second call for the same app changes nothing.
+    ``spool_dir``, ``socket_timeout``. Reaper options: ``hard_limit`` (300 s, for tasks with no
+    limit of their own nor a pool default), ``grace`` (30 s), ``reap_interval`` (300 s between
+    beat runs; None: no beat entry), ``reap_signals`` (("SIGTERM", "SIGKILL")),
+    ``reap_dry_run`` (False), ``inspect_timeout`` (1 s). A second call for the same app changes
+    nothing.
     """
     existing = _installed.get(app)
     if existing is not None:
@@ -41,6 +48,33 @@ def install(app: Any, redis_url: str | None = None, **options: Any) -> Installat
     # of an object nobody else holds would vanish.
     signals.task_received.connect(capture.on_task_received, weak=False)
     signals.task_failure.connect(capture.on_task_failure, weak=False)
-    installation = Installation(app=app, redis_url=url, options=parsed, capture=capture)
+    reaper = Reaper(app, parsed, capture)
+    cleanup_task = register_cleanup_task(app, reaper)
+    register_kill_job()
+    if parsed.reap_interval is not None:
+        _schedule(app, parsed.reap_interval)
+    installation = Installation(
+        app=app,
+        redis_url=url,
+        options=parsed,
+        capture=capture,
+        reaper=reaper,
+        cleanup_task=cleanup_task,
+    )
     _installed[app] = installation
     return installation
+
+
+def _schedule(app: Any, interval: float) -> None:
+    """Add the beat entry now, and again if the configuration is (re)loaded or finalized.
+
+    A user's ``app.conf.beat_schedule = {...}`` or ``config_from_object`` after this call would
+    drop the entry; beat finalizes the app before it reads the schedule, so it comes back then.
+    """
+    ensure_beat_entry(app, interval)
+
+    def again(sender: Any = None, **_: Any) -> None:
+        ensure_beat_entry(app, interval)
+
+    app.on_after_configure.connect(again, weak=False)
+    app.on_after_finalize.connect(again, weak=False)

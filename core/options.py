@@ -3,11 +3,35 @@
 from __future__ import annotations
 
 import dataclasses
+import signal as signal_module
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from core.dlq import DEFAULT_MAX_ENTRIES, DEFAULT_PREFIX, DEFAULT_RETENTION
+
+# The reaper's defaults. A zombie has run past its hard limit by more than the grace: long
+# enough for a prefork pool's own kill (and its WorkerLostError bookkeeping) to land first.
+DEFAULT_HARD_LIMIT = 300.0
+DEFAULT_GRACE = 30.0
+DEFAULT_REAP_INTERVAL = 300.0
+DEFAULT_REAP_SIGNALS = ("SIGTERM", "SIGKILL")
+
+
+def signal_number(name: str) -> int:
+    """``'SIGKILL'``, ``'KILL'`` or ``'kill'`` -> 9; a ValueError naming anything else."""
+    if not isinstance(name, str):
+        raise ValueError(f"signal must be a name such as 'SIGTERM', got {name!r}")
+    try:
+        return int(signal_module.Signals["SIG" + name.upper().removeprefix("SIG")])
+    except KeyError:
+        raise ValueError(f"unknown signal {name!r} (expected e.g. 'SIGTERM', 'SIGKILL')") from None
+
+
+def _positive_seconds(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValueError(f"{name} must be positive seconds, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -17,6 +41,13 @@ class Options:
     max_entries: int = DEFAULT_MAX_ENTRIES  # per queue; the oldest go first
     spool_dir: Path | str | None = None  # default: platformdirs' user state dir
     socket_timeout: float = 1.0  # the main-process receiver runs in the worker's event loop
+    # The reaper: a task with no time limit of its own nor a pool default gets ``hard_limit``.
+    hard_limit: float = DEFAULT_HARD_LIMIT
+    grace: float = DEFAULT_GRACE  # seconds past the hard limit before a task is a zombie
+    reap_interval: float | None = DEFAULT_REAP_INTERVAL  # beat period; None: no beat entry
+    reap_signals: tuple[str, ...] = DEFAULT_REAP_SIGNALS  # one more per run a task survives
+    reap_dry_run: bool = False  # list zombies, revoke nothing
+    inspect_timeout: float = 1.0  # the longest wait for a worker that does not answer
 
     def __post_init__(self) -> None:
         if not isinstance(self.prefix, str) or not self.prefix:
@@ -25,10 +56,20 @@ class Options:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not isinstance(self.socket_timeout, int | float) or self.socket_timeout <= 0:
-            raise ValueError(
-                f"socket_timeout must be positive seconds, got {self.socket_timeout!r}"
-            )
+        _positive_seconds("socket_timeout", self.socket_timeout)
+        _positive_seconds("hard_limit", self.hard_limit)
+        _positive_seconds("inspect_timeout", self.inspect_timeout)
+        if (
+            isinstance(self.grace, bool)
+            or not isinstance(self.grace, int | float)
+            or not self.grace >= 0
+        ):
+            raise ValueError(f"grace must be zero or positive seconds, got {self.grace!r}")
+        if self.reap_interval is not None:
+            _positive_seconds("reap_interval", self.reap_interval)
+        if not isinstance(self.reap_dry_run, bool):
+            raise ValueError(f"reap_dry_run must be True or False, got {self.reap_dry_run!r}")
+        object.__setattr__(self, "reap_signals", _signal_names(self.reap_signals))
 
     @classmethod
     def from_kwargs(cls, options: dict[str, Any]) -> Options:
@@ -40,3 +81,17 @@ class Options:
                 f"known: {', '.join(sorted(known))}"
             )
         return cls(**options)
+
+
+def _signal_names(value: Any) -> tuple[str, ...]:
+    """Normalised names (``'kill'`` -> ``'SIGKILL'``) of a non-empty sequence of signals."""
+    if isinstance(value, str) or not isinstance(value, Sequence) or not value:
+        raise ValueError(f"reap_signals must be a non-empty list of signal names, got {value!r}")
+    names = []
+    for item in value:
+        try:
+            signal_number(item)
+        except ValueError as exc:
+            raise ValueError(f"reap_signals: {exc}") from None
+        names.append("SIG" + item.upper().removeprefix("SIG"))
+    return tuple(names)

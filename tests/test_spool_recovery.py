@@ -24,23 +24,25 @@ def dlq_server() -> Iterator[RedisServer]:
 def test_failures_while_redis_is_down_arrive_once_after_restart(
     redis_server: RedisServer, dlq_server: RedisServer, start_worker: Callable[..., Worker]
 ) -> None:
-    worker = start_worker(redis_server.url, env={"MORGUE_TEST_DLQ": dlq_server.url})
+    # Its own queue, so the session's shared worker on the same broker takes none of these.
+    queue = "spool-recovery"
+    worker = start_worker(redis_server.url, queues=queue, env={"MORGUE_TEST_DLQ": dlq_server.url})
     dlq = DeadLetterQueue(redis.Redis.from_url(dlq_server.url))
     spool = Spool(worker.spool_dir)
 
-    before = [worker.send("boom", f"before {n}") for n in range(3)]
-    wait_for(lambda: dlq.size("celery") == 3, timeout=30)
+    before = [worker.send("boom", f"before {n}", queue=queue) for n in range(3)]
+    wait_for(lambda: dlq.size(queue) == 3, timeout=30)
 
     dlq_server.stop()
-    during = [worker.send("boom", f"during {n}") for n in range(5)]
+    during = [worker.send("boom", f"during {n}", queue=queue) for n in range(5)]
     wait_for(lambda: spool.pending() and len(spool.path.read_bytes().splitlines()) == 5, 30)
 
     dlq_server.start()
     dlq.client.connection_pool.disconnect()
-    after = worker.send("boom", "after")  # the next successful write replays the spool
+    after = worker.send("boom", "after", queue=queue)  # the next good write replays the spool
     expected = set(before + during + [after])
-    wait_for(lambda: {e.task_id for e in dlq.iter_entries("celery")} == expected, timeout=30)
-    task_ids = [entry.task_id for entry in dlq.iter_entries("celery")]
+    wait_for(lambda: {e.task_id for e in dlq.iter_entries(queue)} == expected, timeout=30)
+    task_ids = [entry.task_id for entry in dlq.iter_entries(queue)]
     assert sorted(task_ids) == sorted(expected), "an entry is missing or duplicated"
     assert not spool.pending()
     assert "spooled" in worker.log()

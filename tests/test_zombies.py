@@ -1,0 +1,391 @@
+"""Zombie tasks on real prefork (and threads) workers: found, aged, revoked, escalated."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import pytest
+import redis
+from celery import Celery
+
+from core.dlq import DeadLetterQueue
+from core.entry import Entry, build_entry
+from core.spool import Spool
+from core.zombies import (
+    CLEANUP_TASK,
+    ActiveTask,
+    ClusterUnavailable,
+    active_tasks,
+    build_snapshot,
+    revoke_tasks,
+)
+from tests.conftest import Worker, wait_for
+from tui.services import RedisServer, free_port, pid_alive
+
+LAST_REPORT = "dlq@reaper:last"
+SIGNALLED = "dlq@reaper:signalled"
+
+
+@pytest.fixture(scope="module")
+def private_redis() -> Iterator[RedisServer]:
+    """A broker of this module's own: no other test's worker answers its pings."""
+    with RedisServer() as server:
+        yield server
+
+
+@dataclass
+class Cluster:
+    redis: RedisServer
+    client: redis.Redis
+    app: Celery
+    start_worker: Callable[..., Worker]
+    sent: list[tuple[Worker, str]] = field(default_factory=list)
+
+    def worker(self, **options: object) -> Worker:
+        return self.start_worker(self.redis.url, **options)
+
+    def send(self, worker: Worker, task: str, *args: object) -> tuple[str, float]:
+        """Send ``tests.workerapp.{task}``; returns its id and the wall-clock time it was sent."""
+        sent_at = time.time()
+        task_id = worker.send(task, *args)
+        self.sent.append((worker, task_id))
+        return task_id, sent_at
+
+    def listed(self, task_id: str, **options: float) -> ActiveTask | None:
+        for task in active_tasks(self.app, **options).tasks:
+            if task.id == task_id:
+                return task
+        return None
+
+    def wait_older_than(self, task_id: str, seconds: float) -> ActiveTask:
+        """Wait until the task runs and is older than ``seconds``; return how it is listed."""
+
+        def old_enough() -> ActiveTask | None:
+            task = self.listed(task_id)
+            return task if task and task.age is not None and task.age > seconds else None
+
+        found = wait_for(old_enough, timeout=30 + seconds, interval=0.2)
+        assert isinstance(found, ActiveTask)
+        return found
+
+    def raw_active(self, worker: Worker) -> list[dict[str, object]]:
+        replies = self.app.control.inspect(destination=[worker.name], timeout=5).active() or {}
+        return list(replies.get(worker.name, []))
+
+    def cleanup(self, **overrides: object) -> dict[str, object]:
+        """Run celery_morgue.cleanup_zombie_tasks on a worker; the report it kept in Redis."""
+        self.client.delete(LAST_REPORT)
+        self.app.send_task(CLEANUP_TASK, kwargs=overrides)
+        raw = wait_for(lambda: self.client.get(LAST_REPORT), timeout=30)
+        assert isinstance(raw, bytes)
+        report = json.loads(raw)
+        assert isinstance(report, dict)
+        return report
+
+
+@pytest.fixture
+def cluster(private_redis: RedisServer, start_worker: Callable[..., Worker]) -> Iterator[Cluster]:
+    client = redis.Redis.from_url(private_redis.url)
+    client.flushall()  # no worker of an earlier test is left: its keys can go
+    app = Celery("monitor", broker=private_redis.url)
+    app.conf.update(task_serializer="json", accept_content=["json"])
+    made = Cluster(private_redis, client, app, start_worker)
+    yield made
+    # Sleeping tasks would hold each worker's warm shutdown: end them first.
+    for worker, task_id in made.sent:
+        app.control.revoke(task_id, destination=[worker.name], terminate=True, signal="SIGKILL")
+    app.close()
+    client.close()
+
+
+def reports(report: dict[str, object], signal: str) -> dict[str, object]:
+    signals = report["signals"]
+    assert isinstance(signals, dict)
+    result = signals[signal]
+    assert isinstance(result, dict)
+    return result
+
+
+def zombie_ids(report: dict[str, object]) -> list[str]:
+    zombies = report["zombies"]
+    assert isinstance(zombies, list)
+    return [zombie["id"] for zombie in zombies]
+
+
+# -- finding them ----------------------------------------------------------------------
+
+
+def test_no_worker_gives_an_empty_snapshot_without_a_broadcast() -> None:
+    with RedisServer() as server:
+        app = Celery("lonely", broker=server.url)
+        snapshot = active_tasks(app, timeout=30)
+        assert snapshot.tasks == []
+        assert snapshot.workers == []
+        assert snapshot.unreachable == []
+        assert snapshot.zombies == []
+        # Nobody subscribed, so no ping went out and nothing waited for replies.
+        stats = redis.Redis.from_url(server.url).info("commandstats")
+        assert "cmdstat_publish" not in stats
+        assert snapshot.as_dict()["tasks"] == []
+        app.close()
+
+
+def test_an_unreachable_broker_is_a_one_line_error_without_the_password() -> None:
+    app = Celery("away", broker=f"redis://:hunter2@127.0.0.1:{free_port()}/0")
+    with pytest.raises(ClusterUnavailable) as error:
+        active_tasks(app)
+    message = str(error.value)
+    assert "hunter2" not in message
+    assert "***" in message
+    assert "\n" not in message
+    task = ActiveTask("id", "t", "w@h", None, None, None, 1.0, False, False, "()", "{}")
+    with pytest.raises(ClusterUnavailable):
+        revoke_tasks(app, [task])
+    app.close()
+
+
+def test_a_task_past_the_threshold_is_found_with_its_age_and_revoked(cluster: Cluster) -> None:
+    worker = cluster.worker()
+    task_id, sent_at = cluster.send(worker, "sleep", 120)
+    cluster.wait_older_than(task_id, 2.5)
+
+    probe = time.time()
+    snapshot = active_tasks(cluster.app, hard_limit=2, grace=0, now=probe)
+    assert snapshot.workers == [worker.name]
+    assert snapshot.unreachable == []
+    [task] = snapshot.tasks
+    assert task.id == task_id
+    assert task.name == "tests.workerapp.sleep"
+    assert task.worker == worker.name
+    assert task.pid in worker.child_pids()
+    assert task.hard_limit == 2.0  # no limit of its own, none in the pool: the default
+    assert task.zombie
+    assert not task.redelivered
+    assert task.args == "[120]"
+    assert task.queue == "celery"
+    assert task.age is not None and task.started_at is not None
+    # The age is measured from the worker's time_start, which follows the send closely.
+    assert probe - sent_at - 0.5 <= task.age <= probe - sent_at
+    [raw] = cluster.raw_active(worker)
+    assert task.started_at.timestamp() == pytest.approx(raw["time_start"], abs=1e-6)
+    assert task.age == pytest.approx(probe - float(raw["time_start"]), abs=1e-6)
+    assert snapshot.zombies == [task]
+    assert json.loads(json.dumps(snapshot.as_dict()))["tasks"][0]["zombie"] is True
+
+    report = revoke_tasks(cluster.app, snapshot.zombies)
+    assert report.terminated == [task_id]
+    assert report.already_gone == report.no_reply == []
+    assert report.refused == {}
+    wait_for(lambda: not cluster.raw_active(worker), timeout=10)
+    revoked = wait_for(lambda: cluster.client.get(f"revoked:{task_id}"), timeout=10)
+    assert isinstance(revoked, bytes)
+    assert json.loads(revoked) == {"terminated": True, "signum": "15"}
+    assert task.pid is not None
+    wait_for(lambda: not pid_alive(task.pid), timeout=10)
+
+    # Revoking it again: the worker no longer has it.
+    again = revoke_tasks(cluster.app, [task])
+    assert again.already_gone == [task_id]
+    assert again.terminated == []
+
+
+def test_the_task_and_pool_limits_win_over_the_default(cluster: Cluster) -> None:
+    worker = cluster.worker(concurrency=2, extra=("--time-limit", "50"))
+    own_limit, _ = cluster.send(worker, "sleep_with_time_limit", 120)
+    pool_limit, _ = cluster.send(worker, "sleep", 120)
+    cluster.wait_older_than(own_limit, 1.5)
+    cluster.wait_older_than(pool_limit, 1.5)
+
+    snapshot = active_tasks(cluster.app, hard_limit=1, grace=0)
+    limits = {task.id: task.hard_limit for task in snapshot.tasks}
+    assert limits == {own_limit: 60.0, pool_limit: 50.0}
+    assert snapshot.zombies == []
+    # Past both limits (as seen from a clock far ahead) they are zombies after all.
+    later = time.time() + 61
+    assert {t.id for t in active_tasks(cluster.app, grace=0, now=later).zombies} == {
+        own_limit,
+        pool_limit,
+    }
+
+
+def info(task_id: str, name: str, time_start: float | None) -> dict[str, object]:
+    """An entry as ``active(safe=True)`` returns it (see celery/worker/request.py Request.info)."""
+    return {
+        "id": task_id,
+        "name": name,
+        "args": "()",
+        "kwargs": "{}",
+        "type": name,
+        "hostname": "w1@h",
+        "time_start": time_start,
+        "acknowledged": True,
+        "delivery_info": {"exchange": "", "routing_key": "q", "redelivered": True},
+        "worker_pid": 101 if time_start else None,
+    }
+
+
+def test_a_snapshot_from_replies_orders_ages_and_resolves_limits() -> None:
+    app = Celery("local")
+
+    @app.task(name="celery.local_only", time_limit=7)
+    def local_only() -> None: ...
+
+    now = 10_000.0
+    snapshot = build_snapshot(
+        app,
+        ["w1@h", "w2@h"],
+        active={
+            "w1@h": [
+                info("young", "app.plain", now - 5),
+                info("waiting", "app.plain", None),
+                info("old", "app.own", now - 50),
+                info("builtin", "celery.local_only", now - 9),
+            ],
+            "w2@h": [info("elsewhere", "app.plain", now - 400)],
+        },
+        registered={"w1@h": ["app.own [time_limit=40]", "app.plain"], "w2@h": ["app.plain"]},
+        stats={"w1@h": {"pool": {"timeouts": [0, 20]}}},  # w2 never answered stats
+        hard_limit=300,
+        grace=1,
+        now=now,
+    )
+    assert [t.id for t in snapshot.tasks] == ["elsewhere", "old", "builtin", "young", "waiting"]
+    limits = {t.id: t.hard_limit for t in snapshot.tasks}
+    # Own limit (worker's registry), local registry for what the worker does not list, then
+    # the pool default, then the configured default.
+    assert limits == {"old": 40, "builtin": 7, "young": 20, "waiting": 20, "elsewhere": 300}
+    assert [t.id for t in snapshot.zombies] == ["elsewhere", "old", "builtin"]
+    waiting = snapshot.tasks[-1]
+    assert (waiting.age, waiting.started_at, waiting.zombie) == (None, None, False)
+    assert snapshot.workers == ["w1@h"]
+    assert snapshot.unreachable == ["w2@h"]
+    assert snapshot.tasks[0].redelivered
+    assert json.loads(json.dumps(snapshot.as_dict()))["zombies"] == 3
+
+
+# -- the cleanup task ----------------------------------------------------------------------
+
+
+def test_the_cleanup_reaps_zombies_and_leaves_healthy_tasks(cluster: Cluster) -> None:
+    worker = cluster.worker(concurrency=4)
+    zombie, _ = cluster.send(worker, "sleep", 120)
+    zombie_pid = cluster.wait_older_than(zombie, 5).pid
+    young, _ = cluster.send(worker, "sleep", 120)
+    limited, _ = cluster.send(worker, "sleep_with_time_limit", 120)
+    healthy_pids = {cluster.wait_older_than(task_id, 0.1).pid for task_id in (young, limited)}
+
+    dry = cluster.cleanup(hard_limit=3, grace=1, dry_run=True)
+    assert dry["dry_run"] is True
+    assert zombie_ids(dry) == [zombie]
+    assert dry["zombies"][0]["signal"] == "SIGTERM"  # type: ignore[index]
+    assert reports(dry, "SIGTERM")["terminated"] == []
+    assert cluster.listed(zombie) is not None
+
+    report = cluster.cleanup(hard_limit=3, grace=1)
+    assert report["dry_run"] is False
+    assert report["workers"] == [worker.name]
+    assert zombie_ids(report) == [zombie]
+    assert reports(report, "SIGTERM")["terminated"] == [zombie]
+    assert report["errors"] == []
+    wait_for(lambda: cluster.listed(zombie) is None, timeout=10)
+    assert zombie_pid is not None
+    wait_for(lambda: not pid_alive(zombie_pid), timeout=10)
+    assert json.loads(cluster.client.get(f"revoked:{zombie}") or b"{}")["signum"] == "15"
+    assert cluster.client.hexists(SIGNALLED, zombie)
+    # The young task and the one with its own 60 s limit still run, in the same processes.
+    still = {task.id: task.pid for task in active_tasks(cluster.app).tasks}
+    assert young in still and limited in still
+    assert set(still.values()) >= healthy_pids
+    assert all(pid is not None and pid_alive(pid) for pid in healthy_pids)
+    assert cluster.client.get(f"revoked:{young}") is None
+
+    # The next run asks after the signalled task, finds it gone, and forgets it.
+    follow_up = cluster.cleanup(hard_limit=60)
+    assert reports(follow_up, "SIGKILL")["already_gone"] == [zombie]
+    assert zombie_ids(follow_up) == []
+    assert not cluster.client.hexists(SIGNALLED, zombie)
+
+
+def test_a_task_ignoring_sigterm_is_killed_on_the_next_run(cluster: Cluster) -> None:
+    worker = cluster.worker(concurrency=2)
+    stubborn, _ = cluster.send(worker, "ignore_sigterm", 300)
+    pid = cluster.wait_older_than(stubborn, 2.5).pid
+    assert pid is not None
+
+    first = cluster.cleanup(hard_limit=2, grace=0)
+    assert reports(first, "SIGTERM")["terminated"] == [stubborn]
+    wait_for(lambda: cluster.client.get(f"revoked:{stubborn}"), timeout=10)
+    # Celery forgot it at once, yet its process keeps running it.
+    assert cluster.listed(stubborn) is None
+    time.sleep(1.0)
+    assert pid_alive(pid)
+    assert pid in worker.child_pids()
+
+    second = cluster.cleanup(hard_limit=2, grace=0)
+    assert reports(second, "SIGKILL")["terminated"] == [stubborn]
+    assert reports(second, "SIGTERM")["terminated"] == []
+    wait_for(lambda: not pid_alive(pid), timeout=10)
+    assert "sending SIGKILL to pid" in worker.log()
+
+    third = cluster.cleanup(hard_limit=2, grace=0)
+    assert reports(third, "SIGKILL")["already_gone"] == [stubborn]
+    assert not cluster.client.hexists(SIGNALLED, stubborn)
+
+
+def test_a_threads_worker_refusal_is_reported_not_raised(cluster: Cluster) -> None:
+    worker = cluster.worker(pool="threads", concurrency=3)
+    task_id, _ = cluster.send(worker, "sleep", 12)
+    task = cluster.wait_older_than(task_id, 2.5)
+
+    direct = revoke_tasks(cluster.app, [task])
+    assert list(direct.refused) == [task_id]
+    assert "NotImplementedError" in direct.refused[task_id]
+    assert "kill_job" in direct.refused[task_id]
+    assert direct.terminated == []
+
+    report = cluster.cleanup(hard_limit=2, grace=0)
+    refused = reports(report, "SIGTERM")["refused"]
+    assert isinstance(refused, dict)
+    assert list(refused) == [task_id]
+    assert "kill_job" in refused[task_id]
+    assert not cluster.client.hexists(SIGNALLED, task_id)  # nothing to escalate
+    assert cluster.listed(task_id) is not None  # still running: the pool cannot stop it
+
+
+def test_the_cleanup_trims_the_dlq_and_replays_the_spool(cluster: Cluster) -> None:
+    worker = cluster.worker(concurrency=1)
+    short_lived = DeadLetterQueue(cluster.client, retention=1)
+    short_lived.add(entry_for("expired-task", "stale"))
+    spooled = entry_for("spooled-task", "celery")
+    Spool(worker.spool_dir).append(spooled)
+    time.sleep(1.2)  # past the stale entry's retention; nobody writes to that queue again
+
+    report = cluster.cleanup()
+    assert report["spool_replayed"] == 1
+    # Both queues were indexed when the cleanup trimmed them; the stale one came out empty.
+    assert report["dlq_remaining"] == {"stale": 0, "celery": 1}
+    dlq = DeadLetterQueue(cluster.client)
+    assert [info.queue for info in dlq.queues()] == ["celery"]
+    [stored] = dlq.page("celery").items
+    assert stored.task_id == "spooled-task"
+    assert not Spool(worker.spool_dir).pending()
+
+
+def entry_for(task_id: str, queue: str) -> Entry:
+    return build_entry(
+        task_id=task_id,
+        task="tests.workerapp.boom",
+        queue=queue,
+        args=[1],
+        kwargs={},
+        exception=ValueError("boom"),
+        traceback="",
+        retries=0,
+        hostname="test",
+        delivery_info={"routing_key": queue},
+        root_id=None,
+        parent_id=None,
+    )
