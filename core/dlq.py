@@ -5,18 +5,25 @@ each entry its own retention (an entry leaves ``retention`` after it was stored,
 later), ``XREVRANGE`` with an exclusive cursor pages newest-first in O(log N + page), and
 ``XTRIM MINID`` up to a seen id clears exactly what the user looked at and nothing newer.
 
-Besides the streams, keys live under ``{namespace}`` (the prefix with ``@`` for its last ``:``,
-e.g. ``dlq@``), which no queue name can collide with:
+The prefix must end with ``:``. Besides the streams, keys live under the namespace: the prefix
+with ``@`` for its final ``:`` (``dlq@``), which no ``dlq:{queue}`` key can equal:
 
 - ``dlq@queues``: hash queue -> retention in ms: the index, so listing queues never scans, and
   the writer's retention, so readers trim with it;
-- ``dlq@seen:{task_id}``: the stream id a task was stored under, so a second ``task_failure``
-  for the same task (hard time limits fire two) or a spool replay stores nothing new.
+- ``dlq@seen``: sorted set of stored task ids by time, so a second ``task_failure`` for the
+  same task (hard time limits fire two) or a spool replay stores nothing new. It keeps a day
+  (or the retention, if shorter) and at most ``SEEN_LIMIT`` ids, so its memory is bounded
+  whatever the failure rate (about 100 bytes an id);
+- ``dlq@claim:{queue}:{id}``: held for a minute while an entry is being requeued, so two
+  operators requeueing the same entry publish it once.
+
+Needs Redis 6.2 or later (``XTRIM MINID``, exclusive ranges).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -31,26 +38,31 @@ DEFAULT_PREFIX = "dlq:"
 DEFAULT_RETENTION = 7 * 24 * 3600
 DEFAULT_MAX_ENTRIES = 10_000
 DEFAULT_PAGE_SIZE = 50
-# How long a task id is remembered for de-duplication. Bounded so that seen-keys cannot outgrow
-# the capped streams; double signals arrive within milliseconds and spool replays within minutes.
+# How long, and how many, task ids are remembered for de-duplication: double signals arrive
+# within milliseconds, spool replays within minutes of Redis coming back.
 DEDUPE_WINDOW = 24 * 3600
+SEEN_LIMIT = 100_000
 REQUEUED_FROM_HEADER = "morgue_requeued_from"
+_CLAIM_MS = 60_000
+_ENTRY_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 
-# KEYS: stream, queues, seen.  ARGV: queue, entry json, task id.  The numbers are
-# formatted in per instance (retention ms, cap, dedupe ms): fewer arguments to encode on the hot
+# KEYS: stream, queues, seen.  ARGV: queue, entry json, task id.  The numbers are formatted in
+# per instance (retention ms, cap, dedupe ms, seen limit): fewer arguments to encode on the hot
 # path.  The time comes from the new stream id, which saves a TIME call.
-# Returns {stream id, 1 if stored now / 0 if it was already there}.
+# Returns the new stream id, or false if the task was already stored.
 _ADD = """
-local existing = redis.call('GET', KEYS[3])
-if existing then return {existing, 0} end
+if redis.call('ZSCORE', KEYS[3], ARGV[3]) then return false end
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '%(cap)d', '*',
                       'task_id', ARGV[3], 'entry', ARGV[2])
-local min_ms = tonumber(string.match(id, '^%%d+')) - %(retention_ms)d
+local now_ms = tonumber(string.match(id, '^%%d+'))
+local min_ms = now_ms - %(retention_ms)d
 if min_ms > 0 then redis.call('XTRIM', KEYS[1], 'MINID', min_ms) end
 redis.call('PEXPIRE', KEYS[1], '%(retention_ms)d')
 redis.call('HSET', KEYS[2], ARGV[1], '%(retention_ms)d')
-redis.call('SET', KEYS[3], id, 'PX', '%(dedupe_ms)d')
-return {id, 1}
+redis.call('ZADD', KEYS[3], now_ms, ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now_ms - %(dedupe_ms)d)
+redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -%(seen_limit)d - 1)
+return id
 """
 
 # Drop what retention says is gone, then answer; an emptied queue leaves the index.
@@ -130,6 +142,31 @@ class Page:
 class RequeueReport:
     requeued: dict[str, str] = field(default_factory=dict)  # entry id -> new task id
     skipped_lossy: list[str] = field(default_factory=list)
+    skipped_busy: list[str] = field(default_factory=list)  # being requeued by someone else
+    # Set when publishing stopped part-way (the broker went away); the entries not yet sent
+    # are still in the DLQ.
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "requeued": self.requeued,
+            "skipped_lossy": self.skipped_lossy,
+            "skipped_busy": self.skipped_busy,
+            "error": self.error,
+        }
+
+
+def namespace_for(prefix: str) -> str:
+    """``dlq:`` -> ``dlq@``: where the DLQ's own keys live beside its streams."""
+    if not prefix.endswith(":"):
+        raise ValueError(f"prefix must end with ':' (like 'dlq:'), got {prefix!r}")
+    return prefix[:-1] + "@"
+
+
+def check_entry_id(entry_id: str) -> str:
+    if not isinstance(entry_id, str) or not _ENTRY_ID.fullmatch(entry_id):
+        raise DLQError(f"{entry_id!r} is not an entry id (expected e.g. 1732406400000-0)")
+    return entry_id
 
 
 def stream_id_time(entry_id: str) -> dt.datetime:
@@ -139,11 +176,10 @@ def stream_id_time(entry_id: str) -> dt.datetime:
 
 def _successor(entry_id: str) -> str:
     """The smallest stream id greater than ``entry_id``."""
-    try:
-        millis, seq = entry_id.split("-", 1)
-        return f"{int(millis)}-{int(seq) + 1}"
-    except ValueError:
-        raise DLQError(f"{entry_id!r} is not an entry id (expected e.g. 1732406400000-0)") from None
+    millis, seq = check_entry_id(entry_id).split("-", 1)
+    if int(seq) >= 2**64 - 1:
+        return f"{int(millis) + 1}-0"
+    return f"{int(millis)}-{int(seq) + 1}"
 
 
 def _text(value: Any) -> str:
@@ -168,15 +204,16 @@ class DeadLetterQueue:
         self.prefix = prefix
         self.retention = retention
         self.max_entries = max_entries
-        namespace = (prefix[:-1] if prefix.endswith(":") else prefix) + "@"
-        self.index_key = f"{namespace}queues"
-        self.seen_prefix = f"{namespace}seen:"
+        self.namespace = namespace_for(prefix)
+        self.index_key = f"{self.namespace}queues"
+        self.seen_key = f"{self.namespace}seen"
         self._add = client.register_script(
             _ADD
             % {
                 "cap": max_entries,
                 "retention_ms": retention * 1000,
                 "dedupe_ms": min(retention, DEDUPE_WINDOW) * 1000,
+                "seen_limit": SEEN_LIMIT,
             }
         )
         self._trim = client.register_script(_TRIM)
@@ -188,21 +225,20 @@ class DeadLetterQueue:
     # -- writing -------------------------------------------------------------------------
 
     def _add_args(self, entry: Entry) -> tuple[list[str], list[Any]]:
-        keys = [self.key(entry.queue), self.index_key, self.seen_prefix + entry.task_id]
+        keys = [self.key(entry.queue), self.index_key, self.seen_key]
         return keys, [entry.queue, entry.to_json(), entry.task_id]
 
-    def add(self, entry: Entry) -> str:
-        """Store ``entry``; returns its stream id (the earlier one if its task is already in)."""
+    def add(self, entry: Entry) -> str | None:
+        """Store ``entry``; returns its stream id, or None if its task was already stored."""
         keys, argv = self._add_args(entry)
         try:
             # EVALSHA directly: redis-py's Script wrapper costs as much as the Lua it runs.
             reply = self.client.evalsha(self._add.sha, len(keys), *keys, *argv)
         except NoScriptError:
             reply = self._add(keys=keys, args=argv)
-        stored_id, _created = reply
-        return _text(stored_id)
+        return _text(reply) if reply else None
 
-    def add_many(self, entries: Iterable[Entry]) -> list[str]:
+    def add_many(self, entries: Iterable[Entry]) -> list[str | None]:
         """Store several entries in one round trip, each de-duplicated like :meth:`add`."""
         pipe = self.client.pipeline(transaction=False)
         count = 0
@@ -212,7 +248,7 @@ class DeadLetterQueue:
             count += 1
         if count == 0:
             return []
-        return [_text(stored_id) for stored_id, _ in pipe.execute()]
+        return [_text(reply) if reply else None for reply in pipe.execute()]
 
     # -- reading -------------------------------------------------------------------------
 
@@ -273,7 +309,8 @@ class DeadLetterQueue:
             cursor = page.next
 
     def get(self, queue: str, entry_id: str) -> Entry:
-        _successor(entry_id)
+        check_entry_id(entry_id)
+        self.size(queue)  # an entry past its retention is gone, even if nobody trimmed yet
         rows = self.client.xrange(self.key(queue), min=entry_id, max=entry_id, count=1)
         if not rows:
             raise EntryNotFound(f"no entry {entry_id} in queue {queue!r}")
@@ -307,7 +344,7 @@ class DeadLetterQueue:
         if not entry_ids:
             return 0
         for entry_id in entry_ids:
-            _successor(entry_id)
+            check_entry_id(entry_id)
         removed = int(self.client.xdel(self.key(queue), *entry_ids))
         self.size(queue)  # drops the queue from the index if that emptied it
         return removed
@@ -333,7 +370,8 @@ class DeadLetterQueue:
         """Send the entry's task again under a fresh id; the entry goes once the send succeeded.
 
         A fresh id because workers silently drop ids they have revoked. The original id travels
-        in the ``morgue_requeued_from`` header. Returns the new task id.
+        in the ``morgue_requeued_from`` header; link, link_error, the rest of a chain and the
+        call's time limits travel too. Returns the new task id.
         """
         entry = self.get(queue, entry_id)
         if not entry.requeue_exact and not allow_lossy:
@@ -342,32 +380,46 @@ class DeadLetterQueue:
                 f"({', '.join(entry.lossy_fields + entry.truncated_fields)}); "
                 "requeueing would not send the originals"
             )
-        new_id = self._publish(app, entry)
+        if not self._claim(queue, entry_id):
+            raise DLQError(f"entry {entry_id} is being requeued by someone else right now")
+        new_id = self._publish(app, entry)  # on failure the claim expires by itself
         self.client.xdel(self.key(queue), entry_id)
         self.size(queue)
         return new_id
 
     def requeue_all(self, app: Any, queue: str, *, allow_lossy: bool = False) -> RequeueReport:
-        """Requeue, oldest first, every entry present when this started."""
+        """Requeue, oldest first, every entry present when this started.
+
+        If the broker fails part-way, the report says so and what was sent; the rest stays.
+        """
         report = RequeueReport()
         newest = self.newest_id(queue)
         if newest is None:
             return report
         lower = "-"
-        while True:
-            rows = self.client.xrange(self.key(queue), min=lower, max=newest, count=200)
-            if not rows:
-                break
-            for row in rows:
-                entry = self._entry(row)
-                if not entry.requeue_exact and not allow_lossy:
-                    report.skipped_lossy.append(entry.id)
-                    continue
-                report.requeued[entry.id] = self._publish(app, entry)
-                self.client.xdel(self.key(queue), entry.id)
-            lower = "(" + _text(rows[-1][0])
+        try:
+            while True:
+                rows = self.client.xrange(self.key(queue), min=lower, max=newest, count=200)
+                if not rows:
+                    break
+                for row in rows:
+                    entry = self._entry(row)
+                    if not entry.requeue_exact and not allow_lossy:
+                        report.skipped_lossy.append(entry.id)
+                    elif not self._claim(queue, entry.id):
+                        report.skipped_busy.append(entry.id)
+                    else:
+                        report.requeued[entry.id] = self._publish(app, entry)
+                        self.client.xdel(self.key(queue), entry.id)
+                lower = "(" + _text(rows[-1][0])
+        except Exception as exc:  # the broker, most likely; what was done is in the report
+            report.error = f"{type(exc).__name__}: {exc}"
         self.size(queue)
         return report
+
+    def _claim(self, queue: str, entry_id: str) -> bool:
+        key = f"{self.namespace}claim:{queue}:{entry_id}"
+        return bool(self.client.set(key, 1, nx=True, px=_CLAIM_MS))
 
     @staticmethod
     def _publish(app: Any, entry: Entry) -> str:
@@ -388,5 +440,8 @@ class DeadLetterQueue:
             options["root_id"] = entry.root_id
         if entry.parent_id:
             options["parent_id"] = entry.parent_id
+        for name in ("link", "link_error", "chain", "time_limit", "soft_time_limit"):
+            if entry.options.get(name) is not None:
+                options[name] = entry.options[name]
         app.send_task(entry.task, args=args, kwargs=kwargs, **options)
         return new_id

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import logging
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from celery import signals
 
 from core.capture import FailureCapture
 from core.options import Options
+from core.reaper import Reaper, ensure_beat_entry, register_cleanup_task
+from core.revoke import register_kill_job
 from core.urls import resolve_redis_url
-from core.zombies import Reaper, ensure_beat_entry, register_cleanup_task, register_kill_job
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Installation:
     app: Any
-    redis_url: str
+    redis_url: str = field(repr=False)  # may hold a password
     options: Options
     capture: FailureCapture
     reaper: Reaper
@@ -40,6 +44,11 @@ def install(app: Any, redis_url: str | None = None, **options: Any) -> Installat
     """
     existing = _installed.get(app)
     if existing is not None:
+        if options or redis_url is not None:
+            log.warning(
+                "celery-morgue: install() already ran for %r; the options of this call are ignored",
+                getattr(app, "main", app),
+            )
         return existing
     parsed = Options.from_kwargs(options)
     url = resolve_redis_url(app, redis_url)

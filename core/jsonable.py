@@ -59,47 +59,83 @@ def _safe_repr(value: Any) -> str:
         return f"<{type(value).__qualname__} object; repr() raised {type(exc).__name__}>"
 
 
+def encodable(text: str) -> tuple[str, bool]:
+    """``text`` as UTF-8 can carry it, and whether it changed.
+
+    A lone surrogate (``os.fsdecode`` of a non-UTF-8 file name, say) cannot be encoded: kept as
+    is it would make the entry unwritable to Redis and to the spool alike.
+    """
+    if text.isascii():
+        return text, False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8"), True
+    return text, False
+
+
+# Python refuses str() of an int beyond 4,300 digits; such a number is shown by its size.
+_INT_BITS_LIMIT = 10_000
+
+
 def to_jsonable(value: Any, path: str, conversion: Conversion, depth: int = 0) -> JSON:
     """A JSON-safe copy of ``value``; every change is recorded in ``conversion``."""
-    conversion.size += 8
-    if value is None or isinstance(value, bool | int):
+    if value is None or isinstance(value, bool):
+        conversion.size += 6
+        return value
+    if isinstance(value, int):
+        bits = value.bit_length()
+        if bits > _INT_BITS_LIMIT:
+            conversion.lossy.append(path)
+            conversion.size += 40
+            return f"<int of {bits:,} bits>"
+        conversion.size += bits // 3 + 3
         return value
     if isinstance(value, float):
+        conversion.size += 26
         if value != value or value in (float("inf"), float("-inf")):
             conversion.lossy.append(path)
             return repr(value)
         return value
     if isinstance(value, str):
         # Escapes can double a character's encoded size (and \uXXXX makes six of a control).
-        conversion.size += 6 * len(value)
-        if len(value) > STRING_LIMIT:
+        conversion.size += 6 * min(len(value), STRING_LIMIT) + 2
+        text, changed = encodable(value)
+        if changed and path not in conversion.lossy[-1:]:
+            conversion.lossy.append(path)
+        if len(text) > STRING_LIMIT:
             conversion.truncated.append(path)
-            return cut(value, STRING_LIMIT)
-        return value
+            return cut(text, STRING_LIMIT)
+        return text
     if depth >= DEPTH_LIMIT:
         conversion.lossy.append(path)
-        return cut(_safe_repr(value), STRING_LIMIT)
+        return to_jsonable(cut(_safe_repr(value), STRING_LIMIT), path, conversion, depth)
     if isinstance(value, dict):
         result: dict[str, JSON] = {}
         for key, item in value.items():
             text_key = key if isinstance(key, str) else _safe_repr(key)
-            conversion.size += 6 * len(text_key)
-            if text_key is not key:
+            text_key, changed = encodable(text_key)
+            conversion.size += 6 * len(text_key) + 4
+            if changed or not isinstance(key, str):
                 conversion.lossy.append(f"{path}.{text_key}")
             result[text_key] = to_jsonable(item, f"{path}.{text_key}", conversion, depth + 1)
         return result
     if isinstance(value, list | tuple):
+        conversion.size += 2
         return [
             to_jsonable(item, f"{path}[{index}]", conversion, depth + 1)
             for index, item in enumerate(value)
         ]
     conversion.lossy.append(path)
+    readable: Any
     if isinstance(value, dt.datetime | dt.date | dt.time):
-        return value.isoformat()
-    if isinstance(value, decimal.Decimal | uuid.UUID):
-        return str(value)
-    if isinstance(value, bytes | bytearray | memoryview):
-        return to_jsonable(_readable_bytes(value), path, conversion, depth)
-    if isinstance(value, set | frozenset):
+        readable = value.isoformat()
+    elif isinstance(value, decimal.Decimal | uuid.UUID):
+        readable = str(value)
+    elif isinstance(value, bytes | bytearray | memoryview):
+        readable = _readable_bytes(value)
+    elif isinstance(value, set | frozenset):
         return [to_jsonable(item, f"{path}[]", conversion, depth + 1) for item in value]
-    return cut(_safe_repr(value), STRING_LIMIT)
+    else:
+        readable = _safe_repr(value)
+    return to_jsonable(readable, path, conversion, depth)

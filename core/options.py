@@ -50,8 +50,14 @@ class Options:
     inspect_timeout: float = 1.0  # the longest wait for a worker that does not answer
 
     def __post_init__(self) -> None:
-        if not isinstance(self.prefix, str) or not self.prefix:
-            raise ValueError(f"prefix must be a non-empty string, got {self.prefix!r}")
+        if (
+            not isinstance(self.prefix, str)
+            or len(self.prefix) < 2
+            or not self.prefix.endswith(":")
+        ):
+            raise ValueError(
+                f"prefix must be a string ending in ':' (like 'dlq:'), got {self.prefix!r}"
+            )
         for name in ("retention", "max_entries"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
 from redis.backoff import NoBackoff
@@ -19,19 +19,28 @@ class RedisURLError(ValueError):
 
 
 def redact_url(url: str) -> str:
-    """Return ``url`` with any password replaced by ``***`` so it can be printed or logged."""
+    """``url`` with any password (in the user info or a ``password=`` query parameter) shown as
+    ``***``, so it can be printed or logged."""
     try:
         parts = urlsplit(url)
         has_password = parts.password is not None
     except ValueError:
         return "<unparseable url>"
-    if not has_password:
+    netloc = parts.netloc
+    if has_password:
+        userinfo, hostport = netloc.rsplit("@", 1)
+        netloc = f"{userinfo.split(':', 1)[0]}:***@{hostport}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(name.lower() == "password" for name, _ in pairs):
+            query = urlencode(
+                [(name, "***" if name.lower() == "password" else value) for name, value in pairs],
+                safe="*",
+            )
+    if netloc == parts.netloc and query == parts.query:
         return url
-    userinfo, hostport = parts.netloc.rsplit("@", 1)
-    user = userinfo.split(":", 1)[0]
-    return urlunsplit(
-        (parts.scheme, f"{user}:***@{hostport}", parts.path, parts.query, parts.fragment)
-    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def normalise_redis_url(url: str) -> str:

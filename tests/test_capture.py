@@ -72,7 +72,8 @@ def test_hard_time_limit_gives_exactly_one_entry(worker: Worker, redis_client: r
     wait_for(lambda: "Hard time limit" in worker.log(), timeout=10)
     time.sleep(1.0)
     assert len(entries_for(dlq, "other", task_id)) == 1
-    assert redis_client.xlen("dlq:other") == 1
+    # The second signal comes with an empty request: it must not land in another queue either.
+    assert [(q.queue, q.total) for q in dlq.queues()] == [("other", 1)]
 
 
 def test_a_killed_process_is_captured_as_worker_lost(
@@ -84,6 +85,9 @@ def test_a_killed_process_is_captured_as_worker_lost(
     assert entry.exception == "WorkerLostError"
     assert entry.task == "tests.workerapp.kill_own_process"
     assert entry.hostname == worker.name
+    assert entry.queue == "other"
+    time.sleep(1.0)
+    assert [(q.queue, q.total) for q in dlq.queues()] == [("other", 1)]
 
 
 def test_reject_without_requeue_is_captured(worker: Worker, redis_client: redis.Redis) -> None:
@@ -126,3 +130,30 @@ def test_tasks_of_other_apps_are_not_captured(tmp_path: Path) -> None:
     # A task of another app: the receiver returns before touching Redis (port 1 is closed).
     installation.capture.on_task_failure(sender=foreign, task_id="x", exception=ValueError())
     assert not installation.capture.spool.pending()
+
+
+def test_an_undecodable_file_name_argument_is_stored(
+    worker: Worker, redis_client: redis.Redis
+) -> None:
+    import os
+
+    dlq = DeadLetterQueue(redis_client)
+    name = os.fsdecode(b"/tmp/report-\xff.csv")  # a lone surrogate: not encodable as UTF-8
+    task_id = worker.send("odd_arguments", name, kwargs={name: 1})
+    entry = wait_for_entry(dlq, "celery", task_id)
+    assert entry.args == ["/tmp/report-\\udcff.csv"]
+    assert entry.lossy and "args[0]" in entry.lossy_fields
+
+
+def test_a_timed_out_task_that_goes_back_to_its_queue_is_not_dead(
+    worker: Worker, redis_client: redis.Redis
+) -> None:
+    dlq = DeadLetterQueue(redis_client)
+    task_id = worker.send("redelivered_after_timeout", 30, queue="other")
+    try:
+        # acks_late without acks_on_timeout: Celery sends task_failure, then redelivers.
+        wait_for(lambda: worker.log().count("timed out and goes back") >= 1, timeout=30)
+        assert entries_for(dlq, "other", task_id) == []
+        assert dlq.queues() == []
+    finally:
+        worker.control_app.control.revoke(task_id, terminate=True, signal="SIGKILL")

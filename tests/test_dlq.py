@@ -50,12 +50,39 @@ def test_add_then_read_back(redis_client: redis.Redis) -> None:
 def test_the_same_task_is_stored_once(redis_client: redis.Redis) -> None:
     dlq = DeadLetterQueue(redis_client)
     first = dlq.add(make_entry("t1"))
-    again = dlq.add(make_entry("t1", exception=RuntimeError("second signal")))
-    assert again == first
+    assert first is not None
+    assert dlq.add(make_entry("t1", exception=RuntimeError("second signal"))) is None
+    # Even when the second signal names another queue (an empty request on the main process).
+    assert dlq.add(make_entry("t1", queue="other")) is None
     assert dlq.size("celery") == 1
+    assert dlq.size("other") == 0
     assert dlq.get("celery", first).exception == "ValueError"
-    assert dlq.add_many([make_entry("t1"), make_entry("t2")])[0] == first
+    assert dlq.add_many([make_entry("t1"), make_entry("t2")])[0] is None
     assert dlq.size("celery") == 2
+
+
+def test_remembered_task_ids_are_bounded(
+    redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("core.dlq.SEEN_LIMIT", 50)
+    dlq = DeadLetterQueue(redis_client, max_entries=5)
+    dlq.add_many(make_entry(f"t{n}") for n in range(300))
+    assert dlq.size("celery") == 5
+    assert redis_client.zcard("dlq@seen") == 50
+    # The newest are the ones remembered.
+    assert dlq.add(make_entry("t299")) is None
+
+
+def test_reader_applies_retention_before_the_key_expires(redis_client: redis.Redis) -> None:
+    writer = DeadLetterQueue(redis_client, retention=2)
+    writer.add(make_entry("old"))
+    time.sleep(1.0)
+    writer.add(make_entry("new"))
+    time.sleep(1.2)
+    assert redis_client.xlen("dlq:celery") == 2, "nothing trimmed yet: the reader must do it"
+    reader = DeadLetterQueue(redis_client)
+    assert [e.task_id for e in reader.iter_entries("celery")] == ["new"]
+    assert [(q.queue, q.total) for q in reader.queues()] == [("celery", 1)]
 
 
 def test_retention_drops_old_entries_and_keeps_newer(redis_client: redis.Redis) -> None:
@@ -136,15 +163,30 @@ def test_paging_25000_entries_has_no_duplicates_and_no_gaps(redis_client: redis.
     assert seen == list(range(total - 1, -1, -1))
 
 
-def test_page_rejects_a_malformed_cursor(redis_client: redis.Redis) -> None:
+@pytest.mark.parametrize("bad", ["garbage", " 1-0", "+1-0", "1_0-0", "\u0661-0", "1-0-0", ""])
+def test_malformed_entry_ids_are_refused_before_redis_sees_them(
+    redis_client: redis.Redis, bad: str
+) -> None:
     dlq = DeadLetterQueue(redis_client)
-    with pytest.raises(DLQError, match="not an entry id"):
-        dlq.page("celery", cursor="garbage")
+    for call in (
+        lambda: dlq.page("celery", cursor=bad),
+        lambda: dlq.get("celery", bad),
+        lambda: dlq.delete("celery", bad),
+        lambda: dlq.clear("celery", up_to=bad),
+    ):
+        with pytest.raises(DLQError, match="not an entry id"):
+            call()
+
+
+def test_a_prefix_must_end_with_a_colon(redis_client: redis.Redis) -> None:
+    with pytest.raises(ValueError, match="end with ':'"):
+        DeadLetterQueue(redis_client, prefix="dlq")
 
 
 def test_delete_one_entry(redis_client: redis.Redis) -> None:
     dlq = DeadLetterQueue(redis_client)
     keep, drop = dlq.add(make_entry("keep")), dlq.add(make_entry("drop"))
+    assert keep is not None and drop is not None
     assert dlq.delete("celery", drop) == 1
     assert dlq.delete("celery", drop) == 0
     assert [e.id for e in dlq.iter_entries("celery")] == [keep]

@@ -129,9 +129,70 @@ def test_nan_and_deep_nesting() -> None:
     entry = round_trip(build(args=[float("nan"), deep]))
     assert entry.args[0] == "nan"
     assert entry.lossy
+    # Kept as JSON down to the depth limit, then shown as a repr string.
+    level: object = entry.args[1]
+    depth = 0
+    while isinstance(level, list) and level:
+        level, depth = level[0], depth + 1
+    assert isinstance(level, str) and level.startswith("[[")
+    assert 30 <= depth <= 33
 
 
 def test_entries_from_a_newer_version_still_load() -> None:
     data = json.loads(build().to_json())
     data["field_from_the_future"] = 1
     assert Entry.from_json("1-0", json.dumps(data)).task_id == "t1"
+
+
+def test_text_that_utf8_cannot_carry_is_escaped_not_lost() -> None:
+    bad = "report-\udcff.csv"
+    entry = round_trip(
+        build(args=[bad], kwargs={bad: 1}, exception=ValueError(bad), traceback=bad, task=bad)
+    )
+    assert entry.args == ["report-\\udcff.csv"]
+    assert entry.kwargs == {"report-\\udcff.csv": 1}
+    assert entry.message == entry.traceback == entry.task == "report-\\udcff.csv"
+    assert entry.lossy
+    entry.to_json().encode()
+
+
+def test_integers_python_cannot_print_are_described() -> None:
+    entry = round_trip(build(args=[10**5000, 7]))
+    assert entry.args == ["<int of 16,610 bits>", 7]
+    assert entry.lossy_fields == ["args[0]"]
+
+
+def test_nesting_deeper_than_recursion_allows_is_stored() -> None:
+    deep: list[object] = []
+    for _ in range(5_000):
+        deep = [deep]
+    entry = round_trip(build(args=[deep]))
+    assert entry.lossy
+    assert entry.exact_args is None
+
+
+def test_many_floats_are_capped_too() -> None:
+    entry = round_trip(build(args=[[1 / 3] * 4_000]))
+    assert entry.truncated_fields == ["args"]
+    assert len(json.dumps(entry.args)) < ARGS_LIMIT + 200
+
+
+def test_exact_arguments_only_when_they_come_back_unchanged() -> None:
+    when = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    # A tuple inside comes back from kombu's json as a list: not exact, so not promised.
+    assert build(args=[when, (1, 2)]).exact_args is None
+    assert build(args=[when, [1, 2]]).exact_args is not None
+    # A long string is cut for display but kept exactly for requeue while it fits the cap.
+    long = "z" * (STRING_LIMIT + 10)
+    entry = round_trip(build(args=[long]))
+    assert entry.truncated_fields == ["args[0]"]
+    assert entry.requeue_exact
+    assert entry.requeue_arguments() == ([long], {})
+
+
+def test_replay_options_keep_only_what_json_carries() -> None:
+    entry = round_trip(
+        build(replay_options={"link": [{"task": "t", "args": []}], "chain": None, "time_limit": 5})
+    )
+    assert entry.options == {"link": [{"task": "t", "args": []}], "time_limit": 5}
+    assert "options" not in entry.as_dict()

@@ -70,3 +70,12 @@ def test_redact_url_hides_only_the_password() -> None:
     assert redact_url("redis://host:6379/0") == "redis://host:6379/0"
     assert "s3cret" not in redact_url("rediss://:s3cret@[::1]:6380/0?ssl_cert_reqs=none")
     assert redact_url("rediss://:s3cret@[::1]:6380/0") == "rediss://:***@[::1]:6380/0"
+    assert redact_url("redis://host/0?password=hunter2&db=1") == "redis://host/0?password=***&db=1"
+
+
+def test_an_installation_never_shows_its_password(tmp_path: Path) -> None:
+    app = Celery("secret", broker="redis://:hunter2@localhost:6399/0")
+    installation = core.install(app, spool_dir=tmp_path)
+    assert "hunter2" not in repr(installation)
+    assert "hunter2" not in repr(installation.capture)
+    assert "hunter2" not in str(installation.capture.spool.path)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import decimal
 import json
 
 import pytest
 import redis
+from kombu.exceptions import OperationalError
 
 from core import DeadLetterQueue, LossyEntryError
 from tests.conftest import Worker, wait_for
@@ -66,6 +69,62 @@ def test_entry_stays_when_the_broker_is_unreachable(redis_client: redis.Redis) -
     dead = Celery("dead", broker="redis://127.0.0.1:1/0")
     dead.conf.broker_connection_retry = False
     dead.conf.broker_transport_options = {"max_retries": 0}
-    with pytest.raises(Exception):  # noqa: B017 - whatever kombu raises, the entry must stay
+    with pytest.raises(OperationalError):
         dlq.requeue(dead, "celery", entry_id)
     assert dlq.get("celery", entry_id).task_id == "t1"
+
+
+def test_requeue_sends_what_the_original_message_carried(
+    worker: Worker, redis_client: redis.Redis
+) -> None:
+    dlq = DeadLetterQueue(redis_client)
+    key = "carried"
+    redis_client.delete(f"flag:{key}", f"arguments:{key}", f"linked:{key}")
+    when = dt.datetime(2026, 11, 24, 9, 30, tzinfo=dt.UTC)
+    result = worker.control_app.send_task(
+        "tests.workerapp.record_arguments",
+        args=[key, when, decimal.Decimal("1.50")],
+        kwargs={"raw": b"\x00\xff"},
+        queue="other",
+        priority=3,
+        root_id="root-1",
+        parent_id="parent-1",
+        soft_time_limit=50,
+        time_limit=60,
+        link=worker.control_app.signature(
+            "tests.workerapp.record_link", args=[key], immutable=True
+        ),
+    )
+    entry = wait_for_entry(dlq, "other", str(result.id))
+    assert entry.lossy and entry.requeue_exact
+    assert entry.priority == 3
+    assert entry.options["time_limit"] == 60
+
+    redis_client.set(f"flag:{key}", 1)
+    dlq.requeue(worker.control_app, "other", entry.id)
+    recorded = json.loads(wait_for(lambda: redis_client.get(f"arguments:{key}"), 20))  # type: ignore[arg-type]
+    assert recorded == {
+        "args": ["datetime", "Decimal"],
+        "kwargs": {"raw": "bytes"},
+        "priority": 3,
+        "root_id": "root-1",
+        "parent_id": "parent-1",
+        "timelimit": [60, 50],
+    }
+    wait_for(lambda: redis_client.get(f"linked:{key}"), 20)
+
+
+def test_two_requeues_of_one_entry_publish_it_once(
+    worker: Worker, redis_client: redis.Redis
+) -> None:
+    from core import DLQError
+    from tests.test_dlq import make_entry
+
+    dlq = DeadLetterQueue(redis_client)
+    entry_id = dlq.add(make_entry("busy"))
+    assert entry_id is not None
+    assert dlq._claim("celery", entry_id)  # another operator is publishing it right now
+    with pytest.raises(DLQError, match="being requeued"):
+        dlq.requeue(worker.control_app, "celery", entry_id)
+    assert dlq.requeue_all(worker.control_app, "celery").skipped_busy == [entry_id]
+    assert dlq.size("celery") == 1

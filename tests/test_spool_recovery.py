@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -9,10 +10,17 @@ import pytest
 import redis
 
 from core import DeadLetterQueue
-from core.spool import Spool
+from core.capture import CIRCUIT_OPEN_SECONDS
+from core.entry import Entry
+from core.spool import Spool, spool_for
 from tests.conftest import Worker, wait_for
 from tests.test_dlq import make_entry
 from tui.services import RedisServer
+
+
+def into(dlq: DeadLetterQueue) -> Callable[[list[Entry]], int]:
+    """A spool replay target that counts what Redis stored anew."""
+    return lambda batch: sum(1 for stored in dlq.add_many(batch) if stored)
 
 
 @pytest.fixture
@@ -28,7 +36,7 @@ def test_failures_while_redis_is_down_arrive_once_after_restart(
     queue = "spool-recovery"
     worker = start_worker(redis_server.url, queues=queue, env={"MORGUE_TEST_DLQ": dlq_server.url})
     dlq = DeadLetterQueue(redis.Redis.from_url(dlq_server.url))
-    spool = Spool(worker.spool_dir)
+    spool = spool_for(worker.spool_dir, dlq_server.url, "dlq:")
 
     before = [worker.send("boom", f"before {n}", queue=queue) for n in range(3)]
     wait_for(lambda: dlq.size(queue) == 3, timeout=30)
@@ -39,7 +47,10 @@ def test_failures_while_redis_is_down_arrive_once_after_restart(
 
     dlq_server.start()
     dlq.client.connection_pool.disconnect()
-    after = worker.send("boom", "after", queue=queue)  # the next good write replays the spool
+    # Each process skips Redis for a few seconds after it failed (so an outage does not stall
+    # the worker's event loop); after that, the next good write replays the spool.
+    time.sleep(CIRCUIT_OPEN_SECONDS + 0.5)
+    after = worker.send("boom", "after", queue=queue)
     expected = set(before + during + [after])
     wait_for(lambda: {e.task_id for e in dlq.iter_entries(queue)} == expected, timeout=30)
     task_ids = [entry.task_id for entry in dlq.iter_entries(queue)]
@@ -58,12 +69,12 @@ def test_a_replay_of_entries_already_stored_adds_nothing(
     # A write that timed out after Redis applied it is spooled as well.
     spool.append(stored)
     spool.append(make_entry("never-reached"))
-    assert spool.replay(dlq.add_many) == 2
+    assert spool.replay(into(dlq)) == 1
     assert sorted(e.task_id for e in dlq.iter_entries("celery")) == [
         "never-reached",
         "reached-redis",
     ]
-    assert spool.replay(dlq.add_many) == 0
+    assert spool.replay(into(dlq)) == 0
 
 
 def test_a_torn_spool_line_is_set_aside_not_lost(redis_client: redis.Redis, tmp_path: Path) -> None:
@@ -71,10 +82,11 @@ def test_a_torn_spool_line_is_set_aside_not_lost(redis_client: redis.Redis, tmp_
     spool = Spool(tmp_path)
     spool.append(make_entry("good"))
     with open(spool.path, "ab") as handle:
-        handle.write(b'{"task_id": "torn", "tas')
-    assert spool.replay(dlq.add_many) == 1
+        handle.write(b'{"task_id": "torn", "tas\n[1, 2]\n{"task_id": "no fields"}\n')
+    assert spool.replay(into(dlq)) == 1
     assert [e.task_id for e in dlq.iter_entries("celery")] == ["good"]
-    assert b'"torn"' in (spool.directory / "spool.rejected.jsonl").read_bytes()
+    assert b'"torn"' in spool.rejected_path.read_bytes()
+    assert spool.rejected_path.stat().st_mode & 0o777 == 0o600
     assert not spool.pending()
 
 
@@ -83,7 +95,7 @@ def test_replay_keeps_the_spool_when_redis_is_still_away(tmp_path: Path) -> None
     spool.append(make_entry("waiting"))
     dead = DeadLetterQueue(redis.Redis(port=1, socket_connect_timeout=0.2))
     with pytest.raises(redis.ConnectionError):
-        spool.replay(dead.add_many)
+        spool.replay(into(dead))
     assert spool.pending()
 
 
@@ -103,6 +115,39 @@ def test_spooled_entries_past_their_retention_are_not_replayed(
     long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=120)
     capture.spool.append(make_entry("expired", failed_at=long_ago))
     capture.spool.append(make_entry("fresh"))
-    assert capture.replay_spool() == 2
+    assert capture.replay_spool() == 1
     assert [e.task_id for e in DeadLetterQueue(redis_client).iter_entries("celery")] == ["fresh"]
     assert not capture.spool.pending()
+
+
+def test_each_destination_has_its_own_spool(tmp_path: Path) -> None:
+    billing = spool_for(tmp_path, "redis://:secret@billing:6379/0", "dlq:")
+    search = spool_for(tmp_path, "redis://search:6379/0", "dlq:")
+    other_prefix = spool_for(tmp_path, "redis://search:6379/0", "search:")
+    assert len({billing.path, search.path, other_prefix.path}) == 3
+    assert "secret" not in str(billing.path)
+    billing.append(make_entry("charge-1"))
+    assert billing.pending() and not search.pending()
+
+
+def test_a_bad_spool_never_reaches_the_worker(
+    redis_server: RedisServer, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    from celery import Celery
+
+    from core.capture import FailureCapture
+    from core.options import Options
+
+    capture = FailureCapture(Celery("bad-spool"), redis_server.url, Options(spool_dir=tmp_path))
+    with open(capture.spool.path, "wb") as handle:
+        handle.write(b'[1, 2]\n{"task_id": "x"}\n')
+        bad_time = make_entry("bad-time")
+        handle.write(bad_time.to_json().replace(bad_time.failed_at, "yesterday").encode() + b"\n")
+    capture.spool.append(make_entry("good"))
+    capture.store(make_entry("live"))  # a good write replays, and must not raise
+    assert sorted(e.task_id for e in DeadLetterQueue(redis_client).iter_entries("celery")) == [
+        "good",
+        "live",
+    ]
+    assert not capture.spool.pending()
+    assert len(capture.spool.rejected_path.read_bytes().splitlines()) == 3

@@ -13,7 +13,7 @@ from celery import Celery
 
 from core.dlq import DeadLetterQueue
 from core.entry import Entry, build_entry
-from core.spool import Spool
+from core.spool import spool_for
 from core.zombies import (
     CLEANUP_TASK,
     ActiveTask,
@@ -360,7 +360,8 @@ def test_the_cleanup_trims_the_dlq_and_replays_the_spool(cluster: Cluster) -> No
     short_lived = DeadLetterQueue(cluster.client, retention=1)
     short_lived.add(entry_for("expired-task", "stale"))
     spooled = entry_for("spooled-task", "celery")
-    Spool(worker.spool_dir).append(spooled)
+    spool = spool_for(worker.spool_dir, cluster.redis.url, "dlq:")
+    spool.append(spooled)
     time.sleep(1.2)  # past the stale entry's retention; nobody writes to that queue again
 
     report = cluster.cleanup()
@@ -371,7 +372,7 @@ def test_the_cleanup_trims_the_dlq_and_replays_the_spool(cluster: Cluster) -> No
     assert [info.queue for info in dlq.queues()] == ["celery"]
     [stored] = dlq.page("celery").items
     assert stored.task_id == "spooled-task"
-    assert not Spool(worker.spool_dir).pending()
+    assert not spool.pending()
 
 
 def entry_for(task_id: str, queue: str) -> Entry:

@@ -138,3 +138,37 @@ def retries_with_backoff(self, runs_key: str, base: float, max_delay: float) -> 
 
     _redis().rpush(runs_key, json.dumps({"retries": self.request.retries, "at": time.time()}))
     retry_with_backoff(self, RuntimeError("x"), base=base, max_delay=max_delay)
+
+
+# -- for tests/test_requeue.py and tests/test_capture.py ----------------------------------
+
+
+@app.task(bind=True)
+def record_arguments(self, key: str, *args: object, **kwargs: object) -> None:
+    """Fails until ``flag:{key}`` is set; then records the types it was called with."""
+    client = _redis()
+    if not client.exists(f"flag:{key}"):
+        raise RuntimeError(f"flag:{key} not set")
+    client.set(
+        f"arguments:{key}",
+        json.dumps(
+            {
+                "args": [type(value).__name__ for value in args],
+                "kwargs": {name: type(value).__name__ for name, value in kwargs.items()},
+                "priority": self.request.delivery_info.get("priority"),
+                "root_id": self.request.root_id,
+                "parent_id": self.request.parent_id,
+                "timelimit": list(self.request.timelimit or ()),
+            }
+        ),
+    )
+
+
+@app.task
+def record_link(key: str) -> None:
+    _redis().set(f"linked:{key}", 1)
+
+
+@app.task(acks_late=True, acks_on_timeout=False, time_limit=1)
+def redelivered_after_timeout(seconds: float) -> None:
+    time.sleep(seconds)

@@ -1,0 +1,292 @@
+"""The periodic cleanup: reap zombie tasks, escalating on later runs, then keep the DLQ tidy.
+
+Celery forgets a task as soon as it has signalled it, so the reaper remembers what it
+signalled, in Redis under the DLQ namespace (each run may happen in any worker process on any
+host), and escalates on a later run through ``morgue_kill_job`` (see :mod:`core.revoke`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from typing import Any
+
+import redis
+
+from core.broadcast import ClusterUnavailable, one_line
+from core.dlq import namespace_for
+from core.options import Options
+from core.revoke import RevokeReport, kill_jobs, revoke_tasks
+from core.zombies import CLEANUP_TASK, ActiveTask, active_tasks
+
+log = logging.getLogger(__name__)
+
+# A signalled task is remembered this long at least (a few reap intervals otherwise).
+_REMEMBER_FLOOR = 3600.0
+_LAST_REPORT_TTL = 7 * 24 * 3600
+
+
+class SignalMemory:
+    """Which tasks the reaper signalled, and with which step of the escalation, in one hash.
+
+    Kept in Redis because each run may happen in any worker process on any host.
+    """
+
+    def __init__(self, client: redis.Redis, prefix: str, remember_for: float) -> None:
+        self.client = client
+        self.key = f"{namespace_for(prefix)}reaper:signalled"
+        self.remember_for = remember_for
+
+    def load(self, now: float) -> dict[str, dict[str, Any]]:
+        records: dict[str, dict[str, Any]] = {}
+        stale: list[str] = []
+        for raw_id, raw in self.client.hgetall(self.key).items():
+            task_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
+            try:
+                record = json.loads(raw)
+                fresh = now - float(record["at"]) < self.remember_for
+            except (ValueError, TypeError, KeyError):
+                fresh = False
+            if fresh and isinstance(record, dict):
+                records[task_id] = record
+            else:
+                stale.append(task_id)
+        if stale:
+            self.client.hdel(self.key, *stale)
+        return records
+
+    def remember(self, task_id: str, worker: str, step: int, now: float) -> None:
+        record = json.dumps({"worker": worker, "step": step, "at": now})
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hset(self.key, task_id, record)
+        pipe.expire(self.key, int(self.remember_for))
+        pipe.execute()
+
+    def forget(self, task_ids: Iterable[str]) -> None:
+        ids = list(task_ids)
+        if ids:
+            self.client.hdel(self.key, *ids)
+
+
+class Reaper:
+    """The work of one ``cleanup_zombie_tasks`` run for an installed app."""
+
+    def __init__(self, app: Any, options: Options, capture: Any) -> None:
+        self.app = app
+        self.options = options
+        self.capture = capture  # core.capture.FailureCapture: its DLQ client and spool
+
+    def memory(self, options: Options) -> SignalMemory:
+        interval = options.reap_interval or 0.0
+        remember_for = max(_REMEMBER_FLOOR, 10 * interval)
+        return SignalMemory(self.capture.dlq.client, options.prefix, remember_for)
+
+    def run(
+        self,
+        hard_limit: float | None = None,
+        grace: float | None = None,
+        dry_run: bool | None = None,
+    ) -> dict[str, Any]:
+        """Reap, trim the DLQ, replay the spool; return (and log, and keep) what was done."""
+        overrides: dict[str, Any] = {
+            name: value
+            for name, value in (
+                ("hard_limit", hard_limit),
+                ("grace", grace),
+                ("reap_dry_run", dry_run),
+            )
+            if value is not None
+        }
+        options = replace(self.options, **overrides) if overrides else self.options
+        report = reap(self.app, options, self.memory(options))
+        self._housekeeping(report)
+        self._publish(report, options)
+        return report
+
+    def _housekeeping(self, report: dict[str, Any]) -> None:
+        """Replay this host's spool, then apply retention to queues nobody writes to."""
+        report["spool_replayed"] = self.capture.replay_spool()
+        try:
+            report["dlq_remaining"] = self.capture.dlq.trim()
+        except (redis.RedisError, OSError) as exc:
+            report["errors"].append(f"DLQ trim: {one_line(exc)}")
+
+    def _publish(self, report: dict[str, Any], options: Options) -> None:
+        summary = (
+            f"{len(report['zombies'])} zombie(s); "
+            + "; ".join(
+                f"{name}: {len(r['terminated'])} terminated, {len(r['already_gone'])} gone, "
+                f"{len(r['refused'])} refused, {len(r['no_reply'])} no reply"
+                for name, r in report["signals"].items()
+            )
+            + (" (dry run)" if report["dry_run"] else "")
+        )
+        log.info("celery-morgue: reaper: %s", summary)
+        for error in report["errors"]:
+            log.warning("celery-morgue: reaper: %s", error)
+        log.info("celery-morgue: reaper report: %s", json.dumps(report, sort_keys=True))
+        try:
+            key = f"{namespace_for(options.prefix)}reaper:last"
+            self.capture.dlq.client.set(key, json.dumps(report), ex=_LAST_REPORT_TTL)
+        except (redis.RedisError, OSError) as exc:
+            log.warning("celery-morgue: could not keep the reaper report: %s", exc)
+
+
+def reap(app: Any, options: Options, memory: SignalMemory) -> dict[str, Any]:
+    """One reaper pass: signal each zombie, escalating for those signalled on earlier runs.
+
+    Step ``n`` of ``options.reap_signals`` goes to a task signalled ``n`` times before (the last
+    signal repeats). A task signalled before that ``active()`` no longer lists, Celery forgot
+    after signalling it; ``morgue_kill_job`` tells whether its process still runs it.
+    """
+    signals = options.reap_signals
+    report: dict[str, Any] = {
+        "ran_at": dt.datetime.now(dt.UTC).isoformat(),
+        "dry_run": options.reap_dry_run,
+        "hard_limit": options.hard_limit,
+        "grace": options.grace,
+        "signals": {name: RevokeReport().as_dict() for name in dict.fromkeys(signals)},
+        "zombies": [],
+        "skipped": [],
+        "errors": [],
+    }
+    try:
+        snapshot = active_tasks(
+            app,
+            hard_limit=options.hard_limit,
+            grace=options.grace,
+            timeout=options.inspect_timeout,
+        )
+    except ClusterUnavailable as exc:
+        # Not raised: a failing cleanup would land in the DLQ it keeps, every interval.
+        report["errors"].append(str(exc))
+        report["workers"], report["unreachable"] = [], []
+        return report
+    now = snapshot.taken_at.timestamp()
+    report["workers"] = snapshot.workers
+    report["unreachable"] = snapshot.unreachable
+    try:
+        signalled = memory.load(now)
+    except (redis.RedisError, OSError) as exc:
+        report["errors"].append(f"reaper memory: {one_line(exc)}")
+        signalled = {}
+
+    listed = {task.id for task in snapshot.tasks}
+    by_signal: dict[str, list[ActiveTask]] = {}
+    for task in snapshot.zombies:
+        record = signalled.get(task.id)
+        # Another worker runs it now (redelivered): that execution starts the escalation over.
+        step = int(record["step"]) + 1 if record and record.get("worker") == task.worker else 0
+        signal = signals[min(step, len(signals) - 1)]
+        entry = {**task.as_dict(), "signal": signal, "step": step}
+        if task.worker not in snapshot.workers:
+            report["skipped"].append({**entry, "reason": "worker did not answer every inspect"})
+            continue
+        report["zombies"].append(entry)
+        by_signal.setdefault(signal, []).append(task)
+
+    # Signalled earlier, no longer listed: gone, or a process still running what Celery forgot.
+    forgotten: dict[str, list[tuple[str, str]]] = {}
+    for task_id, record in signalled.items():
+        worker = str(record.get("worker", ""))
+        if task_id in listed or worker not in snapshot.workers:
+            continue  # listed: handled above; worker away: ask again on a later run
+        step = int(record.get("step", 0)) + 1
+        forgotten.setdefault(signals[min(step, len(signals) - 1)], []).append((task_id, worker))
+
+    if options.reap_dry_run:
+        report["followed_up"] = [
+            {"id": task_id, "worker": worker, "signal": signal}
+            for signal, pairs in forgotten.items()
+            for task_id, worker in pairs
+        ]
+        return report
+
+    steps = {entry["id"]: entry["step"] for entry in report["zombies"]}
+    for signal, tasks in by_signal.items():
+        result = _guarded(report, revoke_tasks, app, tasks, signal, options.inspect_timeout)
+        _merge(report, signal, result)
+        for task in tasks:
+            if task.id in result.terminated:
+                _remember(report, memory, task.id, task.worker, steps[task.id], now)
+            elif task.id in result.already_gone or task.id in result.refused:
+                _forget(report, memory, [task.id])
+    for signal, pairs in forgotten.items():
+        result = _guarded(report, kill_jobs, app, pairs, signal, options.inspect_timeout)
+        _merge(report, signal, result)
+        for task_id, worker in pairs:
+            if task_id in result.terminated:
+                step = int(signalled[task_id].get("step", 0)) + 1
+                _remember(report, memory, task_id, worker, step, now)
+        _forget(report, memory, result.already_gone + list(result.refused))
+    return report
+
+
+def _guarded(
+    report: dict[str, Any],
+    call: Callable[..., RevokeReport],
+    app: Any,
+    tasks: Any,
+    signal: str,
+    timeout: float,
+) -> RevokeReport:
+    """Run one revoke round; a broker failure is reported, the rest of the run goes on."""
+    try:
+        result = call(app, tasks, signal=signal, timeout=timeout)
+    except ClusterUnavailable as exc:
+        report["errors"].append(str(exc))
+        return RevokeReport()
+    return result
+
+
+def _merge(report: dict[str, Any], signal: str, result: RevokeReport) -> None:
+    merged = RevokeReport(**report["signals"][signal])
+    merged.extend(result)
+    report["signals"][signal] = merged.as_dict()
+
+
+def _remember(
+    report: dict[str, Any], memory: SignalMemory, task_id: str, worker: str, step: int, now: float
+) -> None:
+    try:
+        memory.remember(task_id, worker, step, now)
+    except (redis.RedisError, OSError) as exc:
+        report["errors"].append(f"reaper memory: {one_line(exc)}")
+
+
+def _forget(report: dict[str, Any], memory: SignalMemory, task_ids: list[str]) -> None:
+    try:
+        memory.forget(task_ids)
+    except (redis.RedisError, OSError) as exc:
+        report["errors"].append(f"reaper memory: {one_line(exc)}")
+
+
+def register_cleanup_task(app: Any, reaper: Reaper) -> Any:
+    """``celery_morgue.cleanup_zombie_tasks`` on ``app``: keyword overrides for one run."""
+
+    def cleanup_zombie_tasks(
+        hard_limit: float | None = None,
+        grace: float | None = None,
+        dry_run: bool | None = None,
+    ) -> dict[str, Any]:
+        return reaper.run(hard_limit=hard_limit, grace=grace, dry_run=dry_run)
+
+    return app.task(name=CLEANUP_TASK, shared=False, ignore_result=True)(cleanup_zombie_tasks)
+
+
+def beat_entry(interval: float) -> dict[str, Any]:
+    # Expiring after one interval: a beat that ran while no worker did sends no backlog.
+    return {"task": CLEANUP_TASK, "schedule": interval, "options": {"expires": interval}}
+
+
+def ensure_beat_entry(app: Any, interval: float) -> None:
+    """Add the cleanup to ``app.conf.beat_schedule`` unless an entry of that name is there.
+
+    Adds a key (the user's entries stay), and leaves an entry of that name the user wrote.
+    """
+    schedule = app.conf.beat_schedule
+    if CLEANUP_TASK not in schedule:
+        schedule[CLEANUP_TASK] = beat_entry(interval)
