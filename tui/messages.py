@@ -1,0 +1,68 @@
+"""What the thread workers send back to the UI thread.
+
+These are also the way to feed the dashboard deterministic data (snapshot tests post them
+directly, with polling off).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from textual.message import Message
+
+from core.dlq import Page, QueueInfo
+from core.zombies import ClusterSnapshot
+
+Severity = Literal["information", "warning", "error"]
+
+
+@dataclass
+class DeadLettersRefreshed(Message):
+    """Every queue with its count, and the newest entries of the queue on screen."""
+
+    queues: list[QueueInfo]
+    head: Page | None
+    taken_at: float
+
+
+@dataclass
+class RedisUnavailable(Message):
+    """A poll of the DLQ Redis failed at ``failed_at``; ``error`` is one line, scrubbed."""
+
+    error: str
+    failed_at: float
+
+
+@dataclass
+class PageLoaded(Message):
+    """Entries of ``page.queue`` older than ``after`` (``None``: the newest ones)."""
+
+    page: Page
+    after: str | None
+
+
+@dataclass
+class PageFailed(Message):
+    queue: str
+    error: str
+
+
+@dataclass
+class ClusterRefreshed(Message):
+    snapshot: ClusterSnapshot
+
+
+@dataclass
+class ClusterFailed(Message):
+    error: str
+
+
+@dataclass
+class ActionDone(Message):
+    """An action finished (or failed); ``text`` is shown literally in a notification."""
+
+    text: str
+    severity: Severity = "information"
+    refresh_dlq: bool = False
+    refresh_cluster: bool = False

@@ -1,0 +1,115 @@
+"""The UI's data layer: the blocking calls the dashboard runs in thread workers.
+
+Every Redis and Celery operation goes through ``core``; this module only picks the arguments
+(profile limits and timeouts) and turns results into values the screens show. It never imports
+textual, so a script or a test can drive it directly.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import redis
+
+from core import zombies
+from core.dlq import DeadLetterQueue, Page, QueueInfo, RequeueReport
+from core.zombies import ActiveTask, ClusterSnapshot, RevokeReport
+from tui.profiles import Connection, Profile, connect_profile
+
+# Entries per page; a tall terminal shows about 60, and a page costs one XREVRANGE.
+PAGE_SIZE = 100
+# A refresh re-reads at most this many of the newest entries of the visible queue.
+RELOAD_CAP = 1000
+
+ConnectionFactory = Callable[[Profile], Connection]
+"""Profile -> live clients. The CLI and the UI connect the same way, through tui.profiles."""
+
+DEFAULT_CONNECT: ConnectionFactory = connect_profile
+
+
+@dataclass(frozen=True)
+class DLQState:
+    """One refresh of the DLQ: every queue with its count, and the newest entries of one."""
+
+    queues: list[QueueInfo]
+    head: Page | None
+
+
+def describe_error(error: BaseException) -> str:
+    """One line: the exception type and the first line of its text, never a traceback."""
+    lines = str(error).strip().splitlines()
+    name = type(error).__name__
+    return f"{name}: {lines[0]}" if lines else name
+
+
+def is_connection_error(error: BaseException) -> bool:
+    return isinstance(error, redis.RedisError | OSError | zombies.ClusterUnavailable)
+
+
+class Monitor:
+    """Blocking operations for one profile; each is safe to call from a worker thread.
+
+    Redis calls time out after ``profile.timeout`` (the client is built that way); control
+    calls after ``profile.inspect_timeout``.
+    """
+
+    def __init__(self, connection: Connection) -> None:
+        self.profile = connection.profile
+        self.connection = connection
+        # A revoke and the poll's inspect both use the app's broker connections; one control
+        # exchange at a time keeps a revoke's replies from being read by the poll.
+        self._cluster_lock = threading.Lock()
+
+    @property
+    def dlq(self) -> DeadLetterQueue:
+        return self.connection.dlq
+
+    def describe(self, error: BaseException) -> str:
+        """:func:`describe_error` with any password this connection knows replaced by ***."""
+        return self.connection.scrub(describe_error(error))
+
+    def refresh_dlq(self, preferred: str | None, head_limit: int) -> DLQState:
+        """Every queue, and the newest ``head_limit`` entries of ``preferred`` (else the first)."""
+        queues = self.dlq.queues()
+        names = [info.queue for info in queues]
+        visible = preferred if preferred in names else (names[0] if names else None)
+        head = self.dlq.page(visible, None, head_limit) if visible is not None else None
+        return DLQState(queues=queues, head=head)
+
+    def page(self, queue: str, cursor: str | None, limit: int = PAGE_SIZE) -> Page:
+        return self.dlq.page(queue, cursor, limit)
+
+    def cluster(self) -> ClusterSnapshot:
+        with self._cluster_lock:
+            return zombies.active_tasks(
+                self.connection.app,
+                hard_limit=self.profile.hard_limit,
+                grace=self.profile.grace,
+                timeout=self.profile.inspect_timeout,
+            )
+
+    def revoke(self, tasks: Sequence[ActiveTask], signal: str) -> RevokeReport:
+        with self._cluster_lock:
+            return zombies.revoke_tasks(
+                self.connection.app,
+                list(tasks),
+                signal=signal,
+                timeout=self.profile.inspect_timeout,
+            )
+
+    def clear(self, queue: str, up_to: str) -> int:
+        return self.dlq.clear(queue, up_to=up_to)
+
+    def delete(self, queue: str, entry_id: str) -> int:
+        return self.dlq.delete(queue, entry_id)
+
+    def requeue(self, queue: str, entry_id: str) -> str:
+        return self.dlq.requeue(self.connection.app, queue, entry_id)
+
+    def requeue_all(self, queue: str) -> RequeueReport:
+        return self.dlq.requeue_all(self.connection.app, queue)
+
+    def close(self) -> None:
+        self.connection.close()

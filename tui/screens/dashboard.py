@@ -1,0 +1,631 @@
+"""The main screen: status, dead-letter queues, active tasks, and the actions on them.
+
+All I/O runs in thread workers that post :mod:`tui.messages` back; the handlers here only
+update widgets and schedule the next poll once the last one has finished.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from functools import partial
+from typing import ClassVar, Literal
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult, SystemCommand
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.widgets import ContentSwitcher, DataTable, Footer, Input, OptionList, Static
+
+from core.entry import Entry
+from core.urls import redact_url
+from core.zombies import ActiveTask, RevokeReport
+from tui.cells import Clock, entry_age, format_clock_time, one_line
+from tui.messages import (
+    ActionDone,
+    ClusterFailed,
+    ClusterRefreshed,
+    DeadLettersRefreshed,
+    PageFailed,
+    PageLoaded,
+    RedisUnavailable,
+)
+from tui.monitor import PAGE_SIZE, Monitor, is_connection_error
+from tui.polling import PollSchedule
+from tui.profiles import Profile
+from tui.screens.confirm import ConfirmScreen, RevokeConfirmScreen
+from tui.screens.entry import EntryAction, EntryScreen
+from tui.screens.readonly import GuardedScreen
+from tui.widgets.dlq_pane import DLQPane
+from tui.widgets.queue_list import QueueList
+from tui.widgets.status import Banner, Status, StatusLine
+from tui.widgets.tasks_pane import TasksPane
+
+Context = Literal["dlq", "tasks"]
+
+DLQ_ACTIONS = frozenset({"clear_queue", "delete_entry", "requeue_entry", "requeue_queue"})
+TASK_ACTIONS = frozenset({"revoke", "revoke_zombies"})
+PALETTE_TITLES = {
+    "filter": "Filter the table",
+    "clear_queue": "Clear queue",
+    "delete_entry": "Delete entry",
+    "requeue_entry": "Requeue entry",
+    "requeue_queue": "Requeue whole queue",
+    "revoke": "Revoke task",
+    "revoke_zombies": "Revoke zombies",
+}
+# How many task names a revoke confirmation lists before "and N more".
+LISTED_TASKS = 5
+
+
+def plural(count: int, word: str, many: str | None = None) -> str:
+    return f"{count:,} {word if count == 1 else (many or word + 's')}"
+
+
+class DashboardScreen(GuardedScreen[None]):
+    # Textual declares these as plain attributes, so ClassVar here would clash with it.
+    HORIZONTAL_BREAKPOINTS = [  # noqa: RUF012
+        (0, "-too-narrow"),
+        (60, "-wide-enough"),
+    ]
+    VERTICAL_BREAKPOINTS = [  # noqa: RUF012
+        (0, "-too-short"),
+        (16, "-tall-enough"),
+    ]
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("tab", "app.focus_next", "Next pane", show=False, id="next_pane"),
+        Binding("shift+tab", "app.focus_previous", "Previous pane", show=False, id="prev_pane"),
+        # Priority: handled before the keys typed after it are passed on, so that they reach
+        # the filter even when they arrive together (a paste, a fast typist).
+        Binding(
+            "slash",
+            "filter",
+            "Filter",
+            priority=True,
+            id="filter",
+            tooltip="Filter the current table by task name, exception or id",
+        ),
+        Binding(
+            "c",
+            "clear_queue",
+            "Clear queue",
+            id="clear_queue",
+            tooltip="Clear the queue up to the newest entry shown",
+        ),
+        Binding("d", "delete_entry", "Delete", id="delete_entry", tooltip="Delete the entry"),
+        Binding(
+            "e",
+            "requeue_entry",
+            "Requeue",
+            id="requeue_entry",
+            tooltip="Requeue the entry under a new task id",
+        ),
+        Binding(
+            "E",
+            "requeue_queue",
+            "Requeue all",
+            show=False,
+            id="requeue_queue",
+            tooltip="Requeue every entry of the queue",
+        ),
+        Binding(
+            "r",
+            "revoke",
+            "Revoke",
+            id="revoke",
+            tooltip="Revoke the selected task (terminate, SIGTERM or SIGKILL)",
+        ),
+        Binding(
+            "R",
+            "revoke_zombies",
+            "Revoke zombies",
+            id="revoke_zombies",
+            tooltip="Revoke every task past its hard limit plus grace",
+        ),
+    ]
+
+    def __init__(
+        self,
+        profile: Profile,
+        monitor: Monitor,
+        *,
+        clock: Clock,
+        poll: bool = True,
+    ) -> None:
+        super().__init__(readonly=profile.readonly)
+        self.profile = profile
+        self.monitor = monitor
+        self.clock = clock
+        self.poll = poll
+        self._panes: dict[str, DLQPane] = {}
+        self._pane_serial = 0
+        self.dlq_poll = PollSchedule(self, self._start_dlq_poll, profile.refresh)
+        self.cluster_poll = PollSchedule(self, self._start_cluster_poll, profile.refresh)
+        if not poll:
+            # Fed by hand (tests, screenshots): nothing may start I/O on its own.
+            self.dlq_poll.stop()
+            self.cluster_poll.stop()
+
+    # -- layout --------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="top"):
+            yield StatusLine(
+                Status(
+                    profile=self.profile.name,
+                    url=redact_url(self.profile.url),
+                    readonly=self.profile.readonly,
+                ),
+                id="status",
+            )
+            yield Banner(id="banner")
+        with Vertical(id="layout"):
+            with Horizontal(id="dead-letters"):
+                yield QueueList(id="queues")
+                with ContentSwitcher(id="panes", initial="no-queues"):
+                    yield Static(
+                        "No dead letters: nothing has failed, or the prefix is not "
+                        f"{self.profile.prefix!r}.",
+                        id="no-queues",
+                        markup=False,
+                    )
+            yield TasksPane(id="tasks")
+        yield Static(
+            "Terminal too small: morgue needs at least 60x16.", id="too-small", markup=False
+        )
+        yield Footer()
+
+    @property
+    def status_line(self) -> StatusLine:
+        return self.query_one(StatusLine)
+
+    @property
+    def banner(self) -> Banner:
+        return self.query_one(Banner)
+
+    @property
+    def queue_list(self) -> QueueList:
+        return self.query_one(QueueList)
+
+    @property
+    def tasks_pane(self) -> TasksPane:
+        return self.query_one(TasksPane)
+
+    @property
+    def visible_pane(self) -> DLQPane | None:
+        current = self.query_one(ContentSwitcher).current
+        return next((pane for pane in self._panes.values() if pane.id == current), None)
+
+    def pane(self, queue: str) -> DLQPane | None:
+        return self._panes.get(queue)
+
+    def on_mount(self) -> None:
+        self.tasks_pane.table.focus()
+        if self.poll:
+            self.dlq_poll.run_now()
+            self.cluster_poll.run_now()
+
+    def on_unmount(self) -> None:
+        self.dlq_poll.stop()
+        self.cluster_poll.stop()
+
+    # -- polling the DLQ -----------------------------------------------------------------
+
+    def _start_dlq_poll(self) -> None:
+        pane = self.visible_pane
+        preferred = pane.queue if pane is not None else self.queue_list.highlighted_queue
+        limit = pane.head_limit if pane is not None else PAGE_SIZE
+        self.poll_dead_letters(preferred, limit)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="dlq-poll")
+    def poll_dead_letters(self, preferred: str | None, limit: int) -> None:
+        try:
+            state = self.monitor.refresh_dlq(preferred, limit)
+        except Exception as error:  # whatever it is, the banner shows it and the poll retries
+            self.post_message(RedisUnavailable(self._problem(error), failed_at=self.clock()))
+            return
+        self.post_message(DeadLettersRefreshed(state.queues, state.head, taken_at=self.clock()))
+
+    def _describe(self, error: BaseException) -> str:
+        return self.monitor.describe(error)
+
+    def _problem(self, error: BaseException) -> str:
+        # The status line shows the URL; the banner says what failed.
+        if is_connection_error(error):
+            return f"Redis does not answer: {self._describe(error)}"
+        return f"Reading the DLQ failed: {self._describe(error)}"
+
+    async def on_dead_letters_refreshed(self, message: DeadLettersRefreshed) -> None:
+        reconnected = self.status_line.status.connected is False
+        self.dlq_poll.succeeded()
+        self.banner.hide()
+        self.status_line.change(connected=True, refreshed_at=message.taken_at)
+        if reconnected:
+            self.notify("Redis answers again.", markup=False)
+        await self._show_queues(message)
+        self.refresh_bindings()
+
+    async def _show_queues(self, message: DeadLettersRefreshed) -> None:
+        switcher = self.query_one(ContentSwitcher)
+        names = {info.queue for info in message.queues}
+        for queue in list(self._panes):
+            if queue not in names:
+                gone = self._panes.pop(queue)
+                if switcher.current == gone.id:
+                    switcher.current = "no-queues"
+                await gone.remove()
+        for info in message.queues:
+            pane = self._panes.get(info.queue)
+            head = message.head if message.head and message.head.queue == info.queue else None
+            if pane is None:
+                self._pane_serial += 1
+                pane = DLQPane(info.queue, clock=self.clock, id=f"dlq-{self._pane_serial}")
+                pane.display = False  # the switcher shows it when its queue is highlighted
+                # Data before mounting, so the new pane does not ask for what it already has.
+                if head is not None:
+                    pane.apply_head(head)
+                self._panes[info.queue] = pane
+                await switcher.mount(pane)
+            elif head is not None:
+                pane.apply_head(head)
+                pane.retry_load()
+            else:
+                pane.set_total(info.total)
+        focus_table = self.focused is None or self.focused is self.tasks_pane.table
+        first_time = switcher.current == "no-queues" and bool(message.queues)
+        self.queue_list.show_queues(message.queues)
+        self._show_highlighted_queue()
+        if first_time and focus_table:
+            pane = self.visible_pane
+            if pane is not None:
+                pane.table.focus()
+
+    def _show_highlighted_queue(self) -> None:
+        switcher = self.query_one(ContentSwitcher)
+        queue = self.queue_list.highlighted_queue
+        pane = self._panes.get(queue) if queue is not None else None
+        target = pane.id if pane is not None else "no-queues"
+        if switcher.current != target:
+            shown = self.visible_pane
+            had_focus = (
+                shown is not None
+                and self.focused is not None
+                and shown in self.focused.ancestors_with_self
+            ) or self.focused is None
+            switcher.current = target
+            if had_focus and pane is not None:
+                pane.table.focus()
+
+    @on(OptionList.OptionHighlighted, "#queues")
+    def _queue_highlighted(self) -> None:
+        before = self.visible_pane
+        self._show_highlighted_queue()
+        after = self.visible_pane
+        if after is not None and after is not before and after.loaded_once and self.poll:
+            self.dlq_poll.run_now()  # its head was last read while hidden
+        self.refresh_bindings()
+
+    @on(OptionList.OptionSelected, "#queues")
+    def _queue_selected(self) -> None:
+        pane = self.visible_pane
+        if pane is not None:
+            pane.table.focus()
+
+    def on_redis_unavailable(self, message: RedisUnavailable) -> None:
+        delay = self.dlq_poll.failed()
+        retry_at = format_clock_time(message.failed_at + delay)
+        self.banner.show_problem(
+            f"{message.error.rstrip('.')}. Retrying in {delay:.0f} s, at {retry_at} "
+            f"(attempt {self.dlq_poll.failures + 1})."
+        )
+        self.status_line.change(connected=False)
+
+    # -- pages -----------------------------------------------------------------------------
+
+    def on_dlq_pane_load_more(self, message: DLQPane.LoadMore) -> None:
+        message.stop()
+        if not self.poll:
+            message.pane.fetch_skipped()
+            return
+        self.run_worker(
+            partial(self._load_page, message.queue, message.after),
+            thread=True,
+            exclusive=True,
+            group=f"page-{message.pane.id}",
+            exit_on_error=False,
+        )
+
+    def _load_page(self, queue: str, after: str | None) -> None:
+        try:
+            page = self.monitor.page(queue, after, PAGE_SIZE)
+        except Exception as error:  # shown in the pane; the next refresh tries again
+            self.post_message(PageFailed(queue, self._describe(error)))
+            return
+        self.post_message(PageLoaded(page, after))
+
+    def on_page_loaded(self, message: PageLoaded) -> None:
+        pane = self._panes.get(message.page.queue)
+        if pane is not None:
+            pane.apply_page(message.page, message.after)
+            self.refresh_bindings()
+
+    def on_page_failed(self, message: PageFailed) -> None:
+        pane = self._panes.get(message.queue)
+        if pane is not None:
+            pane.page_failed(message.error)
+
+    # -- polling the workers -------------------------------------------------------------
+
+    def _start_cluster_poll(self) -> None:
+        self.poll_cluster()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="cluster-poll")
+    def poll_cluster(self) -> None:
+        try:
+            snapshot = self.monitor.cluster()
+        except Exception as error:  # shown in the pane; the poll retries after a backoff
+            self.post_message(ClusterFailed(self._describe(error)))
+            return
+        self.post_message(ClusterRefreshed(snapshot))
+
+    def on_cluster_refreshed(self, message: ClusterRefreshed) -> None:
+        self.cluster_poll.succeeded()
+        snapshot = message.snapshot
+        self.tasks_pane.apply_snapshot(snapshot)
+        self.status_line.change(workers=len(snapshot.workers))
+        self.refresh_bindings()
+
+    def on_cluster_failed(self, message: ClusterFailed) -> None:
+        delay = self.cluster_poll.failed()
+        self.tasks_pane.apply_failure(f"{message.error}; retry in {delay:.0f} s")
+        self.status_line.change(workers=None)
+
+    # -- which keys apply where ----------------------------------------------------------
+
+    def context(self) -> Context:
+        focused = self.focused
+        tasks = self.tasks_pane
+        if focused is not None and (focused is tasks or tasks in focused.ancestors):
+            return "tasks"
+        return "dlq"
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "filter" and isinstance(self.focused, Input):
+            return False  # a "/" typed into the filter itself
+        if action in DLQ_ACTIONS and self.context() != "dlq":
+            return False
+        if action in TASK_ACTIONS and self.context() != "tasks":
+            return False
+        return super().check_action(action, parameters)
+
+    def palette_commands(self) -> Iterable[SystemCommand]:
+        """The same actions as the keys, for ctrl+p, whatever pane has the focus."""
+        for binding in self.BINDINGS:
+            assert isinstance(binding, Binding)
+            if binding.action.startswith("app."):
+                continue
+            title = PALETTE_TITLES.get(binding.action, binding.description)
+            help_text = binding.tooltip or binding.description
+            if self.readonly and binding.action in DLQ_ACTIONS | TASK_ACTIONS:
+                help_text += " (disabled: read-only profile)"
+            yield SystemCommand(title, help_text, partial(self.run_from_palette, binding.action))
+
+    def run_from_palette(self, action: str) -> None:
+        if self.refuse_readonly(action):
+            return
+        getattr(self, f"action_{action}")()
+
+    # -- actions ---------------------------------------------------------------------------
+
+    def action_filter(self) -> None:
+        if self.context() == "tasks":
+            self.tasks_pane.start_filter()
+            return
+        pane = self.visible_pane
+        if pane is None:
+            self.notify("No queue to filter.", markup=False)
+            return
+        pane.start_filter()
+
+    def _selected_entry(self) -> tuple[DLQPane, Entry] | None:
+        pane = self.visible_pane
+        entry = pane.selected_entry if pane is not None else None
+        if pane is None or entry is None:
+            self.notify("No entry selected.", severity="warning", markup=False)
+            return None
+        return pane, entry
+
+    @on(DataTable.RowSelected, "DLQPane LiveTable")
+    def _open_entry(self, event: DataTable.RowSelected) -> None:
+        pane = event.data_table.parent
+        if not isinstance(pane, DLQPane):
+            return
+        entry = pane.entry(event.row_key.value or "")
+        if entry is None:
+            return
+        queue = pane.queue
+        self.app.push_screen(
+            EntryScreen(entry, queue, clock=self.clock, readonly=self.readonly),
+            partial(self._entry_closed, queue, entry),
+        )
+
+    def _entry_closed(self, queue: str, entry: Entry, choice: EntryAction | None) -> None:
+        if choice == "delete":
+            self._delete(queue, entry)
+        elif choice == "requeue":
+            self._requeue(queue, entry)
+
+    def action_delete_entry(self) -> None:
+        selected = self._selected_entry()
+        if selected is not None:
+            self._delete(selected[0].queue, selected[1])
+
+    def action_requeue_entry(self) -> None:
+        selected = self._selected_entry()
+        if selected is not None:
+            self._requeue(selected[0].queue, selected[1])
+
+    def _delete(self, queue: str, entry: Entry) -> None:
+        monitor = self.monitor
+
+        def run() -> ActionDone:
+            removed = monitor.delete(queue, entry.id)
+            if not removed:
+                return ActionDone(f"Entry {entry.id} was already gone.", refresh_dlq=True)
+            return ActionDone(f"Deleted {entry.task} ({entry.task_id}).", refresh_dlq=True)
+
+        self._run_action("Delete", run)
+
+    def _requeue(self, queue: str, entry: Entry) -> None:
+        monitor = self.monitor
+
+        def run() -> ActionDone:
+            new_id = monitor.requeue(queue, entry.id)
+            return ActionDone(f"Requeued {entry.task} as {new_id}.", refresh_dlq=True)
+
+        self._run_action("Requeue", run)
+
+    def action_clear_queue(self) -> None:
+        pane = self.visible_pane
+        # What the user has seen when pressing the key: entries arriving later are kept, even
+        # ones a refresh loads while the dialog is open.
+        up_to = pane.newest_seen if pane is not None else None
+        if pane is None or up_to is None:
+            self.notify("Nothing to clear.", markup=False)
+            return
+        queue, count = pane.queue, pane.total or len(pane.order)
+        newest = pane.entry(up_to)
+        age = f" (failed {entry_age(newest, self.clock())} ago)" if newest is not None else ""
+        question = Text.assemble(
+            "Clear queue ",
+            (queue, "bold"),
+            f"?\n\nRemoves {plural(count, 'entry', 'entries')}, "
+            f"up to the newest one shown{age}. Entries that arrive after it are kept.",
+        )
+        self.app.push_screen(
+            ConfirmScreen("Clear queue", question, "Clear"),
+            partial(self._clear_confirmed, queue, up_to),
+        )
+
+    def _clear_confirmed(self, queue: str, up_to: str, confirmed: bool | None) -> None:
+        if not confirmed:
+            return
+        monitor = self.monitor
+
+        def run() -> ActionDone:
+            removed = monitor.clear(queue, up_to)
+            cleared = plural(removed, "entry", "entries")
+            return ActionDone(f"Cleared {cleared} from {queue}.", refresh_dlq=True)
+
+        self._run_action("Clear", run)
+
+    def action_requeue_queue(self) -> None:
+        pane = self.visible_pane
+        if pane is None or not pane.order:
+            self.notify("Nothing to requeue.", markup=False)
+            return
+        queue, count = pane.queue, pane.total or len(pane.order)
+        question = Text.assemble(
+            "Requeue every entry of ",
+            (queue, "bold"),
+            f"? About {count:,} tasks are sent again, each under a new id. Entries whose "
+            "arguments were changed when stored are skipped.",
+        )
+        self.app.push_screen(
+            ConfirmScreen("Requeue queue", question, "Requeue all"),
+            partial(self._requeue_all_confirmed, queue),
+        )
+
+    def _requeue_all_confirmed(self, queue: str, confirmed: bool | None) -> None:
+        if not confirmed:
+            return
+        monitor = self.monitor
+
+        def run() -> ActionDone:
+            report = monitor.requeue_all(queue)
+            requeued = plural(len(report.requeued), "entry", "entries")
+            text = f"Requeued {requeued} from {queue}."
+            if report.skipped_lossy:
+                text += f" Skipped {len(report.skipped_lossy):,}: arguments changed when stored."
+            return ActionDone(text, refresh_dlq=True)
+
+        self._run_action("Requeue all", run)
+
+    def action_revoke(self) -> None:
+        task = self.tasks_pane.selected_task
+        if task is None:
+            self.notify("No running task selected.", severity="warning", markup=False)
+            return
+        question = Text.assemble(
+            "Revoke ",
+            (task.name, "bold"),
+            f" ({task.id}) on {task.worker}?\n\nThe worker terminates it with the chosen signal.",
+        )
+        self._confirm_revoke("Revoke task", question, [task])
+
+    def action_revoke_zombies(self) -> None:
+        zombies = self.tasks_pane.zombies
+        if not zombies:
+            self.notify("No zombie tasks.", markup=False)
+            return
+        names = ", ".join(one_line(task.name, 40) for task in zombies[:LISTED_TASKS])
+        more = f" and {len(zombies) - LISTED_TASKS} more" if len(zombies) > LISTED_TASKS else ""
+        question = Text(
+            f"Revoke {plural(len(zombies), 'zombie task')} (past their hard limit plus "
+            f"{self.profile.grace:g} s grace)?\n\n{names}{more}"
+        )
+        self._confirm_revoke("Revoke zombies", question, zombies)
+
+    def _confirm_revoke(self, title: str, question: Text, tasks: list[ActiveTask]) -> None:
+        dialog = RevokeConfirmScreen(title, question)
+
+        def confirmed(answer: bool | None) -> None:
+            if answer:
+                self._revoke(tasks, dialog.signal)
+
+        self.app.push_screen(dialog, confirmed)
+
+    def _revoke(self, tasks: list[ActiveTask], signal: str) -> None:
+        monitor = self.monitor
+
+        def run() -> ActionDone:
+            report = monitor.revoke(tasks, signal)
+            return ActionDone(revoke_summary(report, signal), refresh_cluster=True)
+
+        self._run_action("Revoke", run)
+
+    def _run_action(self, label: str, run: Callable[[], ActionDone]) -> None:
+        def guarded() -> None:
+            try:
+                done = run()
+            except Exception as error:  # a notification, never a traceback on screen
+                done = ActionDone(
+                    f"{label} failed: {self._describe(error)}",
+                    severity="error",
+                    refresh_dlq=True,
+                )
+            self.post_message(done)
+
+        self.run_worker(guarded, thread=True, group="actions", exit_on_error=False)
+
+    def on_action_done(self, message: ActionDone) -> None:
+        self.notify(message.text, severity=message.severity, markup=False)
+        if self.poll and message.refresh_dlq:
+            self.dlq_poll.run_now()
+        if self.poll and message.refresh_cluster:
+            self.cluster_poll.run_now()
+
+
+def revoke_summary(report: RevokeReport, signal: str) -> str:
+    parts: list[str] = []
+    if report.terminated:
+        parts.append(f"Revoked {plural(len(report.terminated), 'task')} with {signal}")
+    if report.already_gone:
+        parts.append(f"{plural(len(report.already_gone), 'task')} had already finished")
+    if report.refused:
+        reasons = "; ".join(sorted(set(report.refused.values())))
+        parts.append(f"{len(report.refused)} refused ({reasons})")
+    if report.no_reply:
+        parts.append(f"{len(report.no_reply)} got no reply from the worker")
+    return ("; ".join(parts) or "Nothing to revoke") + "."

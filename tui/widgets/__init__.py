@@ -1,0 +1,1 @@
+"""Widgets of the morgue UI: each carries its own DEFAULT_CSS."""

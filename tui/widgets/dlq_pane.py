@@ -1,0 +1,228 @@
+"""One dead-letter queue: its newest entries, loaded a page at a time as the cursor moves down."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rich.text import Text
+from textual.message import Message
+from textual.widgets import DataTable
+
+from core.dlq import Page
+from core.entry import Entry
+from tui.cells import (
+    AGE_WIDTH,
+    SHORT_ID,
+    TASK_NAME_WIDTH,
+    Clock,
+    entry_cells,
+    entry_matches,
+    stream_order,
+)
+from tui.monitor import PAGE_SIZE, RELOAD_CAP
+from tui.widgets.pane import TablePane
+from tui.widgets.tables import ColumnSpec
+
+# Ask for the next page when the cursor is this close to the last loaded row.
+LOOKAHEAD = 10
+# With a filter on, keep loading pages until this many rows match or this many are loaded,
+# so a rare match is found without the user scrolling an empty table.
+FILTER_MIN_ROWS = 30
+FILTER_SCAN_CAP = 5000
+
+
+COLUMNS = [
+    ColumnSpec("Age", "age", AGE_WIDTH),
+    ColumnSpec("Task", "task", TASK_NAME_WIDTH),
+    ColumnSpec("Error", "error"),
+    ColumnSpec("Task id", "task_id", SHORT_ID),
+]
+
+
+class DLQPane(TablePane):
+    """Entries of one queue, newest first.
+
+    Only what the user has scrolled to is ever loaded: the first page when the pane is first
+    shown, the next when the cursor nears the end. Each refresh re-reads the newest entries
+    (as many as are loaded, up to ``RELOAD_CAP``) so deletions, clears and arrivals show.
+    """
+
+    @dataclass
+    class LoadMore(Message):
+        """The pane wants the entries of ``queue`` older than ``after`` (``None``: the newest)."""
+
+        pane: DLQPane
+        queue: str
+        after: str | None
+
+    def __init__(self, queue: str, *, clock: Clock, id: str | None = None) -> None:
+        super().__init__(COLUMNS, order_column="age", id=id)
+        self.queue = queue
+        self.clock = clock
+        self.entries: dict[str, Entry] = {}
+        self.order: list[str] = []  # entry ids, newest first
+        self.total: int | None = None
+        self.loaded_once = False
+        self.exhausted = False
+        self.fetching = False
+        self.error: str | None = None
+
+    # -- what the rest of the UI asks ----------------------------------------------------
+
+    @property
+    def newest_seen(self) -> str | None:
+        """The newest entry id loaded here: a clear removes up to it and nothing newer."""
+        return self.order[0] if self.order else None
+
+    @property
+    def oldest_loaded(self) -> str | None:
+        return self.order[-1] if self.order else None
+
+    @property
+    def head_limit(self) -> int:
+        """How many of the newest entries a refresh re-reads to cover what is loaded."""
+        return min(max(PAGE_SIZE, len(self.order) + PAGE_SIZE // 5), RELOAD_CAP)
+
+    @property
+    def selected_entry(self) -> Entry | None:
+        key = self.table.cursor_key
+        return self.entries.get(key) if key is not None else None
+
+    def entry(self, entry_id: str) -> Entry | None:
+        return self.entries.get(entry_id)
+
+    # -- data in -------------------------------------------------------------------------
+
+    def set_total(self, total: int) -> None:
+        self.total = total
+        self._update_titles()
+
+    def apply_head(self, page: Page) -> None:
+        """Merge the newest entries of the queue, read just now."""
+        self.loaded_once = True
+        self.error = None
+        self.total = page.total
+        head_ids = [item.id for item in page.items]
+        fresh = {item.id: item for item in page.items}
+        if page.next is None:
+            # The head is the whole queue.
+            kept: list[str] = []
+            self.exhausted = True
+        elif any(entry_id in fresh for entry_id in self.order):
+            # The head overlaps what was loaded, so the older loaded entries continue it without a
+            # gap; keep them and whether the end was reached.
+            oldest_head = stream_order(head_ids[-1])
+            kept = [i for i in self.order if stream_order(i) < oldest_head]
+        else:
+            # More arrived than the head holds: what was loaded may no longer join up with it.
+            kept = []
+            self.exhausted = False
+        self.entries = {**fresh, **{i: self.entries[i] for i in kept}}
+        self.order = head_ids + kept
+        self.render_rows()
+
+    def apply_page(self, page: Page, after: str | None) -> None:
+        """Append a page of older entries, if it still continues what is loaded."""
+        self.fetching = False
+        if after is None:
+            self.apply_head(page)
+            return
+        if after != self.oldest_loaded:
+            # A refresh changed the tail meanwhile: ask again from the new tail if still needed.
+            self._update_titles()
+            self._maybe_load_more()
+            return
+        self.total = page.total
+        for item in page.items:
+            if item.id not in self.entries:
+                self.entries[item.id] = item
+                self.order.append(item.id)
+        self.exhausted = page.next is None
+        self.render_rows()
+
+    def fetch_skipped(self) -> None:
+        """Nothing will answer the last request (polling is off)."""
+        self.fetching = False
+        self._update_titles()
+
+    def page_failed(self, error: str) -> None:
+        self.fetching = False
+        self.error = error
+        self.render_rows()
+
+    # -- showing -------------------------------------------------------------------------
+
+    def _visible_ids(self) -> list[str]:
+        if not self.filter_text:
+            return self.order
+        return [i for i in self.order if entry_matches(self.entries[i], self.filter_text)]
+
+    def render_rows(self) -> None:
+        if not self.table.columns:
+            return  # not mounted yet: on_mount adds the columns, then renders
+        now = self.clock()
+        visible = self._visible_ids()
+        width = self.table.flex_width
+        self.table.show({i: entry_cells(self.entries[i], now, width) for i in visible}, visible)
+        if not self.loaded_once:
+            self.show_placeholder(self.error or "Loading…")
+        elif not self.order:
+            self.show_placeholder("No entries.")
+        elif not visible:
+            self.show_placeholder(
+                f"Nothing matches {self.filter_text!r} in the {len(self.order):,} loaded entries."
+            )
+        else:
+            self.show_placeholder(None)
+        self._update_titles()
+        self._maybe_load_more()
+
+    def _update_titles(self) -> None:
+        count = "…" if self.total is None else f"{self.total:,}"
+        self.border_title = Text(f"{self.queue} · {count}")
+        if self.filter_text:
+            matches = len(self._visible_ids())
+            subtitle = f"filter {self.filter_text!r}: {matches:,} of {len(self.order):,} loaded"
+        elif self.loaded_once:
+            subtitle = f"{len(self.order):,} loaded"
+        else:
+            subtitle = ""
+        if self.fetching:
+            subtitle = f"{subtitle} · loading…" if subtitle else "loading…"
+        self.border_subtitle = Text(subtitle)
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._maybe_load_more()
+
+    def on_show(self) -> None:
+        self._maybe_load_more()
+
+    def _maybe_load_more(self) -> None:
+        if self.fetching or not self.display:
+            return
+        if not self.loaded_once:
+            if self.error is None:
+                self._request(None)
+            return
+        if self.exhausted or self.error is not None:
+            return
+        rows = self.table.row_count
+        near_end = rows > 0 and self.table.cursor_row >= rows - LOOKAHEAD
+        filter_starved = (
+            bool(self.filter_text)
+            and self.table.row_count < FILTER_MIN_ROWS
+            and len(self.order) < FILTER_SCAN_CAP
+        )
+        if near_end or filter_starved:
+            self._request(self.oldest_loaded)
+
+    def _request(self, after: str | None) -> None:
+        self.fetching = True
+        self.post_message(self.LoadMore(self, self.queue, after))
+        self._update_titles()
+
+    def retry_load(self) -> None:
+        """After a failed page: try again (called when Redis answers again)."""
+        if self.error is not None:
+            self.error = None
+            self._maybe_load_more()

@@ -1,0 +1,141 @@
+"""A bordered pane holding one live table, a ``/`` filter and a message for when it is empty."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical
+from textual.reactive import reactive
+from textual.widgets import Input, Static
+
+from tui.widgets.tables import ColumnSpec, LiveTable
+
+
+class FilterInput(Input):
+    """The ``/`` filter; escape clears it, enter goes back to the table keeping it."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "clear", "Clear filter", id="filter_clear"),
+    ]
+
+    def action_clear(self) -> None:
+        self.query_ancestor(TablePane).clear_filter()
+
+
+class TablePane(Vertical):
+    """Subclasses fill ``self.table`` through :meth:`render_rows` whenever data or filter change."""
+
+    DEFAULT_CSS = """
+    TablePane {
+        border: round $panel;
+        border-title-color: $text;
+        border-subtitle-color: $text-muted;
+        height: 1fr;
+        padding: 0;
+    }
+    TablePane:focus-within {
+        border: round $primary;
+    }
+    TablePane:nocolor:focus-within {
+        border: heavy $primary;
+    }
+    TablePane > LiveTable {
+        height: 1fr;
+        scrollbar-size-vertical: 1;
+        /* Long errors run past the right edge: left/right scroll, the detail shows them whole,
+           and no scrollbar row is taken from the entries. */
+        scrollbar-size-horizontal: 0;
+    }
+    TablePane > FilterInput, TablePane > FilterInput:focus {
+        display: none;
+        dock: bottom;
+        height: 1;
+        border: none;
+        padding: 0 1;
+        background: $boost;
+    }
+    TablePane.-filtering > FilterInput {
+        display: block;
+    }
+    TablePane > .placeholder {
+        display: none;
+        color: $text-muted;
+        padding: 0 1;
+        height: auto;
+    }
+    TablePane.-placeholder > .placeholder {
+        display: block;
+    }
+    TablePane.-placeholder > LiveTable {
+        height: auto;
+    }
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "clear_filter", "Clear filter", id="clear_filter"),
+    ]
+
+    filter_text: reactive[str] = reactive("", init=False)
+
+    def __init__(
+        self, columns: Sequence[ColumnSpec], *, order_column: str, id: str | None = None
+    ) -> None:
+        super().__init__(id=id)
+        self.table = LiveTable(columns, order_column=order_column)
+        self.placeholder = Static("", classes="placeholder", markup=False)
+        self.filter_input = FilterInput(placeholder="filter: text, then enter; escape clears")
+
+    def compose(self) -> ComposeResult:
+        yield self.table
+        yield self.placeholder
+        yield self.filter_input
+
+    def start_filter(self) -> None:
+        self.add_class("-filtering")
+        # At once, not after a refresh like focus(): the keys typed right after "/" (a quick
+        # typist, a paste) must land in the filter, not in the table.
+        self.screen.set_focus(self.filter_input)
+
+    def clear_filter(self) -> None:
+        self.filter_input.value = ""
+        self.filter_text = ""
+        self.remove_class("-filtering")
+        self.table.focus()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "clear_filter":
+            return bool(self.filter_text) or self.has_class("-filtering")
+        return True
+
+    def action_clear_filter(self) -> None:
+        self.clear_filter()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        event.stop()
+        self.filter_text = event.value.strip()
+
+    def on_live_table_refit(self, event: LiveTable.Refit) -> None:
+        event.stop()
+        self.render_rows()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        if self.filter_text:
+            self.table.focus()
+        else:
+            self.clear_filter()
+
+    def watch_filter_text(self) -> None:
+        self.render_rows()
+
+    def show_placeholder(self, text: str | None) -> None:
+        self.set_class(text is not None, "-placeholder")
+        if text is not None:
+            self.placeholder.update(Text(text))
+
+    def render_rows(self) -> None:
+        raise NotImplementedError

@@ -1,0 +1,143 @@
+"""A DataTable that moves with j/k, updates in place by row key, and fits its width."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+from textual import events
+from textual.binding import Binding, BindingType
+from textual.message import Message
+from textual.widgets import DataTable
+
+from tui.cells import Keyed
+
+# The flexible column never gets narrower than this, even in a terminal too narrow for it.
+MIN_FLEX_WIDTH = 12
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    label: str
+    key: str
+    width: int | None = None  # None: the one column that takes the width the others leave
+
+
+class LiveTable(DataTable[object]):
+    """A row-cursor table whose rows are replaced wholesale by :meth:`show`.
+
+    ``show`` removes rows that are gone, updates only the cells that changed and adds new rows,
+    so the cursor stays on the same row while the data underneath it moves.
+
+    Every column has a fixed width but one, which takes the rest of the table's width; when
+    that changes (a resize), the columns are rebuilt and :class:`LiveTable.Refit` asks the owner
+    to show its rows again, cut to the new width. Fixed widths also keep refreshes cheap:
+    DataTable re-measures a whole auto-width column whenever one of its cells shrinks.
+    """
+
+    DEFAULT_CSS = """
+    /* NO_COLOR strips the cursor's background: mark it with reverse video instead. */
+    LiveTable:nocolor:focus > .datatable--cursor {
+        text-style: reverse;
+    }
+    LiveTable:nocolor:blur > .datatable--cursor {
+        text-style: underline;
+    }
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("j", "cursor_down", "Down (or ↓)", show=False, id="cursor_down_j"),
+        Binding("k", "cursor_up", "Up (or ↑)", show=False, id="cursor_up_k"),
+        Binding(
+            "enter",
+            "select_cursor",
+            "Open",
+            show=False,
+            id="open_row",
+            tooltip="Open the entry's detail",
+        ),
+    ]
+
+    class Refit(Message):
+        """The flexible column changed width: show the rows again."""
+
+    def __init__(
+        self, columns: Sequence[ColumnSpec], *, order_column: str, id: str | None = None
+    ) -> None:
+        super().__init__(
+            id=id,
+            cursor_type="row",
+            zebra_stripes=False,
+            # Let the age bar keep its own colour on the cursor row.
+            cursor_foreground_priority="renderable",
+        )
+        self.specs = list(columns)
+        self.order_column = order_column
+        self.flex_width = MIN_FLEX_WIDTH
+        self._restore_key: str | None = None
+
+    def on_mount(self) -> None:
+        self._add_columns()
+
+    def _wanted_flex_width(self) -> int:
+        fixed = sum(spec.width for spec in self.specs if spec.width is not None)
+        padding = 2 * self.cell_padding * len(self.specs)
+        # Room for the vertical scrollbar is kept whether or not it shows, so that a few more
+        # rows do not change every cell.
+        available = self.size.width - self.styles.scrollbar_size_vertical
+        return max(MIN_FLEX_WIDTH, available - fixed - padding)
+
+    def _add_columns(self) -> None:
+        self.flex_width = self._wanted_flex_width()
+        for spec in self.specs:
+            width = spec.width if spec.width is not None else self.flex_width
+            self.add_column(spec.label, key=spec.key, width=width)
+
+    def on_resize(self, event: events.Resize) -> None:
+        if self._wanted_flex_width() == self.flex_width:
+            return
+        self._restore_key = self.cursor_key
+        self.clear(columns=True)
+        self._add_columns()
+        self.post_message(self.Refit())
+
+    @property
+    def cursor_key(self) -> str | None:
+        if self.row_count == 0 or not self.is_valid_row_index(self.cursor_row):
+            return None
+        return self.ordered_rows[self.cursor_row].key.value
+
+    def show(self, rows: Mapping[str, Mapping[str, object]], order: Sequence[str]) -> None:
+        """Show ``rows`` (row key -> cells by column key) in ``order``.
+
+        The cell in ``order_column`` must be a :class:`Keyed` holding the row key.
+        """
+        kept_key = self.cursor_key or self._restore_key
+        self._restore_key = None
+        kept_index = self.cursor_row
+        columns = list(self.columns)
+        with self.app.batch_update():
+            existing = {row.key.value or "" for row in self.ordered_rows}
+            for key in existing - rows.keys():
+                self.remove_row(key)
+            for key in order:
+                cells = rows[key]
+                if key in existing:
+                    for column in columns:
+                        value = cells[column.value or ""]
+                        if self.get_cell(key, column) != value:
+                            self.update_cell(key, column, value)
+                else:
+                    self.add_row(*(cells[column.value or ""] for column in columns), key=key)
+            if [row.key.value for row in self.ordered_rows] != list(order):
+                position = {key: index for index, key in enumerate(order)}
+                self.sort(self.order_column, key=lambda cell: _position(cell, position))
+            if kept_key is not None and kept_key in rows:
+                self.move_cursor(row=self.get_row_index(kept_key), animate=False)
+            elif self.row_count:
+                self.move_cursor(row=min(kept_index, self.row_count - 1), animate=False)
+
+
+def _position(cell: object, position: Mapping[str, int]) -> int:
+    return position.get(cell.key, len(position)) if isinstance(cell, Keyed) else len(position)
