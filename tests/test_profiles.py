@@ -11,20 +11,22 @@ from pathlib import Path
 import pytest
 
 from core.entry import build_entry
-from tui.profiles import (
+from tui.config_file import (
     CONFIG_ENV,
     Config,
     ConfigError,
     ConfigSyntaxError,
     NoProfileError,
-    Profile,
-    ProfileError,
     UnknownProfileError,
     config_path,
-    connect_profile,
     load_config,
     save_config,
     update_config,
+)
+from tui.connection import connect_profile
+from tui.profiles import (
+    Profile,
+    ProfileError,
     validate_field,
     validate_keymap,
     validate_profile_fields,

@@ -11,8 +11,9 @@ from textual.screen import Screen
 from textual.theme import BUILTIN_THEMES, Theme
 
 from tui.cells import SYSTEM_CLOCK, Clock
+from tui.connection import Connection
 from tui.monitor import DEFAULT_CONNECT, ConnectionFactory, Monitor
-from tui.profiles import Connection, Profile
+from tui.profiles import Profile
 from tui.screens.confirm import ConfirmScreen, RevokeConfirmScreen
 from tui.screens.dashboard import DashboardScreen
 from tui.screens.entry import EntryScreen

@@ -16,7 +16,8 @@ import redis
 from core import zombies
 from core.dlq import DeadLetterQueue, Page, QueueInfo, RequeueReport
 from core.zombies import ActiveTask, ClusterSnapshot, RevokeReport
-from tui.profiles import Connection, Profile, connect_profile
+from tui.connection import Connection, connect_profile
+from tui.profiles import Profile
 
 # Entries per page; a tall terminal shows about 60, and a page costs one XREVRANGE.
 PAGE_SIZE = 100
@@ -24,7 +25,7 @@ PAGE_SIZE = 100
 RELOAD_CAP = 1000
 
 ConnectionFactory = Callable[[Profile], Connection]
-"""Profile -> live clients. The CLI and the UI connect the same way, through tui.profiles."""
+"""Profile -> live clients. The CLI and the UI connect the same way, through tui.connection."""
 
 DEFAULT_CONNECT: ConnectionFactory = connect_profile
 

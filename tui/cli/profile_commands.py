@@ -10,15 +10,8 @@ import click
 
 from tui.cli.output import Column, emit_json, key_values, printable, render_table
 from tui.cli.session import BadUsage, Failure, ProfileSession, confirm
-from tui.profiles import (
-    Config,
-    ConfigError,
-    Profile,
-    ProfileError,
-    UnknownProfileError,
-    update_config,
-    validate_profile_fields,
-)
+from tui.config_file import Config, ConfigError, UnknownProfileError, update_config
+from tui.profiles import Profile, ProfileError, validate_profile_fields
 
 pass_profiles = click.make_pass_decorator(ProfileSession)
 

@@ -22,21 +22,16 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from core.dlq import DLQError
 from core.urls import RedisURLError, redact_url, resolve_redis_url
 from core.zombies import ClusterUnavailable
-from tui.profiles import (
+from tui.config_file import (
     Config,
     ConfigError,
-    Connection,
     NoProfileError,
-    Profile,
-    ProfileError,
     UnknownProfileError,
     config_path,
-    connect_profile,
-    first_url,
     load_config,
-    validate_field,
-    validate_profile_fields,
 )
+from tui.connection import Connection, connect_profile, first_url
+from tui.profiles import Profile, ProfileError, validate_field, validate_profile_fields
 
 # The `--url` alone profile's name, shown in messages.
 URL_PROFILE = "url"

@@ -1,0 +1,180 @@
+"""Live clients for a profile: the DLQ's Redis client and a Celery app for control and requeue.
+
+The CLI and the UI connect the same way, through ``connect_profile``. Passwords come from the
+environment (``password_env``) and never leave here in text meant for people: URLs are shown
+through ``redact_url`` and error text through ``Connection.scrub``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import redis
+from celery import Celery
+
+from core.dlq import DeadLetterQueue
+from core.urls import connect, redact_url
+from tui.profiles import Profile, ProfileError
+
+
+def _password(profile: Profile, field: str, environ: Mapping[str, str]) -> str | None:
+    variable = getattr(profile, field)
+    if variable is None:
+        return None
+    value = environ.get(variable)
+    if value is None:
+        raise ProfileError(
+            field, f"environment variable {variable} is not set (profile {profile.name!r})"
+        )
+    if not value:
+        raise ProfileError(field, f"environment variable {variable} is empty")
+    return value
+
+
+def with_password(url: str, password: str) -> str:
+    """``url`` carrying ``password``. For clients that only take URLs; never print the result."""
+    parts = urlsplit(url)
+    user = quote(parts.username or "", safe="")
+    host = parts.netloc.rsplit("@", 1)[-1]
+    netloc = f"{user}:{quote(password, safe='')}@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def _kombu_url(url: str) -> str:
+    # redis-py says unix://, kombu says redis+socket://.
+    return "redis+socket" + url[len("unix") :] if url.startswith("unix://") else url
+
+
+def control_app(broker_url: str, timeout: float) -> Celery:
+    """A Celery app for control commands and requeue that fails fast on a dead broker.
+
+    JSON only. Connection and publish retries are off: a monitor should say "unreachable" in a
+    few seconds, not retry for minutes.
+    """
+    app = Celery("celery-morgue", broker=broker_url, set_as_current=False)
+    transport_options: dict[str, Any] = {"max_retries": 1}
+    if urlsplit(broker_url).scheme.split("+", 1)[0] in ("redis", "rediss"):
+        transport_options["socket_connect_timeout"] = timeout
+    app.conf.update(
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        result_backend=None,
+        broker_connection_retry=False,
+        broker_connection_retry_on_startup=False,
+        broker_connection_max_retries=1,
+        broker_connection_timeout=timeout,
+        broker_transport_options=transport_options,
+        task_publish_retry=False,
+        broker_pool_limit=2,
+    )
+    return app
+
+
+@dataclass
+class Connection:
+    """Live clients for one profile. Nothing connects until first used."""
+
+    profile: Profile
+    client: redis.Redis
+    dlq: DeadLetterQueue
+    app: Any  # a Celery app: ours, or the user's under `celery -A proj morgue`
+    secrets: tuple[str, ...] = ()
+    owns_app: bool = True
+
+    @property
+    def url(self) -> str:
+        """The DLQ Redis, redacted."""
+        return redact_url(self.profile.url)
+
+    @property
+    def broker(self) -> str:
+        """The broker, redacted."""
+        if not self.owns_app:
+            return redact_url(first_url(self.app.conf.broker_url) or "")
+        return redact_url(self.profile.broker_url or self.profile.url)
+
+    def scrub(self, text: str) -> str:
+        """``text`` with every password this connection knows replaced by ``***``."""
+        for secret in self.secrets:
+            for form in {secret, quote(secret, safe="")}:
+                text = text.replace(form, "***")
+        return text
+
+    def close(self) -> None:
+        self.client.close()
+        if self.owns_app:
+            self.app.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def connect_profile(
+    profile: Profile, *, app: Any = None, environ: Mapping[str, str] | None = None
+) -> Connection:
+    """The DLQ client and the Celery app ``profile`` describes.
+
+    Passwords come from ``password_env`` / ``broker_password_env``; a missing variable is a
+    ``ProfileError``. With ``app`` (``celery -A proj morgue``) control and requeue use that app.
+    """
+    env = os.environ if environ is None else environ
+    password = _password(profile, "password_env", env)
+    broker_password = _password(profile, "broker_password_env", env)
+    app_broker = first_url(app.conf.broker_url) if app is not None else None
+    secrets = tuple(
+        dict.fromkeys(
+            secret
+            for secret in (
+                password,
+                broker_password,
+                _url_password(profile.url),
+                _url_password(profile.broker_url),
+                _url_password(app_broker),
+            )
+            if secret
+        )
+    )
+    client = connect(profile.url, profile.timeout, password=password)
+    dlq = DeadLetterQueue(client, prefix=profile.prefix)
+    if app is not None:
+        return Connection(profile, client, dlq, app, secrets, owns_app=False)
+    if profile.broker_url is not None:
+        broker = profile.broker_url
+        if broker_password:
+            broker = with_password(broker, broker_password)
+    else:
+        broker = with_password(profile.url, password) if password else profile.url
+    return Connection(
+        profile, client, dlq, control_app(_kombu_url(broker), profile.timeout), secrets
+    )
+
+
+def first_url(value: Any) -> str | None:
+    """Celery's broker_url: a string, or a list of failover URLs."""
+    if isinstance(value, list | tuple):
+        value = value[0] if value else None
+    return value if isinstance(value, str) and value else None
+
+
+def _url_password(url: str | None) -> str | None:
+    if not url:
+        return None
+    try:
+        return urlsplit(url).password
+    except ValueError:
+        return None
