@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -64,3 +65,59 @@ def test_demo_shows_failures_and_a_zombie_then_cleans_up(
     assert not list(tmp_path.glob("morgue-demo-*")), "temporary files left behind"
     assert not list(tmp_path.glob("morgue-redis-*")), "temporary files left behind"
     assert not config.exists(), "the demo wrote the user's config"
+
+
+def children_of(pid: int) -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(stat[1]) == pid:
+                found.add(int(entry.name))
+    return found
+
+
+def test_closing_the_demos_terminal_stops_everything(tmp_path: Path) -> None:
+    """The SSH session drops: SIGHUP, a terminal that reads EOF, and nothing may stay behind."""
+    import pty
+
+    env = {
+        **os.environ,
+        "MORGUE_CONFIG": str(tmp_path / "config.toml"),
+        "TMPDIR": str(tmp_path),
+        "TERM": "xterm-256color",
+        "COLUMNS": "100",
+        "LINES": "30",
+    }
+    pid, terminal = pty.fork()
+    if pid == 0:  # the child: the demo with the UI, on the pseudo-terminal
+        os.chdir(REPO)
+        os.execve(sys.executable, [sys.executable, "-m", "tui.cli", "demo"], env)  # noqa: S606
+    services: set[int] = set()
+    try:
+        # Keep reading the screen so the UI never blocks on a full terminal.
+        def started() -> bool:
+            try:
+                os.read(terminal, 65536)
+            except OSError:
+                return False
+            services.update(children_of(pid))
+            return len(services) >= 3 and any(
+                "celery" in Path(f"/proc/{child}/cmdline").read_text(errors="replace")
+                for child in services
+                if pid_alive(child)
+            )
+
+        wait_for(started, timeout=90, interval=0.5)
+        time.sleep(2)
+        services.update(children_of(pid))
+        every = {p for leader in services for p in group_pids(leader)} | services
+    finally:
+        os.close(terminal)  # the terminal goes away: the kernel sends SIGHUP
+    _, status = os.waitpid(pid, 0)
+    wait_for(lambda: not [p for p in every if pid_alive(p)], timeout=30)
+    assert not list(tmp_path.glob("morgue-demo-*")), "temporary files left behind"
+    assert os.WIFSIGNALED(status) or os.WIFEXITED(status)

@@ -35,6 +35,7 @@ class Demo:
         self.redis = RedisServer()
         self.worker: ManagedProcess | None = None
         self.producer: ManagedProcess | None = None
+        self.stopping = False
 
     @property
     def profile(self) -> Profile:
@@ -117,6 +118,10 @@ class Demo:
         return log.read_text(errors="replace")[-2000:] if log.exists() else ""
 
     def stop(self) -> None:
+        """Stop everything started; safe to call again (a signal may arrive during a stop)."""
+        if self.stopping:
+            return
+        self.stopping = True
         # The producer first (nothing new arrives), then the worker, then Redis under it. The
         # worker gets SIGQUIT (Celery's cold shutdown): a warm one would wait for the sleepers.
         if self.producer is not None:
@@ -139,10 +144,21 @@ class Demo:
 
 
 @contextlib.contextmanager
-def _signals_end_the_demo() -> Iterator[None]:
-    """SIGTERM and SIGHUP (a closed SSH session) unwind like Ctrl+C, so cleanup runs."""
+def _signals_end_the_demo(demo: Demo, *, ui: bool) -> Iterator[None]:
+    """SIGTERM and SIGHUP (a closed SSH session) must not leave the demo's services behind.
+
+    Headless, they unwind like Ctrl+C. Under the UI, Textual owns the main thread and does not
+    unwind on them (with its terminal gone its input threads keep reading EOF), so the handler
+    stops the services itself, then lets the signal end the process as it ends plain `morgue`.
+    """
 
     def interrupt(signum: int, frame: FrameType | None) -> None:
+        if demo.stopping:
+            return  # the main thread is already stopping everything; let it finish
+        if ui:
+            demo.stop()
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
         raise KeyboardInterrupt
 
     previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
@@ -155,11 +171,16 @@ def _signals_end_the_demo() -> Iterator[None]:
 
 def run_demo(*, theme: str | None = None, mouse: bool = True, headless: bool = False) -> None:
     """Run the demo until the UI quits (or, headless, until interrupted)."""
-    with _signals_end_the_demo(), contextlib.suppress(KeyboardInterrupt), Demo() as demo:
-        if headless:
-            print(json.dumps({"url": demo.redis.url, "pids": demo.pids()}), flush=True)
-            while True:
-                time.sleep(3600)
-        from tui.app import run_ui
+    demo = Demo()
+    with _signals_end_the_demo(demo, ui=not headless), contextlib.suppress(KeyboardInterrupt):
+        try:
+            demo.start()
+            if headless:
+                print(json.dumps({"url": demo.redis.url, "pids": demo.pids()}), flush=True)
+                while True:
+                    time.sleep(3600)
+            from tui.app import run_ui
 
-        run_ui(demo.profile, theme=theme, mouse=mouse)
+            run_ui(demo.profile, theme=theme, mouse=mouse)
+        finally:
+            demo.stop()
