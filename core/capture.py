@@ -92,7 +92,7 @@ class FailureCapture:
                 log.info("celery-morgue: task %s timed out and goes back to its queue", task_id)
                 return
             entry = self._entry(sender, task_id, exception, args, kwargs, traceback, einfo)
-            entry.to_json().encode()  # proves the entry can be written before it is needed
+            payload = entry.to_json().encode()  # proves it can be written before it is needed
         except Exception as exc:
             log.exception("celery-morgue: storing task %s without its arguments", task_id)
             entry = unstorable_entry(
@@ -103,7 +103,8 @@ class FailureCapture:
                 problem=exc,
                 hostname=socket.gethostname(),
             )
-        self.store(entry)
+            payload = None
+        self.store(entry, payload)
 
     # -- building and storing ------------------------------------------------------------
 
@@ -170,13 +171,13 @@ class FailureCapture:
         except Exception:
             return str(routing_key or self.app.conf.task_default_queue)
 
-    def store(self, entry: Entry) -> None:
+    def store(self, entry: Entry, payload: bytes | None = None) -> None:
         """Write to Redis, else to the local spool; never raises."""
         if time.monotonic() < self._redis_down_until:
             self._spool(entry, "Redis failed moments ago")
             return
         try:
-            self.dlq.add(entry)
+            self.dlq.add(entry, payload)
         except (redis.RedisError, OSError) as exc:
             self._redis_down_until = time.monotonic() + CIRCUIT_OPEN_SECONDS
             self._spool(entry, exc)

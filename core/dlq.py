@@ -224,13 +224,16 @@ class DeadLetterQueue:
 
     # -- writing -------------------------------------------------------------------------
 
-    def _add_args(self, entry: Entry) -> tuple[list[str], list[Any]]:
+    def _add_args(self, entry: Entry, payload: bytes | None = None) -> tuple[list[str], list[Any]]:
         keys = [self.key(entry.queue), self.index_key, self.seen_key]
-        return keys, [entry.queue, entry.to_json(), entry.task_id]
+        return keys, [entry.queue, entry.to_json() if payload is None else payload, entry.task_id]
 
-    def add(self, entry: Entry) -> str | None:
-        """Store ``entry``; returns its stream id, or None if its task was already stored."""
-        keys, argv = self._add_args(entry)
+    def add(self, entry: Entry, payload: bytes | None = None) -> str | None:
+        """Store ``entry``; returns its stream id, or None if its task was already stored.
+
+        ``payload`` is ``entry.to_json()`` encoded, when the caller already has it.
+        """
+        keys, argv = self._add_args(entry, payload)
         try:
             # EVALSHA directly: redis-py's Script wrapper costs as much as the Lua it runs.
             reply = self.client.evalsha(self._add.sha, len(keys), *keys, *argv)
