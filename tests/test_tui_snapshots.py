@@ -11,6 +11,7 @@ import datetime as dt
 import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from textual.pilot import Pilot
@@ -19,6 +20,7 @@ from core.dlq import Page, QueueInfo
 from core.entry import Entry
 from core.zombies import ActiveTask, ClusterSnapshot
 from tui.app import MorgueApp
+from tui.config_file import Config, save_config
 from tui.messages import ClusterRefreshed, DeadLettersRefreshed
 from tui.profiles import Profile
 
@@ -197,3 +199,24 @@ def test_dashboard_without_colour(snap_compare: object) -> None:
         os.environ.pop("NO_COLOR", None)
     assert app.no_color
     assert snap_compare(app, run_before=feed_dashboard)  # type: ignore[operator]
+
+
+def test_profiles_screen(
+    snap_compare: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The profiles of a config file under a stand-in home (so the path reads ~/...)."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    path = tmp_path / ".config" / "celery-morgue" / "config.toml"
+    profiles = [
+        PROFILE,
+        Profile(
+            name="staging",
+            url="rediss://redis.staging:6380/2",
+            broker_url="amqp://celery:hunter2@rabbit.staging:5672//",
+            readonly=True,
+        ),
+        Profile(name="local", url="unix:///run/redis/redis.sock", refresh=0.5),
+    ]
+    save_config(Config(path=path, profiles={p.name: p for p in profiles}, default="staging"))
+    app = make_app(config_path=path)
+    assert snap_compare(app, press=["p", "down"], run_before=feed_dashboard)  # type: ignore[operator]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import ClassVar
 
 from textual.app import App, SystemCommand
@@ -11,6 +12,7 @@ from textual.screen import Screen
 from textual.theme import BUILTIN_THEMES, Theme
 
 from tui.cells import SYSTEM_CLOCK, Clock
+from tui.config_file import config_path as default_config_path
 from tui.connection import Connection
 from tui.monitor import DEFAULT_CONNECT, ConnectionFactory, Monitor
 from tui.profiles import Profile
@@ -18,6 +20,8 @@ from tui.screens.confirm import ConfirmScreen, RevokeConfirmScreen
 from tui.screens.dashboard import DashboardScreen
 from tui.screens.entry import EntryScreen
 from tui.screens.help import HelpScreen, HelpSection
+from tui.screens.profile_form import ProfileForm
+from tui.screens.profiles import ProfilesScreen, Switch
 from tui.widgets.pane import TablePane
 from tui.widgets.tables import LiveTable
 
@@ -31,11 +35,15 @@ class MorgueApp(App[None]):
 
     ``source`` is a ``Profile`` (connected with ``connect``) or an already open ``Connection``.
     ``poll=False`` starts no I/O at all: tests then feed the dashboard through
-    :mod:`tui.messages`, with ``clock`` frozen.
+    :mod:`tui.messages`, with ``clock`` frozen. ``config_path`` is the config file the profiles
+    screen reads and writes (None: ``$MORGUE_CONFIG``, else the user's config folder).
     """
 
     CSS_PATH = "app.tcss"
     TITLE = "morgue"
+    # Each dashboard is the base screen of its own mode: switching profiles starts a new mode
+    # and removes the old one, screens, polls and all (Textual cannot replace a base screen).
+    DEFAULT_MODE = "dashboard-1"
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit", id="quit_app"),
@@ -61,6 +69,7 @@ class MorgueApp(App[None]):
         keymap: Mapping[str, str] | None = None,
         theme: str | None = None,
         connect: ConnectionFactory = DEFAULT_CONNECT,
+        config_path: Path | None = None,
     ) -> None:
         chosen = _builtin_theme(theme)
         # Textual picks its NO_COLOR filter while constructing the app, from the theme it has
@@ -75,9 +84,15 @@ class MorgueApp(App[None]):
         self._owns_connection = isinstance(source, Profile)
         self.clock = clock
         self.poll = poll
+        self.connection_factory = connect
+        self.config_path = config_path
+        # Passwords typed in the profile editor but not stored: env var name -> password.
+        self.session_passwords: dict[str, str] = {}
         self.keymap: dict[str, str] = {}
         if keymap:
             self.set_keymap(keymap)
+        self._dashboards = 1
+        self.add_mode(self.DEFAULT_MODE, self._new_dashboard)
 
     def set_keymap(self, keymap: Mapping[str, str]) -> None:
         # Kept in public so the help screen can show the keys as remapped.
@@ -88,8 +103,9 @@ class MorgueApp(App[None]):
         self.keymap.update(keymap)
         super().update_keymap(keymap)
 
-    def get_default_screen(self) -> Screen[None]:
-        return DashboardScreen(self.profile, self.monitor, clock=self.clock, poll=self.poll)
+    def _new_dashboard(self) -> DashboardScreen:
+        # The monitor's profile: the one connected, which may carry a session password.
+        return DashboardScreen(self.monitor.profile, self.monitor, clock=self.clock, poll=self.poll)
 
     @property
     def dashboard(self) -> DashboardScreen:
@@ -101,10 +117,49 @@ class MorgueApp(App[None]):
         if self._owns_connection:
             self.monitor.close()
 
+    # -- profiles --------------------------------------------------------------------------
+
+    def action_profiles(self) -> None:
+        if not isinstance(self.screen, DashboardScreen):
+            return  # from the palette over another screen: profiles switch the dashboard
+        path = self.config_path if self.config_path is not None else default_config_path()
+        screen = ProfilesScreen(
+            path,
+            shown=self.profile,
+            connect=self.connection_factory,
+            passwords=self.session_passwords,
+        )
+        self.push_screen(screen, self._switch_profile)
+
+    def _switch_profile(self, switch: Switch | None) -> None:
+        """A new dashboard on ``switch``'s connection; the old one closes with its screen."""
+        if switch is None:
+            return
+        old_monitor, owned = self.monitor, self._owns_connection
+        self.profile = switch.profile
+        self.monitor = Monitor(switch.connection)
+        self._owns_connection = True
+        # The old dashboard stops polling when its mode is removed; a poll still running posts
+        # its result to a screen that is gone, where it is dropped.
+        old_mode = self.current_mode
+        self._dashboards += 1
+        new_mode = f"dashboard-{self._dashboards}"
+        self.add_mode(new_mode, self._new_dashboard)
+        self.switch_mode(new_mode)
+        self.remove_mode(old_mode)
+        if owned:
+            self.run_worker(
+                old_monitor.close, thread=True, group="close-connection", exit_on_error=False
+            )
+        self.notify(f"Switched to profile {switch.profile.name!r}.", markup=False)
+
     def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         if isinstance(screen, DashboardScreen):
             yield from screen.palette_commands()
+            yield SystemCommand(
+                "Profiles", "Switch to, add, edit or delete a profile", self.action_profiles
+            )
         yield SystemCommand("Help", "Show every key", self.action_help)
 
     def help_sections(self) -> list[HelpSection]:
@@ -135,6 +190,14 @@ class MorgueApp(App[None]):
             ("Active tasks", _bindings(DashboardScreen.BINDINGS, "revoke", "revoke_zombies")),
             ("Entry detail", _bindings(EntryScreen.BINDINGS, "entry_back")),
             (
+                "Profiles",
+                [
+                    *_bindings(DashboardScreen.BINDINGS, "profiles"),
+                    *_bindings(ProfilesScreen.BINDINGS),
+                    *_bindings(ProfileForm.BINDINGS),
+                ],
+            ),
+            (
                 "Confirmation",
                 [*_bindings(ConfirmScreen.BINDINGS), *_bindings(RevokeConfirmScreen.BINDINGS)],
             ),
@@ -160,12 +223,14 @@ def run_ui(
     theme: str | None = None,
     mouse: bool = True,
     keymap: Mapping[str, str] | None = None,
+    config_path: Path | None = None,
 ) -> None:
     """Run the dashboard for ``profile`` until the user quits.
 
     ``keymap`` maps binding ids (see the help screen) to keys, e.g. ``{"clear_queue": "x"}``.
+    ``config_path`` is the config file of the profiles screen (``--config``).
     """
-    app = MorgueApp(profile, keymap=keymap, theme=theme)
+    app = MorgueApp(profile, keymap=keymap, theme=theme, config_path=config_path)
     app.run(mouse=mouse)
 
 

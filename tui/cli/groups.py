@@ -31,6 +31,8 @@ def open_ui(session: Session, theme: str | None, mouse: bool) -> None:
     keymap = session.keymap()
     if keymap and "keymap" in inspect.signature(run_ui).parameters:
         options["keymap"] = keymap
+    if "config_path" in inspect.signature(run_ui).parameters:  # the profiles screen's file
+        options["config_path"] = getattr(session, "config_path", None)
     try:
         run_ui(profile, **options)
     except UnknownThemeError as exc:

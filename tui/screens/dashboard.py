@@ -1,28 +1,24 @@
-"""The main screen: status, dead-letter queues, active tasks, and the actions on them.
+"""The main screen: status, dead-letter queues and active tasks, polled.
 
+The actions on them (delete, requeue, clear, revoke) are in :mod:`tui.screens.dashboard_actions`.
 All I/O runs in thread workers that post :mod:`tui.messages` back; the handlers here only
 update widgets and schedule the next poll once the last one has finished.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 from functools import partial
 from typing import ClassVar, Literal
 
-from rich.text import Text
 from textual import on, work
-from textual.app import ComposeResult, SystemCommand
+from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
-from textual.widgets import ContentSwitcher, DataTable, Footer, Input, OptionList, Static
+from textual.widgets import ContentSwitcher, Footer, Input, OptionList, Static
 
-from core.entry import Entry
 from core.urls import redact_url
-from core.zombies import ActiveTask, RevokeReport
-from tui.cells import Clock, entry_age, format_clock_time, one_line
+from tui.cells import Clock, format_clock_time
 from tui.messages import (
-    ActionDone,
     ClusterFailed,
     ClusterRefreshed,
     DeadLettersRefreshed,
@@ -33,9 +29,7 @@ from tui.messages import (
 from tui.monitor import PAGE_SIZE, Monitor, is_connection_error
 from tui.polling import PollSchedule
 from tui.profiles import Profile
-from tui.screens.confirm import ConfirmScreen, RevokeConfirmScreen
-from tui.screens.entry import EntryAction, EntryScreen
-from tui.screens.readonly import GuardedScreen
+from tui.screens.dashboard_actions import DLQ_ACTIONS, TASK_ACTIONS, DashboardActions
 from tui.widgets.dlq_pane import DLQPane
 from tui.widgets.queue_list import QueueList
 from tui.widgets.status import Banner, Status, StatusLine
@@ -43,26 +37,8 @@ from tui.widgets.tasks_pane import TasksPane
 
 Context = Literal["dlq", "tasks"]
 
-DLQ_ACTIONS = frozenset({"clear_queue", "delete_entry", "requeue_entry", "requeue_queue"})
-TASK_ACTIONS = frozenset({"revoke", "revoke_zombies"})
-PALETTE_TITLES = {
-    "filter": "Filter the table",
-    "clear_queue": "Clear queue",
-    "delete_entry": "Delete entry",
-    "requeue_entry": "Requeue entry",
-    "requeue_queue": "Requeue whole queue",
-    "revoke": "Revoke task",
-    "revoke_zombies": "Revoke zombies",
-}
-# How many task names a revoke confirmation lists before "and N more".
-LISTED_TASKS = 5
 
-
-def plural(count: int, word: str, many: str | None = None) -> str:
-    return f"{count:,} {word if count == 1 else (many or word + 's')}"
-
-
-class DashboardScreen(GuardedScreen[None]):
+class DashboardScreen(DashboardActions):
     # Textual declares these as plain attributes, so ClassVar here would clash with it.
     HORIZONTAL_BREAKPOINTS = [  # noqa: RUF012
         (0, "-too-narrow"),
@@ -122,6 +98,15 @@ class DashboardScreen(GuardedScreen[None]):
             "Revoke zombies",
             id="revoke_zombies",
             tooltip="Revoke every task past its hard limit plus grace",
+        ),
+        # Not in the footer, which an 80-column terminal fills already: in help and palette.
+        Binding(
+            "p",
+            "app.profiles",
+            "Profiles",
+            show=False,
+            id="profiles",
+            tooltip="Switch, add, edit or delete profiles",
         ),
     ]
 
@@ -226,9 +211,6 @@ class DashboardScreen(GuardedScreen[None]):
             self.post_message(RedisUnavailable(self._problem(error), failed_at=self.clock()))
             return
         self.post_message(DeadLettersRefreshed(state.queues, state.head, taken_at=self.clock()))
-
-    def _describe(self, error: BaseException) -> str:
-        return self.monitor.describe(error)
 
     def _problem(self, error: BaseException) -> str:
         # The status line shows the URL; the banner says what failed.
@@ -399,23 +381,6 @@ class DashboardScreen(GuardedScreen[None]):
             return False
         return super().check_action(action, parameters)
 
-    def palette_commands(self) -> Iterable[SystemCommand]:
-        """The same actions as the keys, for ctrl+p, whatever pane has the focus."""
-        for binding in self.BINDINGS:
-            assert isinstance(binding, Binding)
-            if binding.action.startswith("app."):
-                continue
-            title = PALETTE_TITLES.get(binding.action, binding.description)
-            help_text = binding.tooltip or binding.description
-            if self.readonly and binding.action in DLQ_ACTIONS | TASK_ACTIONS:
-                help_text += " (disabled: read-only profile)"
-            yield SystemCommand(title, help_text, partial(self.run_from_palette, binding.action))
-
-    def run_from_palette(self, action: str) -> None:
-        if self.refuse_readonly(action):
-            return
-        getattr(self, f"action_{action}")()
-
     # -- actions ---------------------------------------------------------------------------
 
     def action_filter(self) -> None:
@@ -427,205 +392,3 @@ class DashboardScreen(GuardedScreen[None]):
             self.notify("No queue to filter.", markup=False)
             return
         pane.start_filter()
-
-    def _selected_entry(self) -> tuple[DLQPane, Entry] | None:
-        pane = self.visible_pane
-        entry = pane.selected_entry if pane is not None else None
-        if pane is None or entry is None:
-            self.notify("No entry selected.", severity="warning", markup=False)
-            return None
-        return pane, entry
-
-    @on(DataTable.RowSelected, "DLQPane LiveTable")
-    def _open_entry(self, event: DataTable.RowSelected) -> None:
-        pane = event.data_table.parent
-        if not isinstance(pane, DLQPane):
-            return
-        entry = pane.entry(event.row_key.value or "")
-        if entry is None:
-            return
-        queue = pane.queue
-        self.app.push_screen(
-            EntryScreen(entry, queue, clock=self.clock, readonly=self.readonly),
-            partial(self._entry_closed, queue, entry),
-        )
-
-    def _entry_closed(self, queue: str, entry: Entry, choice: EntryAction | None) -> None:
-        if choice == "delete":
-            self._delete(queue, entry)
-        elif choice == "requeue":
-            self._requeue(queue, entry)
-
-    def action_delete_entry(self) -> None:
-        selected = self._selected_entry()
-        if selected is not None:
-            self._delete(selected[0].queue, selected[1])
-
-    def action_requeue_entry(self) -> None:
-        selected = self._selected_entry()
-        if selected is not None:
-            self._requeue(selected[0].queue, selected[1])
-
-    def _delete(self, queue: str, entry: Entry) -> None:
-        monitor = self.monitor
-
-        def run() -> ActionDone:
-            removed = monitor.delete(queue, entry.id)
-            if not removed:
-                return ActionDone(f"Entry {entry.id} was already gone.", refresh_dlq=True)
-            return ActionDone(f"Deleted {entry.task} ({entry.task_id}).", refresh_dlq=True)
-
-        self._run_action("Delete", run)
-
-    def _requeue(self, queue: str, entry: Entry) -> None:
-        monitor = self.monitor
-
-        def run() -> ActionDone:
-            new_id = monitor.requeue(queue, entry.id)
-            return ActionDone(f"Requeued {entry.task} as {new_id}.", refresh_dlq=True)
-
-        self._run_action("Requeue", run)
-
-    def action_clear_queue(self) -> None:
-        pane = self.visible_pane
-        # What the user has seen when pressing the key: entries arriving later are kept, even
-        # ones a refresh loads while the dialog is open.
-        up_to = pane.newest_seen if pane is not None else None
-        if pane is None or up_to is None:
-            self.notify("Nothing to clear.", markup=False)
-            return
-        queue, count = pane.queue, pane.total or len(pane.order)
-        newest = pane.entry(up_to)
-        age = f" (failed {entry_age(newest, self.clock())} ago)" if newest is not None else ""
-        question = Text.assemble(
-            "Clear queue ",
-            (queue, "bold"),
-            f"?\n\nRemoves {plural(count, 'entry', 'entries')}, "
-            f"up to the newest one shown{age}. Entries that arrive after it are kept.",
-        )
-        self.app.push_screen(
-            ConfirmScreen("Clear queue", question, "Clear"),
-            partial(self._clear_confirmed, queue, up_to),
-        )
-
-    def _clear_confirmed(self, queue: str, up_to: str, confirmed: bool | None) -> None:
-        if not confirmed:
-            return
-        monitor = self.monitor
-
-        def run() -> ActionDone:
-            removed = monitor.clear(queue, up_to)
-            cleared = plural(removed, "entry", "entries")
-            return ActionDone(f"Cleared {cleared} from {queue}.", refresh_dlq=True)
-
-        self._run_action("Clear", run)
-
-    def action_requeue_queue(self) -> None:
-        pane = self.visible_pane
-        if pane is None or not pane.order:
-            self.notify("Nothing to requeue.", markup=False)
-            return
-        queue, count = pane.queue, pane.total or len(pane.order)
-        question = Text.assemble(
-            "Requeue every entry of ",
-            (queue, "bold"),
-            f"? About {count:,} tasks are sent again, each under a new id. Entries whose "
-            "arguments were changed when stored are skipped.",
-        )
-        self.app.push_screen(
-            ConfirmScreen("Requeue queue", question, "Requeue all"),
-            partial(self._requeue_all_confirmed, queue),
-        )
-
-    def _requeue_all_confirmed(self, queue: str, confirmed: bool | None) -> None:
-        if not confirmed:
-            return
-        monitor = self.monitor
-
-        def run() -> ActionDone:
-            report = monitor.requeue_all(queue)
-            requeued = plural(len(report.requeued), "entry", "entries")
-            text = f"Requeued {requeued} from {queue}."
-            if report.skipped_lossy:
-                text += f" Skipped {len(report.skipped_lossy):,}: arguments changed when stored."
-            return ActionDone(text, refresh_dlq=True)
-
-        self._run_action("Requeue all", run)
-
-    def action_revoke(self) -> None:
-        task = self.tasks_pane.selected_task
-        if task is None:
-            self.notify("No running task selected.", severity="warning", markup=False)
-            return
-        question = Text.assemble(
-            "Revoke ",
-            (task.name, "bold"),
-            f" ({task.id}) on {task.worker}?\n\nThe worker terminates it with the chosen signal.",
-        )
-        self._confirm_revoke("Revoke task", question, [task])
-
-    def action_revoke_zombies(self) -> None:
-        zombies = self.tasks_pane.zombies
-        if not zombies:
-            self.notify("No zombie tasks.", markup=False)
-            return
-        names = ", ".join(one_line(task.name, 40) for task in zombies[:LISTED_TASKS])
-        more = f" and {len(zombies) - LISTED_TASKS} more" if len(zombies) > LISTED_TASKS else ""
-        question = Text(
-            f"Revoke {plural(len(zombies), 'zombie task')} (past their hard limit plus "
-            f"{self.profile.grace:g} s grace)?\n\n{names}{more}"
-        )
-        self._confirm_revoke("Revoke zombies", question, zombies)
-
-    def _confirm_revoke(self, title: str, question: Text, tasks: list[ActiveTask]) -> None:
-        dialog = RevokeConfirmScreen(title, question)
-
-        def confirmed(answer: bool | None) -> None:
-            if answer:
-                self._revoke(tasks, dialog.signal)
-
-        self.app.push_screen(dialog, confirmed)
-
-    def _revoke(self, tasks: list[ActiveTask], signal: str) -> None:
-        monitor = self.monitor
-
-        def run() -> ActionDone:
-            report = monitor.revoke(tasks, signal)
-            return ActionDone(revoke_summary(report, signal), refresh_cluster=True)
-
-        self._run_action("Revoke", run)
-
-    def _run_action(self, label: str, run: Callable[[], ActionDone]) -> None:
-        def guarded() -> None:
-            try:
-                done = run()
-            except Exception as error:  # a notification, never a traceback on screen
-                done = ActionDone(
-                    f"{label} failed: {self._describe(error)}",
-                    severity="error",
-                    refresh_dlq=True,
-                )
-            self.post_message(done)
-
-        self.run_worker(guarded, thread=True, group="actions", exit_on_error=False)
-
-    def on_action_done(self, message: ActionDone) -> None:
-        self.notify(message.text, severity=message.severity, markup=False)
-        if self.poll and message.refresh_dlq:
-            self.dlq_poll.run_now()
-        if self.poll and message.refresh_cluster:
-            self.cluster_poll.run_now()
-
-
-def revoke_summary(report: RevokeReport, signal: str) -> str:
-    parts: list[str] = []
-    if report.terminated:
-        parts.append(f"Revoked {plural(len(report.terminated), 'task')} with {signal}")
-    if report.already_gone:
-        parts.append(f"{plural(len(report.already_gone), 'task')} had already finished")
-    if report.refused:
-        reasons = "; ".join(sorted(set(report.refused.values())))
-        parts.append(f"{len(report.refused)} refused ({reasons})")
-    if report.no_reply:
-        parts.append(f"{len(report.no_reply)} got no reply from the worker")
-    return ("; ".join(parts) or "Nothing to revoke") + "."
