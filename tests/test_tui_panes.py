@@ -182,3 +182,20 @@ def test_reconnect_delays_come_from_core_backoff() -> None:
     delays = [reconnect_delay(failures) for failures in range(1, 9)]
     assert delays == [1, 2, 4, 8, 16, 30, 30, 30]
     assert delays[3] == calculate_backoff(3, base=1.0, max_delay=RECONNECT_MAX)
+
+
+def test_ages_fit_their_column_at_every_scale() -> None:
+    from tui.cells import AGE_WIDTH, format_age
+
+    samples = [0, 59, 60, 599, 600, 3_599, 3_600, 35_999, 36_000, 86_399, 86_400, 10**6, 10**9]
+    for seconds in samples:
+        assert len(format_age(seconds)) <= AGE_WIDTH, (seconds, format_age(seconds))
+    assert [format_age(s) for s in (42, 243, 1_390, 7_500, 50_400, 273_600, 10**6)] == [
+        "42s",
+        "4m03s",
+        "23m",
+        "2h05m",
+        "14h",
+        "3d04h",
+        "11d",
+    ]
