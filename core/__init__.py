@@ -7,6 +7,7 @@ from core.backoff import calculate_backoff, retry_with_backoff
 from core.dlq import (
     DeadLetterQueue,
     DLQError,
+    EntryBusy,
     EntryNotFound,
     LossyEntryError,
     Page,
@@ -21,6 +22,7 @@ __all__ = [
     "DLQError",
     "DeadLetterQueue",
     "Entry",
+    "EntryBusy",
     "EntryNotFound",
     "Installation",
     "LossyEntryError",

@@ -22,6 +22,7 @@ Needs Redis 6.2 or later (``XTRIM MINID``, exclusive ranges).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import re
 import uuid
@@ -100,6 +101,10 @@ class DLQError(RuntimeError):
 
 class EntryNotFound(DLQError):
     pass
+
+
+class EntryBusy(DLQError):
+    """Someone else is requeueing this entry right now."""
 
 
 class LossyEntryError(DLQError):
@@ -384,8 +389,12 @@ class DeadLetterQueue:
                 "requeueing would not send the originals"
             )
         if not self._claim(queue, entry_id):
-            raise DLQError(f"entry {entry_id} is being requeued by someone else right now")
-        new_id = self._publish(app, entry)  # on failure the claim expires by itself
+            raise EntryBusy(f"entry {entry_id} is being requeued by someone else right now")
+        try:
+            new_id = self._publish(app, entry)
+        except BaseException:
+            self._release(queue, entry_id)  # not sent: anyone may try again at once
+            raise
         self.client.xdel(self.key(queue), entry_id)
         self.size(queue)
         return new_id
@@ -412,7 +421,11 @@ class DeadLetterQueue:
                     elif not self._claim(queue, entry.id):
                         report.skipped_busy.append(entry.id)
                     else:
-                        report.requeued[entry.id] = self._publish(app, entry)
+                        try:
+                            report.requeued[entry.id] = self._publish(app, entry)
+                        except BaseException:
+                            self._release(queue, entry.id)
+                            raise
                         self.client.xdel(self.key(queue), entry.id)
                 lower = "(" + _text(rows[-1][0])
         except Exception as exc:  # the broker, most likely; what was done is in the report
@@ -420,9 +433,15 @@ class DeadLetterQueue:
         self.size(queue)
         return report
 
+    def _claim_key(self, queue: str, entry_id: str) -> str:
+        return f"{self.namespace}claim:{queue}:{entry_id}"
+
     def _claim(self, queue: str, entry_id: str) -> bool:
-        key = f"{self.namespace}claim:{queue}:{entry_id}"
-        return bool(self.client.set(key, 1, nx=True, px=_CLAIM_MS))
+        return bool(self.client.set(self._claim_key(queue, entry_id), 1, nx=True, px=_CLAIM_MS))
+
+    def _release(self, queue: str, entry_id: str) -> None:
+        with contextlib.suppress(redis.RedisError):  # it expires within a minute anyway
+            self.client.delete(self._claim_key(queue, entry_id))
 
     @staticmethod
     def _publish(app: Any, entry: Entry) -> str:

@@ -431,7 +431,9 @@ def test_requeue_sends_the_task_again_through_the_worker(
         "queue": "other",
         "requeued": {entry.id: new_id},
         "skipped_lossy": [],
+        "skipped_busy": [],
         "not_found": [],
+        "error": None,
     }
     done = wait_for(lambda: redis_client.get(f"done:{flag}"), timeout=30)
     assert json.loads(done) == {"task_id": new_id, "requeued_from": task_id}  # type: ignore[arg-type]
@@ -861,3 +863,41 @@ def test_the_ui_gets_the_resolved_profile_theme_mouse_and_keymap(
         {"theme": "ansi-dark", "mouse": False, "keymap": {"quit_app": "ctrl+q"}},
         {"theme": None, "mouse": True, "keymap": None},
     ]
+
+
+def test_requeue_all_with_the_broker_down_fails_and_keeps_the_entries(
+    morgue: Morgue, redis_server: RedisServer, dlq: DeadLetterQueue
+) -> None:
+    from tests.test_dlq import make_entry
+
+    dlq.add_many([make_entry("a"), make_entry("b")])
+    added = morgue(
+        "profiles",
+        "add",
+        "nobroker",
+        "--url",
+        redis_server.url,
+        "--broker-url",
+        "redis://127.0.0.1:1/0",
+    )
+    assert added.returncode == 0, added.stderr
+    result = morgue("--profile", "nobroker", "dlq", "requeue", "celery", "--all", "--yes", "--json")
+    assert result.returncode == 1, result
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "requeue stopped part-way" in result.stderr
+    assert json.loads(result.stdout)["error"]
+    assert dlq.size("celery") == 2
+    # Nothing stays claimed: a retry is not refused as "being requeued".
+    again = morgue("--profile", "nobroker", "dlq", "requeue", "celery", "--all", "--yes")
+    assert "being requeued" not in again.stderr
+
+
+def test_click_usage_errors_are_one_line(morgue: Morgue, redis_server: RedisServer) -> None:
+    for args in (
+        ("dlq", "list", "celery", "--cursor", "garbage"),
+        ("dlq", "list", "celery", "--limit", "0"),
+        ("no-such-command",),
+    ):
+        result = morgue("--url", redis_server.url, *args)
+        assert result.returncode == 2, result
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr

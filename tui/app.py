@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import ClassVar
@@ -115,7 +116,8 @@ class MorgueApp(App[None]):
 
     def on_unmount(self) -> None:
         if self._owns_connection:
-            self.monitor.close()
+            # Off the UI thread: closing a broker connection to a stalled Redis can block.
+            threading.Thread(target=self.monitor.close, name="morgue-close", daemon=True).start()
 
     # -- profiles --------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import redis
 from celery import Celery
@@ -60,6 +60,9 @@ def control_app(broker_url: str, timeout: float) -> Celery:
     transport_options: dict[str, Any] = {"max_retries": 1}
     if urlsplit(broker_url).scheme.split("+", 1)[0] in ("redis", "rediss"):
         transport_options["socket_connect_timeout"] = timeout
+        # A read timeout too: without one an inspect on a stalled Redis blocks its thread (and
+        # quitting) until Redis answers. Above kombu's 1 s BRPOP, which must not time out.
+        transport_options["socket_timeout"] = max(timeout, 3.0)
     app.conf.update(
         task_serializer="json",
         result_serializer="json",
@@ -172,9 +175,11 @@ def first_url(value: Any) -> str | None:
 
 
 def _url_password(url: str | None) -> str | None:
+    """The password in ``url`` as clients send it (percent-decoded: ``p%40ss`` is ``p@ss``)."""
     if not url:
         return None
     try:
-        return urlsplit(url).password
+        password = urlsplit(url).password
     except ValueError:
         return None
+    return unquote(password) if password else None

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from core.dlq import DeadLetterQueue, EntryNotFound, LossyEntryError
+from core.dlq import DeadLetterQueue, EntryBusy, EntryNotFound, LossyEntryError
 from core.entry import Entry
 from tui.cli.output import (
     Column,
@@ -259,9 +259,12 @@ def requeue(
     requeued: dict[str, str] = {}
     skipped: list[str] = []
     missing: list[str] = []
+    busy: list[str] = []
+    error: str | None = None
     if every:
         report = dlq_.requeue_all(connection.app, queue, allow_lossy=lossy)
         requeued, skipped = report.requeued, report.skipped_lossy
+        busy, error = report.skipped_busy, report.error
     else:
         for entry_id in unique:
             try:
@@ -272,9 +275,18 @@ def requeue(
                 skipped.append(entry_id)
             except EntryNotFound:
                 missing.append(entry_id)
+            except EntryBusy:
+                busy.append(entry_id)
     if as_json:
         emit_json(
-            {"queue": queue, "requeued": requeued, "skipped_lossy": skipped, "not_found": missing}
+            {
+                "queue": queue,
+                "requeued": requeued,
+                "skipped_lossy": skipped,
+                "skipped_busy": busy,
+                "not_found": missing,
+                "error": connection.scrub(error) if error else None,
+            }
         )
     else:
         click.echo(f"requeued {plural(len(requeued), 'entry')} from {queue!r}")
@@ -287,5 +299,9 @@ def requeue(
         )
     if missing:
         problems.append(f"not found in {queue!r}: {', '.join(missing)}")
+    if busy:
+        problems.append(f"being requeued by someone else right now: {', '.join(busy[:5])}")
+    if error:
+        problems.insert(0, f"requeue stopped part-way, the rest stays in {queue!r}: {error}")
     if problems:
         raise Failure("; ".join(problems))

@@ -237,6 +237,32 @@ def translate(session: Session, error: BaseException) -> click.ClickException | 
 class MorgueGroup(click.Group):
     """A root group whose commands fail with one line and a status, never a traceback."""
 
+    def main(  # type: ignore[override]
+        self,
+        args: Any = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        # click's own usage errors print the usage, a hint and a blank line: scripts reading
+        # stderr get one line here, like every other failure.
+        try:
+            result = super().main(args, prog_name, complete_var, False, **extra)
+        except click.UsageError as exc:
+            name = prog_name or self.name or "morgue"
+            click.echo(f"Error: {one_line(exc.format_message())} (see {name} --help)", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("Aborted.", err=True)
+            sys.exit(1)
+        sys.exit(result if isinstance(result, int) else 0)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
