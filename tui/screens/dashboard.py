@@ -305,7 +305,10 @@ class DashboardScreen(DashboardActions):
 
     # -- pages -----------------------------------------------------------------------------
 
-    def on_dlq_pane_load_more(self, message: DLQPane.LoadMore) -> None:
+    # By class, not by method name: Textual names the handler after the class name as it is
+    # spelled ("on_dlqpane_load_more"), and a misspelt name silently drops every page request.
+    @on(DLQPane.LoadMore)
+    def _load_more(self, message: DLQPane.LoadMore) -> None:
         message.stop()
         if not self.poll:
             message.pane.fetch_skipped()
@@ -372,9 +375,16 @@ class DashboardScreen(DashboardActions):
             return "tasks"
         return "dlq"
 
+    @property
+    def too_small(self) -> bool:
+        """The tables are hidden behind the "too small" message (the breakpoint classes)."""
+        return self.has_class("-too-narrow") or self.has_class("-too-short")
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "filter" and isinstance(self.focused, Input):
             return False  # a "/" typed into the filter itself
+        if action in DLQ_ACTIONS | TASK_ACTIONS and self.too_small:
+            return False  # they would act on rows the user cannot see
         if action in DLQ_ACTIONS and self.context() != "dlq":
             return False
         if action in TASK_ACTIONS and self.context() != "tasks":
@@ -392,3 +402,29 @@ class DashboardScreen(DashboardActions):
             self.notify("No queue to filter.", markup=False)
             return
         pane.start_filter()
+
+    def run_from_palette(self, action: str) -> None:
+        # The palette runs actions without asking check_action.
+        if action in DLQ_ACTIONS | TASK_ACTIONS and self.too_small:
+            self.notify(
+                "The terminal is too small to show the rows this acts on: enlarge it first.",
+                severity="warning",
+                markup=False,
+            )
+            return
+        super().run_from_palette(action)
+
+    def action_clear_queue(self) -> None:
+        # Refused rather than made exact: a clear removes every entry up to an id, matching or
+        # not, so with a filter on it would delete rows the filter hides while the dialog counts
+        # and shows only matching ones, and "clear what I filtered" is not what it does.
+        pane = self.visible_pane
+        if pane is not None and pane.filter_text:
+            self.notify(
+                "Clear the filter first (escape): a clear removes every entry up to the newest "
+                "one, matching or not.",
+                severity="warning",
+                markup=False,
+            )
+            return
+        super().action_clear_queue()

@@ -71,8 +71,13 @@ class DLQPane(TablePane):
 
     @property
     def newest_seen(self) -> str | None:
-        """The newest entry id loaded here: a clear removes up to it and nothing newer."""
-        return self.order[0] if self.order else None
+        """The newest entry id among the rows shown: a clear removes up to it and nothing newer.
+
+        With a filter on, that is the newest matching row, not the newest loaded one: entries the
+        filter hides were never seen, so nothing newer than the top row may go.
+        """
+        visible = self._visible_ids()
+        return visible[0] if visible else None
 
     @property
     def oldest_loaded(self) -> str | None:
@@ -80,8 +85,15 @@ class DLQPane(TablePane):
 
     @property
     def head_limit(self) -> int:
-        """How many of the newest entries a refresh re-reads to cover what is loaded."""
-        return min(max(PAGE_SIZE, len(self.order) + PAGE_SIZE // 5), RELOAD_CAP)
+        """How many of the newest entries a refresh re-reads to cover what is loaded.
+
+        Exactly what is loaded (the first page, the pages scrolling fetched, and arrivals already
+        shown), never more: :meth:`apply_head` makes the head the loaded list, so any margin
+        here would load that many more entries on every refresh without the user scrolling.
+        A head no bigger than the loaded list still overlaps it unless more entries arrived
+        than it holds, which :meth:`apply_head` handles.
+        """
+        return min(max(PAGE_SIZE, len(self.order)), RELOAD_CAP)
 
     @property
     def selected_entry(self) -> Entry | None:

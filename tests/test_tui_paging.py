@@ -1,0 +1,171 @@
+"""DLQ paging and the keys that act on it, driven with Textual's Pilot against a real Redis.
+
+No pytest asyncio plugin here: each test runs its own event loop with ``asyncio.run``.
+"""
+
+from __future__ import annotations
+
+import time
+
+import redis
+from textual.pilot import Pilot
+
+from core import DeadLetterQueue
+from tests.test_dlq import make_entry
+from tests.test_tui import (
+    add_entries,
+    loaded,
+    notices,
+    open_queue,
+    pane,
+    profile_for,
+    until,
+    with_app,
+)
+from tui.app import MorgueApp
+from tui.monitor import PAGE_SIZE
+from tui.screens.confirm import ConfirmScreen
+from tui.screens.dashboard import DashboardScreen
+from tui.services import RedisServer
+from tui.widgets.dlq_pane import DLQPane
+
+
+def newest_first(ids: list[str]) -> list[str]:
+    return sorted(ids, key=lambda i: tuple(map(int, i.split("-"))), reverse=True)
+
+
+async def next_refresh(pilot: Pilot[None], app: MorgueApp, what: str) -> None:
+    """Let one more DLQ refresh reach the dashboard."""
+    status = app.dashboard.status_line
+    before = status.status.refreshed_at
+    await until(pilot, lambda: status.status.refreshed_at != before, what=what)
+
+
+async def refreshes(pilot: Pilot[None], app: MorgueApp, count: int) -> None:
+    """Let ``count`` more DLQ refreshes reach the dashboard."""
+    for n in range(count):
+        await next_refresh(pilot, app, f"refresh {n + 1}")
+
+
+async def scroll_to_end(pilot: Pilot[None], celery: DLQPane) -> None:
+    """Put the cursor on the last row and wait for the next page (or the end of the queue)."""
+    before = len(celery.order)
+    celery.table.move_cursor(row=celery.table.row_count - 1)
+    await until(
+        pilot,
+        lambda: len(celery.order) > before or celery.exhausted,
+        what=f"the page after {before} entries",
+    )
+
+
+async def accept_if_asked(pilot: Pilot[None], app: MorgueApp) -> None:
+    """Confirm a dialog if one opened, as a user would; a refused key opens none."""
+    await pilot.pause(0.3)
+    if isinstance(app.screen, ConfirmScreen):
+        await pilot.press("y")
+        await until(pilot, lambda: isinstance(app.screen, DashboardScreen), what="dialog closed")
+
+
+async def settle(pilot: Pilot[None], seconds: float) -> None:
+    """Room for a wrongly started action's worker to reach Redis (never a timing assertion)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        await pilot.pause(0.1)
+
+
+def test_scrolling_to_the_end_loads_every_older_entry(
+    redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    dlq = DeadLetterQueue(redis_client)
+    ids = add_entries(dlq, "celery", 250)
+
+    async def scenario(pilot: Pilot[None], app: MorgueApp) -> None:
+        celery = await open_queue(pilot, app, "celery")
+        assert len(celery.order) == PAGE_SIZE
+        # Only the cursor loads more: the refresh is far away, so it cannot do it instead.
+        deadline = time.monotonic() + 30
+        while len(celery.order) < len(ids) and time.monotonic() < deadline:
+            await scroll_to_end(pilot, celery)
+        assert celery.order == newest_first(ids)
+        assert celery.exhausted
+        assert celery.table.row_count == len(ids)
+        await until(pilot, lambda: not celery.fetching, what="no fetch left pending")
+        assert "loading" not in str(celery.border_subtitle)
+
+    with_app(profile_for(redis_server.url, refresh=600), scenario)
+
+
+def test_refreshes_without_scrolling_do_not_load_more(
+    redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    dlq = DeadLetterQueue(redis_client)
+    add_entries(dlq, "celery", 250)
+
+    async def scenario(pilot: Pilot[None], app: MorgueApp) -> None:
+        celery = await open_queue(pilot, app, "celery")
+        first = len(celery.order)
+        assert first == PAGE_SIZE
+        await refreshes(pilot, app, 4)
+        assert len(celery.order) == first
+        assert celery.head_limit == first
+
+        # A page fetched by scrolling is kept by the refreshes, and nothing more is added.
+        await scroll_to_end(pilot, celery)
+        assert len(celery.order) == 2 * PAGE_SIZE
+        celery.table.move_cursor(row=0)
+        scrolled = len(celery.order)
+        await refreshes(pilot, app, 4)
+        assert len(celery.order) == scrolled
+
+    with_app(profile_for(redis_server.url, refresh=0.2), scenario)
+
+
+def test_clear_with_a_filter_on_keeps_entries_newer_than_the_rows_shown(
+    redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    dlq = DeadLetterQueue(redis_client)
+    rare = dlq.add_many(make_entry(f"old-{n}", "celery", task="proj.tasks.rare") for n in range(3))
+    common = add_entries(dlq, "celery", 5)
+
+    async def scenario(pilot: Pilot[None], app: MorgueApp) -> None:
+        celery = await open_queue(pilot, app, "celery")
+        await pilot.press("slash", *"rare", "enter")
+        await until(pilot, lambda: celery.table.row_count == len(rare), what="filtered rows")
+        await pilot.press("c")
+        await accept_if_asked(pilot, app)
+        await settle(pilot, 1.0)
+        left = {entry.id for entry in dlq.page("celery").items}
+        assert set(common) <= left, "entries newer than every row shown were cleared"
+        # Refused, with a reason, rather than a clear of rows the filter hides.
+        assert left == set(common) | set(rare)
+        assert any("filter" in notice for notice in notices(app))
+        assert celery.newest_seen == rare[-1]
+
+    with_app(profile_for(redis_server.url), scenario)
+
+
+def test_a_too_small_terminal_disables_the_destructive_keys(
+    redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    dlq = DeadLetterQueue(redis_client)
+    add_entries(dlq, "celery", 5)
+
+    async def scenario(pilot: Pilot[None], app: MorgueApp) -> None:
+        await until(pilot, lambda: loaded(app, "celery"), what="pane loaded")
+        celery = pane(app, "celery")
+        assert celery is not None
+        celery.table.focus()
+        await pilot.pause()
+        screen = app.dashboard
+        assert screen.has_class("-too-narrow")
+        await pilot.press("d")
+        await accept_if_asked(pilot, app)
+        await pilot.press("c")
+        await accept_if_asked(pilot, app)
+        await settle(pilot, 1.0)
+        assert dlq.size("celery") == 5
+        # Nor does the footer offer them.
+        for action in ("delete_entry", "clear_queue", "requeue_entry", "requeue_queue", "revoke"):
+            assert not screen.check_action(action, ())
+
+    with_app(profile_for(redis_server.url), scenario, size=(50, 12))
