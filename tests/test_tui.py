@@ -307,6 +307,8 @@ def test_delete_removes_the_selected_entry(
         celery = await open_queue(pilot, app, "celery")
         await select_entry(pilot, celery, ids[1])
         await pilot.press("d")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("y")
         await until(pilot, lambda: dlq.size("celery") == 2, what="entry deleted")
         assert {e.id for e in dlq.page("celery").items} == {ids[0], ids[2]}
         await until(pilot, lambda: ids[1] not in celery.entries, what="row gone")
@@ -331,6 +333,8 @@ def test_requeue_from_the_detail_runs_the_task_again(
         await pilot.press("enter")
         await until(pilot, lambda: isinstance(app.screen, EntryScreen))
         await pilot.press("e")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("y")
         await until(pilot, lambda: isinstance(app.screen, DashboardScreen))
         done = await wait_redis(pilot, lambda: redis_client.get(f"done:{flag}"))
         record = json.loads(done)

@@ -2,7 +2,9 @@
 
 Everything that came from a task (names, arguments, exception messages) is wrapped in
 ``rich.text.Text``: DataTable, Static and notifications parse a plain ``str`` as markup, and an
-exception message such as ``[red]boom[/red]`` must show as those characters.
+exception message such as ``[red]boom[/red]`` must show as those characters. It also goes through
+:func:`printable`, as in the CLI: a bidi override (U+202E) or an escape character from a task is
+shown as ``\\u202e``, never allowed to reorder or recolour what is around it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from rich.text import Text
 
 from core.entry import Entry
 from core.zombies import ActiveTask
+
+# The CLI's escaping, so the UI and `morgue dlq show` show the same text for the same entry.
+from tui.literal import printable as printable
 
 Clock = Callable[[], float]
 """Seconds since the epoch; injected so that ages and times can be frozen in tests."""
@@ -85,18 +90,20 @@ def format_clock_time(epoch: float) -> str:
 
 
 def one_line(text: str, width: int) -> str:
-    """The first ``width`` characters of ``text`` on one line."""
-    flat = " ".join(text.split())
+    """The first ``width`` characters of ``text`` on one line, control characters escaped."""
+    flat = " ".join(printable(text, keep_newlines=True).split())
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
 def head(text: str, width: int) -> str:
     """The first ``width`` characters: a worker's name starts with what tells it apart."""
+    text = printable(text)
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def tail(text: str, width: int) -> str:
     """The last ``width`` characters: the end of a dotted task name says the most."""
+    text = printable(text)
     return text if len(text) <= width else "…" + text[-(width - 1) :]
 
 
@@ -125,7 +132,7 @@ def entry_cells(entry: Entry, now: float, error_width: int) -> dict[str, object]
         "age": Keyed(entry.id, Text(entry_age(entry, now))),
         "task": Text(tail(entry.task, TASK_NAME_WIDTH)),
         "error": error_text(entry, error_width),
-        "task_id": Text(entry.task_id[:SHORT_ID]),
+        "task_id": Text(printable(entry.task_id)[:SHORT_ID]),
     }
 
 
@@ -187,7 +194,7 @@ def task_cells(task: ActiveTask, colours: BarColours, name_width: int) -> dict[s
     return {
         "worker": Keyed(task.id, Text(head(task.worker, WORKER_WIDTH))),
         "task": Text(tail(task.name, name_width)),
-        "task_id": Text(task.id[:SHORT_ID]),
+        "task_id": Text(printable(task.id)[:SHORT_ID]),
         "age": Text(format_age(task.age), justify="right"),
         "state": task_state(task),
         "bar": age_bar(task, colours),

@@ -18,30 +18,14 @@ from typing import Any
 
 import click
 
+from tui.literal import printable
+
 ELLIPSIS = "…"
 DEFAULT_WIDTH = 80
-_ESCAPED_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
 
 
 def emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=False))
-
-
-def printable(text: str, *, keep_newlines: bool = False) -> str:
-    """``text`` with control, format and line-separator characters written as escapes."""
-    if text.isprintable() and "\n" not in text:
-        return text
-    out = []
-    for char in text:
-        if keep_newlines and char in "\n\t":
-            out.append(char)
-        elif char == "\n":
-            out.append("\\n")
-        elif unicodedata.category(char) in _ESCAPED_CATEGORIES:
-            out.append(char.encode("unicode_escape").decode("ascii"))
-        else:
-            out.append(char)
-    return "".join(out)
 
 
 def cell_width(text: str) -> int:

@@ -95,13 +95,15 @@ class ConfirmScreen(ModalScreen[bool]):
 
 
 class RevokeConfirmScreen(ConfirmScreen):
-    """Revoke with terminate: SIGTERM by default, SIGKILL (``k``) for tasks that ignore it.
+    """Revoke with terminate: SIGTERM by default, SIGKILL (``K``) for tasks that ignore it.
 
+    SIGKILL is shift+k, never ``k``: ``k`` means "up" everywhere else and ``h``/``l`` move
+    between these buttons, so a plain ``k`` typed out of habit must not kill anything.
     The result stays a bool; the chosen signal is read from :attr:`signal` after a yes.
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("k", "kill", "Kill (SIGKILL)", id="confirm_kill"),
+        Binding("K", "kill", "Kill (SIGKILL)", id="confirm_kill"),
     ]
 
     def __init__(self, title: str, question: Text) -> None:
@@ -110,7 +112,7 @@ class RevokeConfirmScreen(ConfirmScreen):
 
     def buttons(self) -> ComposeResult:
         yield from super().buttons()
-        yield Button(f"Kill {SIGKILL} (k)", id="kill", variant="error")
+        yield Button(f"Kill {SIGKILL} (K)", id="kill", variant="error")
 
     def choose(self, button_id: str) -> None:
         if button_id == "kill":

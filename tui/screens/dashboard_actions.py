@@ -1,5 +1,8 @@
 """What the dashboard's destructive keys do: delete, requeue, clear and revoke, each confirmed.
 
+Every one of them asks first in a :class:`ConfirmScreen` (the safe button focused, ``y`` to go
+ahead), whether started from the table, the entry detail or the command palette.
+
 :class:`DashboardActions` is the dashboard's base class: it holds the actions, their
 confirmations and their command-palette entries; the dashboard (:mod:`tui.screens.dashboard`)
 holds the layout and the polling.
@@ -17,10 +20,11 @@ from textual.app import SystemCommand
 from textual.binding import Binding
 from textual.widgets import DataTable
 
+from core.dlq import RequeueReport
 from core.entry import Entry
 from core.zombies import ActiveTask, RevokeReport
-from tui.cells import Clock, entry_age, one_line
-from tui.messages import ActionDone
+from tui.cells import Clock, entry_age, one_line, printable
+from tui.messages import ActionDone, Severity
 from tui.monitor import Monitor
 from tui.polling import PollSchedule
 from tui.profiles import Profile
@@ -111,37 +115,63 @@ class DashboardActions(GuardedScreen[None]):
 
     def _entry_closed(self, queue: str, entry: Entry, choice: EntryAction | None) -> None:
         if choice == "delete":
-            self._delete(queue, entry)
+            self._confirm_delete(queue, entry)
         elif choice == "requeue":
-            self._requeue(queue, entry)
+            self._confirm_requeue(queue, entry)
 
     def action_delete_entry(self) -> None:
         selected = self._selected_entry()
         if selected is not None:
-            self._delete(selected[0].queue, selected[1])
+            self._confirm_delete(selected[0].queue, selected[1])
 
     def action_requeue_entry(self) -> None:
         selected = self._selected_entry()
         if selected is not None:
-            self._requeue(selected[0].queue, selected[1])
+            self._confirm_requeue(selected[0].queue, selected[1])
 
-    def _delete(self, queue: str, entry: Entry) -> None:
+    def _confirm_delete(self, queue: str, entry: Entry) -> None:
+        question = Text.assemble(
+            "Delete ",
+            *entry_name(entry),
+            " from ",
+            (printable(queue), "bold"),
+            "?\n\nThe entry is removed from the dead-letter queue for good.",
+        )
+        self.app.push_screen(
+            ConfirmScreen("Delete entry", question, "Delete"),
+            partial(self._delete_confirmed, queue, entry),
+        )
+
+    def _confirm_requeue(self, queue: str, entry: Entry) -> None:
+        question = Text.assemble("Requeue ", *entry_name(entry), " under a new task id?")
+        self.app.push_screen(
+            ConfirmScreen("Requeue entry", question, "Requeue"),
+            partial(self._requeue_confirmed, queue, entry),
+        )
+
+    def _delete_confirmed(self, queue: str, entry: Entry, confirmed: bool | None) -> None:
+        if not confirmed:
+            return
         monitor = self.monitor
+        name = f"{printable(entry.task)} ({printable(entry.task_id)})"
 
         def run() -> ActionDone:
             removed = monitor.delete(queue, entry.id)
             if not removed:
                 return ActionDone(f"Entry {entry.id} was already gone.", refresh_dlq=True)
-            return ActionDone(f"Deleted {entry.task} ({entry.task_id}).", refresh_dlq=True)
+            return ActionDone(f"Deleted {name}.", refresh_dlq=True)
 
         self._run_action("Delete", run)
 
-    def _requeue(self, queue: str, entry: Entry) -> None:
+    def _requeue_confirmed(self, queue: str, entry: Entry, confirmed: bool | None) -> None:
+        if not confirmed:
+            return
         monitor = self.monitor
+        task = printable(entry.task)
 
         def run() -> ActionDone:
             new_id = monitor.requeue(queue, entry.id)
-            return ActionDone(f"Requeued {entry.task} as {new_id}.", refresh_dlq=True)
+            return ActionDone(f"Requeued {task} as {new_id}.", refresh_dlq=True)
 
         self._run_action("Requeue", run)
 
@@ -158,7 +188,7 @@ class DashboardActions(GuardedScreen[None]):
         age = f" (failed {entry_age(newest, self.clock())} ago)" if newest is not None else ""
         question = Text.assemble(
             "Clear queue ",
-            (queue, "bold"),
+            (printable(queue), "bold"),
             f"?\n\nRemoves {plural(count, 'entry', 'entries')}, "
             f"up to the newest one shown{age}. Entries that arrive after it are kept.",
         )
@@ -187,7 +217,7 @@ class DashboardActions(GuardedScreen[None]):
         queue, count = pane.queue, pane.total or len(pane.order)
         question = Text.assemble(
             "Requeue every entry of ",
-            (queue, "bold"),
+            (printable(queue), "bold"),
             f"? About {count:,} tasks are sent again, each under a new id. Entries whose "
             "arguments were changed when stored are skipped.",
         )
@@ -202,12 +232,7 @@ class DashboardActions(GuardedScreen[None]):
         monitor = self.monitor
 
         def run() -> ActionDone:
-            report = monitor.requeue_all(queue)
-            requeued = plural(len(report.requeued), "entry", "entries")
-            text = f"Requeued {requeued} from {queue}."
-            if report.skipped_lossy:
-                text += f" Skipped {len(report.skipped_lossy):,}: arguments changed when stored."
-            return ActionDone(text, refresh_dlq=True)
+            return requeue_all_done(queue, monitor.requeue_all(queue), monitor.connection.scrub)
 
         self._run_action("Requeue all", run)
 
@@ -218,8 +243,9 @@ class DashboardActions(GuardedScreen[None]):
             return
         question = Text.assemble(
             "Revoke ",
-            (task.name, "bold"),
-            f" ({task.id}) on {task.worker}?\n\nThe worker terminates it with the chosen signal.",
+            (printable(task.name), "bold"),
+            f" ({printable(task.id)}) on {printable(task.worker)}?\n\n"
+            "The worker terminates it with the chosen signal.",
         )
         self._confirm_revoke("Revoke task", question, [task])
 
@@ -274,6 +300,31 @@ class DashboardActions(GuardedScreen[None]):
             self.dlq_poll.run_now()
         if self.poll and message.refresh_cluster:
             self.cluster_poll.run_now()
+
+
+def entry_name(entry: Entry) -> tuple[tuple[str, str], str]:
+    """The task name in bold and its id, escaped: how a confirmation names an entry."""
+    return (printable(entry.task), "bold"), f" ({printable(entry.task_id)})"
+
+
+def requeue_all_done(queue: str, report: RequeueReport, scrub: Callable[[str], str]) -> ActionDone:
+    """What a requeue-all did; an error when the broker stopped it part-way."""
+    requeued = plural(len(report.requeued), "entry", "entries")
+    parts: list[str] = []
+    if report.skipped_lossy:
+        parts.append(f"Skipped {len(report.skipped_lossy):,}: arguments changed when stored.")
+    if report.skipped_busy:
+        parts.append(f"Skipped {len(report.skipped_busy):,}: being requeued by someone else.")
+    if report.error is not None:
+        error = printable((scrub(report.error).strip().splitlines() or ["unknown error"])[0])
+        text = (
+            f"Requeue all failed: {error}. Requeued {requeued} from {queue} before it stopped; "
+            "the rest are still in the queue."
+        )
+        return ActionDone(" ".join([text, *parts]), severity="error", refresh_dlq=True)
+    text = f"Requeued {requeued} from {queue}."
+    severity: Severity = "warning" if report.skipped_busy else "information"
+    return ActionDone(" ".join([text, *parts]), severity=severity, refresh_dlq=True)
 
 
 def revoke_summary(report: RevokeReport, signal: str) -> str:

@@ -13,14 +13,16 @@ from textual.containers import VerticalScroll
 from textual.widgets import Footer, Static
 
 from core.entry import Entry
-from tui.cells import Clock, iso_with_age
+from tui.cells import Clock, iso_with_age, printable
 from tui.screens.readonly import GuardedScreen
 
 EntryAction = Literal["delete", "requeue"]
 
 
 def pretty_json(value: object) -> str:
-    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False)
+    # JSON escapes control characters but not format ones (U+202E): printable() does those.
+    text = json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False)
+    return printable(text, keep_newlines=True)
 
 
 def facts(entry: Entry, queue: str, now: float) -> Table:
@@ -47,7 +49,7 @@ def facts(entry: Entry, queue: str, now: float) -> Table:
         exact = "requeue sends the originals" if entry.requeue_exact else "requeue refused"
         rows.append(("Stored lossy", f"{changed} ({exact})"))
     for label, value in rows:
-        table.add_row(label, Text(value))
+        table.add_row(label, Text(printable(value, keep_newlines=label == "Message")))
     return table
 
 
@@ -101,12 +103,17 @@ class EntryScreen(GuardedScreen[EntryAction | None]):
             yield Static("Kwargs", classes="section")
             yield Static(Text(pretty_json(entry.kwargs)), classes="code", id="kwargs")
             yield Static("Traceback", classes="section")
-            yield Static(Text(entry.traceback.rstrip() or "—"), classes="code", id="traceback")
+            yield Static(
+                Text(printable(entry.traceback.rstrip(), keep_newlines=True) or "—"),
+                classes="code",
+                id="traceback",
+            )
         yield Footer()
 
     def on_mount(self) -> None:
         scroll = self.query_one(VerticalScroll)
-        scroll.border_title = Text(f"{self.entry.task} · {self.entry.exception or 'failure'}")
+        title = f"{self.entry.task} · {self.entry.exception or 'failure'}"
+        scroll.border_title = Text(printable(title))
         scroll.focus()
 
     def action_back(self) -> None:
@@ -122,7 +129,10 @@ class EntryScreen(GuardedScreen[EntryAction | None]):
 
     def action_scroll(self, direction: str) -> None:
         scroll = self.query_one(VerticalScroll)
+        # At once, not animated and not deferred to the next refresh: a held key repeats
+        # faster than either, and every repeat would read the same target line, so the view
+        # would barely move.
         if direction == "down":
-            scroll.scroll_down()
+            scroll.scroll_down(animate=False, immediate=True)
         else:
-            scroll.scroll_up()
+            scroll.scroll_up(animate=False, immediate=True)

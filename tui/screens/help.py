@@ -90,7 +90,10 @@ class HelpScreen(ModalScreen[None]):
 
     def action_scroll(self, direction: str) -> None:
         scroll = self.query_one(VerticalScroll)
+        # At once, not animated and not deferred to the next refresh: a held key repeats
+        # faster than either, and every repeat would read the same target line, so the view
+        # would barely move.
         if direction == "down":
-            scroll.scroll_down()
+            scroll.scroll_down(animate=False, immediate=True)
         else:
-            scroll.scroll_up()
+            scroll.scroll_up(animate=False, immediate=True)
