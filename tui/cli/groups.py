@@ -61,7 +61,12 @@ def demo(headless: bool, theme: str | None, no_mouse: bool) -> None:
         from tui.demo.runner import run_demo
     except ImportError as exc:
         raise Failure(f"the demo is not available: {exc}") from None
-    run_demo(theme=theme, mouse=not no_mouse, headless=headless)
+    from tui.services import ServiceError
+
+    try:
+        run_demo(theme=theme, mouse=not no_mouse, headless=headless)
+    except ServiceError as exc:
+        raise Failure(f"the demo could not start: {exc}") from None
 
 
 @click.group(cls=MorgueGroup, invoke_without_command=True, context_settings=CONTEXT)
