@@ -14,7 +14,14 @@ import pytest
 import redis
 from celery import Celery
 
-from tui.services import ManagedProcess, RedisServer, celery_argv, group_pids
+from tui.services import (
+    ManagedProcess,
+    RedisServer,
+    ServiceError,
+    celery_argv,
+    group_pids,
+    wait_for_workers,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -86,17 +93,14 @@ class Worker:
 
     def start(self, timeout: float = 30.0) -> None:
         self.process.start()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.process.running():
-                raise RuntimeError(f"worker exited at start:\n{self.log()}")
-            if self.control_app.control.ping(destination=[self.name], timeout=0.3):
-                return
-        self.stop()
-        raise RuntimeError(f"worker did not answer a ping within {timeout}s:\n{self.log()}")
+        try:
+            wait_for_workers(self.control_app, [self.name], [self.process], timeout)
+        except ServiceError:
+            self.stop()
+            raise
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:] if self.log_path.exists() else ""
+        return self.process.log_tail(4000)
 
     def child_pids(self) -> list[int]:
         return [pid for pid in group_pids(self.process.pid) if pid != self.process.pid]

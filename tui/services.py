@@ -19,7 +19,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import IO, Any, Self
 
 
 class ServiceError(RuntimeError):
@@ -114,6 +114,12 @@ class ManagedProcess:
 
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    def log_tail(self, chars: int = 4000) -> str:
+        """The end of what the process printed (with a ``log_path``)."""
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return self.log_path.read_text(errors="replace")[-chars:]
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
         """Signal the process, wait, then SIGKILL whatever is left of its group."""
@@ -246,6 +252,29 @@ class RedisServer:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def wait_for_workers(
+    app: Any,
+    names: Sequence[str],
+    processes: Sequence[ManagedProcess] = (),
+    timeout: float = 30.0,
+) -> None:
+    """Return once every worker in ``names`` answers a ping through ``app``.
+
+    ServiceError, with the end of its output, if one of ``processes`` exits first; ServiceError
+    if they are still silent after ``timeout``.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for process in processes:
+            if not process.running():
+                output = process.log_tail()
+                raise ServiceError(f"{', '.join(names)}: a process exited at start:\n{output}")
+        replies = app.control.ping(destination=list(names), timeout=0.5) or []
+        if {name for reply in replies for name in reply} >= set(names):
+            return
+    raise ServiceError(f"{', '.join(names)} did not answer a ping within {timeout:.0f}s")
 
 
 def celery_argv(app: str, *args: str) -> list[str]:

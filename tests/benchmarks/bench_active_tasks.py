@@ -26,7 +26,7 @@ from celery import Celery
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from core.zombies import active_tasks
-from tui.services import ManagedProcess, RedisServer, celery_argv, group_pids
+from tui.services import ManagedProcess, RedisServer, celery_argv, group_pids, wait_for_workers
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -60,15 +60,6 @@ def start_workers(url: str, count: int, logs: Path) -> list[tuple[str, ManagedPr
     return workers
 
 
-def wait_until_answering(app: Celery, names: list[str], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        replies = app.control.ping(destination=names, timeout=0.5) or []
-        if {name for reply in replies for name in reply} == set(names):
-            return
-    raise SystemExit(f"workers did not all answer within {timeout}s")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=3)
@@ -81,7 +72,7 @@ def main() -> None:
         workers = start_workers(server.url, args.workers, Path(logs))
         try:
             names = [name for name, _ in workers]
-            wait_until_answering(app, names)
+            wait_for_workers(app, names, [process for _, process in workers], timeout=60)
             for _ in range(args.workers * TASKS_PER_WORKER):
                 app.send_task("tests.workerapp.sleep", args=[600])
             expected = args.workers * TASKS_PER_WORKER

@@ -23,7 +23,7 @@ from celery import Celery
 
 from tui.demo.tasks import DEMO_GRACE, DEMO_HARD_LIMIT
 from tui.profiles import Profile
-from tui.services import ManagedProcess, RedisServer, ServiceError, celery_argv
+from tui.services import ManagedProcess, RedisServer, ServiceError, celery_argv, wait_for_workers
 
 WORKER_NAME = "demo@localhost"
 
@@ -100,22 +100,12 @@ class Demo:
         self.producer.start()
 
     def _wait_for_worker(self, timeout: float) -> None:
+        assert self.worker is not None
         control = Celery("demo-control", broker=self.redis.url)
         try:
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                assert self.worker is not None
-                if not self.worker.running():
-                    raise ServiceError(f"the demo worker exited at start:\n{self._worker_log()}")
-                if control.control.ping(destination=[WORKER_NAME], timeout=0.5):
-                    return
-            raise ServiceError(f"the demo worker did not start within {timeout:.0f}s")
+            wait_for_workers(control, [WORKER_NAME], [self.worker], timeout)
         finally:
             control.close()
-
-    def _worker_log(self) -> str:
-        log = self.directory / "worker.log"
-        return log.read_text(errors="replace")[-2000:] if log.exists() else ""
 
     def stop(self) -> None:
         """Stop everything started; safe to call again (a signal may arrive during a stop)."""
