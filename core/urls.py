@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 import redis
 from redis.backoff import NoBackoff
@@ -18,14 +19,49 @@ class RedisURLError(ValueError):
     """A URL that does not point at a Redis server this package can use."""
 
 
-def redact_url(url: str) -> str:
-    """``url`` with any password (in the user info or a ``password=`` query parameter) shown as
-    ``***``, so it can be printed or logged."""
+UNPARSEABLE = "<unparseable url>"
+# Query parameters whose value is shown as ***: redis-py reads ?password=, and the rest are
+# what other clients call a secret.
+_SECRET_PARAMETERS = ("password", "passwd", "secret", "token")
+
+
+def split_urls(value: Any) -> list[str]:
+    """Every URL in a broker setting: kombu's ``url;url`` failover spelling, or a list of them.
+
+    kombu splits on every ``;``, so a ``;`` inside a password must be written ``%3B``.
+    """
+    if isinstance(value, str):
+        return [part for part in value.split(";") if part]
+    if isinstance(value, list | tuple):
+        return [part for item in value for part in split_urls(item)]
+    return []
+
+
+def is_url_list(url: str) -> bool:
+    """Whether ``url`` is kombu's ``url;url`` list rather than one URL."""
+    return any("://" in part for part in url.split(";")[1:])
+
+
+def _secret_name(name: str) -> bool:
+    lowered = name.lower()
+    return any(word in lowered for word in _SECRET_PARAMETERS)
+
+
+def _redact_one(url: str) -> str:
+    text = url.strip()
+    if "://" not in text:
+        # Not a URL, or a piece of one cut at a ';': it may still hold user info.
+        if "@" in text or _secret_name(text):
+            return UNPARSEABLE
+        return url
     try:
-        parts = urlsplit(url)
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - a bad port may be half a password (`redis://:pa;ss@h`)
         has_password = parts.password is not None
     except ValueError:
-        return "<unparseable url>"
+        return UNPARSEABLE
+    if not parts.scheme or not text[len(parts.scheme) :].startswith("://"):
+        return UNPARSEABLE  # `1redis://:pw@h`: urlsplit sees a path, not user info
     netloc = parts.netloc
     if has_password:
         userinfo, hostport = netloc.rsplit("@", 1)
@@ -33,18 +69,96 @@ def redact_url(url: str) -> str:
     query = parts.query
     if query:
         pairs = parse_qsl(query, keep_blank_values=True)
-        if any(name.lower() == "password" for name, _ in pairs):
+        if any(_secret_name(name) for name, _ in pairs):
             query = urlencode(
-                [(name, "***" if name.lower() == "password" else value) for name, value in pairs],
+                [(name, "***" if _secret_name(name) else value) for name, value in pairs],
                 safe="*",
             )
     if netloc == parts.netloc and query == parts.query:
         return url
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    # Not urlunsplit: it drops the // of a URL without a host (unix:///run/redis.sock).
+    shown = f"{text[: len(parts.scheme)]}://{netloc}{parts.path}"
+    if query:
+        shown += f"?{query}"
+    if parts.fragment:
+        shown += f"#{parts.fragment}"
+    return shown
+
+
+def redact_url(url: str) -> str:
+    """``url`` with every password shown as ``***``, so it can be printed or logged.
+
+    Passwords in the user info (any scheme) and in ``password=`` query parameters, in each URL
+    of a ``;``-separated failover list (``redis://:pw@a;redis://:pw@b``,
+    ``sentinel://:pw@h1:26379;sentinel://:pw@h2:26379``). A URL that cannot be parsed reliably
+    is shown as ``<unparseable url>``.
+    """
+    return ";".join(_redact_one(part) for part in url.split(";"))
+
+
+def redact_urls(value: Any) -> str:
+    """A broker setting (a URL, a ``;`` list, or a list or tuple of URLs) redacted, as one line."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return redact_url(value)
+    if isinstance(value, list | tuple):
+        return ";".join(
+            redact_url(item) if isinstance(item, str) else UNPARSEABLE for item in value
+        )
+    return UNPARSEABLE
+
+
+def _by_hand(text: str) -> tuple[str, str]:
+    """The password and the query of ``text``, read without urlsplit's rules."""
+    rest = text.split("://", 1)[-1]
+    netloc = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    return netloc.rpartition("@")[0].partition(":")[2], rest.partition("?")[2]
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list | tuple):
+        return [text for item in value for text in _strings(item)]
+    return []
+
+
+def url_passwords(value: Any) -> list[str]:
+    """Every password in a broker setting (see ``split_urls``), as written and percent-decoded.
+
+    For scrubbing error text, so it is generous: each URL of a list, and each whole string
+    read as one URL too (redis-py does not split ``redis://:pa;ss@h``).
+    """
+    texts = [*split_urls(value), *_strings(value)]
+    candidates: list[str] = []
+    for text in dict.fromkeys(item.strip() for item in texts):
+        password, query = _by_hand(text)
+        candidates.append(password)
+        try:
+            parts = urlsplit(text)
+            candidates.append(parts.password or "")
+            query += "&" + parts.query
+        except ValueError:
+            pass
+        candidates += [
+            v for name, v in parse_qsl(query, keep_blank_values=True) if _secret_name(name)
+        ]
+    found: dict[str, None] = {}
+    for candidate in candidates:
+        for form in (candidate, unquote(candidate)):
+            if form and form != "***":
+                found[form] = None
+    return list(found)
 
 
 def normalise_redis_url(url: str) -> str:
-    """Accept kombu's ``redis+socket://`` spelling; refuse anything that is not Redis."""
+    """Accept kombu's ``redis+socket://`` spelling; refuse anything that is not one Redis."""
+    if is_url_list(url):
+        raise RedisURLError(
+            f"{redact_url(url)!r} is a list of URLs; the DLQ needs one Redis URL "
+            "(write a ';' in a password as %3B)"
+        )
     scheme = urlsplit(url).scheme
     if scheme == _KOMBU_SOCKET_SCHEME:
         return "unix" + url[len(_KOMBU_SOCKET_SCHEME) :]
@@ -63,13 +177,15 @@ def _is_redis(url: Any) -> bool:
 
 
 def resolve_redis_url(app: Any, redis_url: str | None = None) -> str:
-    """The Redis that holds the DLQ: explicit, else the broker, else the result backend."""
+    """The Redis that holds the DLQ: explicit, else the broker, else the result backend.
+
+    A broker given as failover URLs (a list, or kombu's ``url;url``) means its first one.
+    """
     if redis_url is not None:
         return normalise_redis_url(redis_url)
-    broker = app.conf.broker_url
-    if isinstance(broker, list | tuple):
-        broker = broker[0] if broker else None
-    if _is_redis(broker):
+    brokers = split_urls(app.conf.broker_url)
+    broker = brokers[0] if brokers else None
+    if broker is not None and _is_redis(broker):
         return normalise_redis_url(broker)
     backend = app.conf.result_backend
     if _is_redis(backend):

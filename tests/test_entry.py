@@ -7,6 +7,8 @@ import decimal
 import json
 import uuid
 
+import pytest
+
 from core.entry import ARGS_LIMIT, MESSAGE_LIMIT, TRACEBACK_LIMIT, Entry, build_entry
 from core.jsonable import STRING_LIMIT
 
@@ -196,3 +198,72 @@ def test_replay_options_keep_only_what_json_carries() -> None:
     )
     assert entry.options == {"link": [{"task": "t", "args": []}], "time_limit": 5}
     assert "options" not in entry.as_dict()
+
+
+# -- shared references (pickle keeps them): linear, bounded ---------------------------------
+
+
+def _shared(kind: str, depth: int = 25) -> object:
+    """``x = [x, x]`` ``depth`` times: a few hundred bytes of pickle, 2**depth lists expanded."""
+    value: object = [] if kind == "list" else {} if kind == "dict" else ()
+    for _ in range(depth):
+        if kind == "list":
+            value = [value, value]
+        elif kind == "dict":
+            value = {"left": value, "right": value}
+        else:
+            value = (value, value)
+    return value
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("kind", ["list", "dict", "tuple"])
+def test_shared_references_are_converted_in_bounded_time_and_size(kind: str) -> None:
+    entry = build(args=[_shared(kind)], kwargs={"again": _shared(kind)})
+    assert entry.lossy
+    assert "args" in entry.truncated_fields
+    assert len(entry.truncated_fields) <= 2 * 101 + 1
+    assert entry.exact_args is None  # the originals were never encoded
+    text = entry.to_json()
+    assert len(text) < 128 * 1024
+    again = round_trip(entry)
+    assert again.truncated_fields == entry.truncated_fields
+    [cut] = again.args  # the arguments as one cut string
+    assert isinstance(cut, str) and len(cut) < ARGS_LIMIT + 100
+
+
+def test_small_shared_references_are_kept_exactly() -> None:
+    shared = [1, {"k": "v"}]
+    entry = round_trip(build(args=[shared, shared, (shared,)], kwargs={"s": shared}))
+    assert entry.args == [[1, {"k": "v"}], [1, {"k": "v"}], [[1, {"k": "v"}]]]
+    assert entry.kwargs == {"s": [1, {"k": "v"}]}
+    assert not entry.truncated_fields
+
+
+def test_plain_values_convert_as_before() -> None:
+    when = dt.datetime(2026, 11, 24, 1, 2, 3, tzinfo=dt.UTC)
+    args = [
+        {"nested": [1, [2, [3, {"four": None}]]], "text": "ünï", "flag": False},
+        [when, b"\xff", (1, 2)],
+        "x" * (STRING_LIMIT + 3),
+    ]
+    entry = round_trip(build(args=args, kwargs={1: decimal.Decimal("2.5"), "f": 0.5}))
+    assert entry.args == [
+        {"nested": [1, [2, [3, {"four": None}]]], "text": "ünï", "flag": False},
+        ["2026-11-24T01:02:03+00:00", "base64:/w==", [1, 2]],
+        "x" * STRING_LIMIT + "…[truncated 3 characters]",
+    ]
+    assert entry.kwargs == {"1": "2.5", "f": 0.5}
+    assert entry.lossy_fields == ["args[1][0]", "args[1][1]", "kwargs.1", "kwargs.1"]
+    assert entry.truncated_fields == ["args[2]"]
+
+
+@pytest.mark.timeout(10)
+def test_a_list_containing_itself_is_stored() -> None:
+    loop: list[object] = []
+    loop.append(loop)
+    loop.append(loop)
+    entry = round_trip(build(args=[loop]))
+    assert entry.lossy
+    assert entry.exact_args is None
+    assert len(entry.to_json()) < 128 * 1024

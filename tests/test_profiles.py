@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from core.entry import build_entry
+from tests.test_cli import Morgue, one_error_line
 from tui.config_file import (
     CONFIG_ENV,
     Config,
@@ -31,6 +32,7 @@ from tui.profiles import (
     validate_keymap,
     validate_profile_fields,
 )
+from tui.screens.profile_draft import TEXT_FIELDS, FormValues, check_form
 from tui.services import RedisServer
 
 EXAMPLE = """\
@@ -123,6 +125,21 @@ def test_a_full_profile_validates_to_its_values() -> None:
         ({"url": "redis://h", "readonly": 1}, "readonly", "true or false"),
         ({"url": "redis://h", "prefix": ""}, "prefix", "non-empty"),
         ({"url": "redis://h", "prefix": "a b"}, "prefix", "without spaces"),
+        ({"url": "redis://h", "prefix": "dlq"}, "prefix", "must end with ':' (like 'dlq:')"),
+        ({"url": "redis://h", "prefix": ":"}, "prefix", "must end with ':'"),
+        ({"url": "redis://a;redis://b"}, "url", "list of URLs"),
+        ({"url": "redis://h", "broker_url": "redis://a;nope://b"}, "broker_url", "kombu knows"),
+        ({"url": "redis://h", "broker_url": "redis://a;"}, "broker_url", "empty URL"),
+        ({"url": "redis://h", "broker_url": "redis://a;redis://b:x"}, "broker_url", "not a valid"),
+        (
+            {
+                "url": "redis://h",
+                "broker_url": "redis://a;redis://:pw@b",
+                "broker_password_env": "PW",
+            },
+            "broker_password_env",
+            "one place",
+        ),
         ({"url": "redis://h", "password_env": "1BAD"}, "password_env", "variable name"),
         ({"url": "redis://h", "broker_url": "nosuch://x"}, "broker_url", "kombu knows"),
         ({"url": "redis://h", "broker_url": "rabbit"}, "broker_url", "kombu knows"),
@@ -150,6 +167,37 @@ def test_an_error_never_shows_a_password_from_the_url() -> None:
         validate_profile_fields({"url": "http://user:hunter2@h/"}, name="p")
     assert "hunter2" not in str(caught.value)
     assert "***" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"url": "redis://:hunter2@a;redis://:hunter2@b"},
+        {"url": "redis://:hunter2@a:port"},
+        {"url": "redis://:hunter2"},  # no host: urlsplit reads the password as a port
+        {"url": "redis://h", "broker_url": "amqp://u:hunter2"},
+        {"url": "redis://h", "broker_url": "amqp://u:hunter2@a;nope://u:hunter2@b"},
+        {"url": "redis://h", "broker_url": "sentinel://:hunter2@a:26379;sentinel://:hunter2@b:x"},
+    ],
+)
+def test_an_error_never_shows_a_password_from_a_url_list(fields: dict[str, object]) -> None:
+    with pytest.raises(ProfileError) as caught:
+        validate_profile_fields(fields, name="p")
+    assert "hunter2" not in str(caught.value)
+
+
+def test_a_broker_url_may_be_a_failover_list() -> None:
+    broker = "sentinel://h1:26379;sentinel://h2:26379"
+    profile = validate_profile_fields({"url": "redis://h", "broker_url": broker}, name="p")
+    assert profile.broker_url == broker
+    profile = validate_profile_fields(
+        {"url": "redis://h", "broker_url": "amqp://a;amqp://b", "broker_password_env": "PW"},
+        name="p",
+    )
+    assert profile.broker_password_env == "PW"  # noqa: S105 - a variable name
+    assert validate_profile_fields({"url": "redis://h", "prefix": "dead:"}, name="p").prefix == (
+        "dead:"
+    )
 
 
 @pytest.mark.parametrize("name", ["", "-x", "a b", "x" * 65, "naïve/", None])
@@ -366,6 +414,53 @@ def test_as_dict_redacts_every_url() -> None:
     assert "hunter2" not in shown
     assert "rabbitpw" not in shown
     assert profile.as_dict()["url"] == "redis://:***@h:6379/0"
+    failover = Profile(name="f", url="redis://h", broker_url="amqp://u:pw1@a;amqp://u:pw2@b")
+    assert failover.as_dict()["broker_url"] == "amqp://u:***@a;amqp://u:***@b"
+
+
+# -- the prefix: refused where it is typed, and in a file that already holds it -------------
+
+
+def test_a_prefix_without_a_colon_is_refused_by_profiles_add(tmp_path: Path) -> None:
+    morgue = Morgue(tmp_path / "config.toml")
+    result = morgue("profiles", "add", "x", "--url", "redis://127.0.0.1:1/0", "--prefix", "dlq")
+    assert result.returncode == 2
+    assert one_error_line(result) == "Error: --prefix: must end with ':' (like 'dlq:'), got 'dlq'"
+    assert not morgue.config.exists()
+    # An existing file is left as it was, byte for byte, by add and by add --replace.
+    assert morgue("profiles", "add", "x", "--url", "redis://127.0.0.1:1/0").returncode == 0
+    before = morgue.config.read_bytes()
+    for extra in ([], ["--replace"]):
+        result = morgue(
+            "profiles", "add", "x", "--url", "redis://127.0.0.1:1/0", "--prefix", "dlq", *extra
+        )
+        assert result.returncode == 2
+        assert "--prefix: must end with ':'" in one_error_line(result)
+        assert morgue.config.read_bytes() == before
+
+
+def test_a_config_file_holding_a_bad_prefix_fails_in_one_line(tmp_path: Path) -> None:
+    morgue = Morgue(tmp_path / "config.toml")
+    morgue.config.write_text('[profiles.x]\nurl = "redis://127.0.0.1:1/0"\nprefix = "dlq"\n')
+    for args in (["--profile", "x", "queues"], ["--profile", "x", "dlq", "list", "celery"]):
+        result = morgue(*args)
+        assert result.returncode == 1, result.stderr
+        assert one_error_line(result) == (
+            f"Error: {morgue.config}: profile 'x': prefix: must end with ':' (like 'dlq:'), "
+            "got 'dlq'"
+        )
+    with pytest.raises(ConfigError, match="profile 'x': prefix: must end with ':'"):
+        load_config(morgue.config)
+
+
+def test_the_profile_editor_refuses_a_bad_prefix() -> None:
+    text = {field.key: "" for field in TEXT_FIELDS}
+    text.update(name="x", url="redis://127.0.0.1:1/0", prefix="dlq")
+    draft, errors = check_form(
+        FormValues(text=text, store_passwords=False, readonly=False), replaces=None, taken=()
+    )
+    assert draft is None
+    assert errors == {"prefix": "must end with ':' (like 'dlq:'), got 'dlq'"}
 
 
 # -- connecting ----------------------------------------------------------------------------

@@ -8,17 +8,17 @@ through ``redact_url`` and error text through ``Connection.scrub``.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import redis
 from celery import Celery
 
 from core.dlq import DeadLetterQueue
-from core.urls import connect, redact_url
+from core.urls import connect, is_url_list, redact_url, redact_urls, split_urls, url_passwords
 from tui.profiles import Profile, ProfileError
 
 
@@ -37,7 +37,12 @@ def _password(profile: Profile, field: str, environ: Mapping[str, str]) -> str |
 
 
 def with_password(url: str, password: str) -> str:
-    """``url`` carrying ``password``. For clients that only take URLs; never print the result."""
+    """``url`` carrying ``password``; each URL of a ``url;url`` failover list carries it.
+
+    For clients that only take URLs; never print the result.
+    """
+    if is_url_list(url):
+        return ";".join(with_password(part, password) for part in url.split(";") if part)
     parts = urlsplit(url)
     user = quote(parts.username or "", safe="")
     host = parts.netloc.rsplit("@", 1)[-1]
@@ -47,7 +52,10 @@ def with_password(url: str, password: str) -> str:
 
 def _kombu_url(url: str) -> str:
     # redis-py says unix://, kombu says redis+socket://.
-    return "redis+socket" + url[len("unix") :] if url.startswith("unix://") else url
+    return ";".join(
+        "redis+socket" + part[len("unix") :] if part.startswith("unix://") else part
+        for part in url.split(";")
+    )
 
 
 def control_app(broker_url: str, timeout: float) -> Celery:
@@ -98,17 +106,18 @@ class Connection:
 
     @property
     def broker(self) -> str:
-        """The broker, redacted."""
+        """The broker, redacted: every URL of a failover list."""
         if not self.owns_app:
-            return redact_url(first_url(self.app.conf.broker_url) or "")
+            return redact_urls(self.app.conf.broker_url)
         return redact_url(self.profile.broker_url or self.profile.url)
 
     def scrub(self, text: str) -> str:
-        """``text`` with every password this connection knows replaced by ``***``."""
-        for secret in self.secrets:
-            for form in {secret, quote(secret, safe="")}:
-                text = text.replace(form, "***")
-        return text
+        """``text`` with every URL this connection knows redacted and every password it knows
+        (of each URL of a failover list too) replaced by ``***``."""
+        urls = [self.profile.url, self.profile.broker_url]
+        if not self.owns_app:
+            urls.append(self.app.conf.broker_url)
+        return scrub(text, urls, self.secrets)
 
     def close(self) -> None:
         self.client.close()
@@ -127,6 +136,18 @@ class Connection:
         self.close()
 
 
+def scrub(text: str, urls: Any, secrets: Iterable[str] = ()) -> str:
+    """``text`` with each of ``urls`` (see ``split_urls``) redacted, then each password in them
+    and each of ``secrets``, as written or percent-encoded, replaced by ``***``."""
+    for url in sorted(set(split_urls(urls)), key=len, reverse=True):
+        text = text.replace(url, redact_url(url))
+    words = {*url_passwords(urls), *secrets}
+    forms = {form for word in words if word for form in (word, quote(word, safe=""))}
+    for form in sorted(forms, key=len, reverse=True):
+        text = text.replace(form, "***")
+    return text
+
+
 def connect_profile(
     profile: Profile, *, app: Any = None, environ: Mapping[str, str] | None = None
 ) -> Connection:
@@ -138,18 +159,10 @@ def connect_profile(
     env = os.environ if environ is None else environ
     password = _password(profile, "password_env", env)
     broker_password = _password(profile, "broker_password_env", env)
-    app_broker = first_url(app.conf.broker_url) if app is not None else None
+    urls = [profile.url, profile.broker_url, app.conf.broker_url if app is not None else None]
     secrets = tuple(
         dict.fromkeys(
-            secret
-            for secret in (
-                password,
-                broker_password,
-                _url_password(profile.url),
-                _url_password(profile.broker_url),
-                _url_password(app_broker),
-            )
-            if secret
+            secret for secret in (password, broker_password, *url_passwords(urls)) if secret
         )
     )
     client = connect(profile.url, profile.timeout, password=password)
@@ -172,14 +185,3 @@ def first_url(value: Any) -> str | None:
     if isinstance(value, list | tuple):
         value = value[0] if value else None
     return value if isinstance(value, str) and value else None
-
-
-def _url_password(url: str | None) -> str | None:
-    """The password in ``url`` as clients send it (percent-decoded: ``p%40ss`` is ``p@ss``)."""
-    if not url:
-        return None
-    try:
-        password = urlsplit(url).password
-    except ValueError:
-        return None
-    return unquote(password) if password else None

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from kombu.transport import TRANSPORT_ALIASES
 
 from core.dlq import DEFAULT_PREFIX
-from core.urls import REDIS_SCHEMES, redact_url
+from core.urls import REDIS_SCHEMES, is_url_list, redact_url, url_passwords
 
 DEFAULT_REFRESH = 2.0
 DEFAULT_INSPECT_TIMEOUT = 1.0
@@ -84,15 +84,30 @@ def _text(field: str, value: object) -> str:
     return value
 
 
+def _reason(error: ValueError) -> str:
+    """Why urlsplit refused a URL, without the text it refused (``redis://:pw`` reads pw as a
+    port)."""
+    text = str(error)
+    return "its port is not a number" if text.startswith("Port could not be cast") else text
+
+
 def _check_url(field: str, value: object) -> str:
     url = _text(field, value).strip()
     if not url:
         raise ProfileError(field, "must not be empty")
+    if is_url_list(url):
+        raise ProfileError(
+            field,
+            f"{redact_url(url)!r} is a list of URLs; the DLQ is one Redis "
+            "(write a ';' in a password as %3B)",
+        )
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - parsing the port raises for a bad one
     except ValueError as exc:
-        raise ProfileError(field, f"{redact_url(url)!r} is not a valid URL ({exc})") from None
+        raise ProfileError(
+            field, f"{redact_url(url)!r} is not a valid URL ({_reason(exc)})"
+        ) from None
     if parts.scheme not in REDIS_SCHEMES:
         raise ProfileError(
             field,
@@ -107,12 +122,24 @@ def _check_url(field: str, value: object) -> str:
 
 
 def _check_broker_url(field: str, value: object) -> str:
+    """One broker URL, or kombu's failover list ``url;url``: each one a URL kombu knows."""
     url = _text(field, value).strip()
+    parts = url.split(";")
+    for part in parts:
+        _check_one_broker_url(field, part.strip(), listed=len(parts) > 1)
+    return url
+
+
+def _check_one_broker_url(field: str, url: str, *, listed: bool) -> None:
+    if listed and not url:
+        raise ProfileError(field, "has an empty URL in its ';'-separated list")
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018
     except ValueError as exc:
-        raise ProfileError(field, f"{redact_url(url)!r} is not a valid URL ({exc})") from None
+        raise ProfileError(
+            field, f"{redact_url(url)!r} is not a valid URL ({_reason(exc)})"
+        ) from None
     transport = parts.scheme.split("+", 1)[0]
     if not parts.scheme or "://" not in url or transport not in TRANSPORT_ALIASES:
         raise ProfileError(
@@ -120,13 +147,16 @@ def _check_broker_url(field: str, value: object) -> str:
             f"{redact_url(url)!r} is not a broker URL kombu knows "
             "(e.g. amqp://, redis://, rediss://, sqs://)",
         )
-    return url
 
 
 def _check_prefix(field: str, value: object) -> str:
     prefix = _text(field, value)
     if not prefix or any(ch.isspace() for ch in prefix):
         raise ProfileError(field, f"must be a non-empty string without spaces, got {prefix!r}")
+    # What core.install accepts: the DLQ keeps its own keys beside the streams under the prefix
+    # with '@' for its final ':' (dlq@queues beside dlq:celery).
+    if len(prefix) < 2 or not prefix.endswith(":"):
+        raise ProfileError(field, f"must end with ':' (like 'dlq:'), got {prefix!r}")
     return prefix
 
 
@@ -170,7 +200,7 @@ def check_profile_name(name: object) -> str:
 PROFILE_FIELDS: dict[str, tuple[Callable[[str, object], Any], str]] = {
     "url": (_check_url, "the Redis holding the DLQ: redis://, rediss:// or unix://"),
     "broker_url": (_check_broker_url, "the Celery broker, when it is not that Redis"),
-    "prefix": (_check_prefix, "key prefix of the DLQ streams"),
+    "prefix": (_check_prefix, "key prefix of the DLQ streams, ending in ':'"),
     "refresh": (_seconds(allow_zero=False), "seconds between UI refreshes"),
     "inspect_timeout": (_seconds(allow_zero=False), "seconds to wait for worker replies"),
     "hard_limit": (_seconds(allow_zero=False), "assumed hard time limit of a task, seconds"),
@@ -237,7 +267,7 @@ def validate_profile_fields(
             "url", "is required (the Redis holding the DLQ, e.g. redis://host:6379/0)"
         )
     checked = {key: validate_field(key, value) for key, value in values.items()}
-    if checked.get("password_env") and urlsplit(checked["url"]).password is not None:
+    if checked.get("password_env") and has_password(checked["url"]):
         raise ProfileError(
             "password_env", "is set but url holds a password too; keep the password in one place"
         )
@@ -248,12 +278,18 @@ def validate_profile_fields(
                 "broker_password_env",
                 "needs broker_url (without it the broker is url, whose password is password_env)",
             )
-        if urlsplit(broker).password is not None:
+        if has_password(broker):
             raise ProfileError(
                 "broker_password_env",
                 "is set but broker_url holds a password too; keep the password in one place",
             )
     return Profile(name=profile_name, **checked)
+
+
+def has_password(url: str) -> bool:
+    """Whether ``url``, or any URL of a ``url;url`` list, holds a password (the user info's or
+    a ``password=`` parameter)."""
+    return bool(url_passwords(url))
 
 
 def validate_keymap(value: object) -> dict[str, str]:

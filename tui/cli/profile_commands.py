@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 import click
 
 from tui.cli.output import Column, emit_json, key_values, printable, render_table
 from tui.cli.session import BadUsage, Failure, ProfileSession, confirm
 from tui.config_file import Config, ConfigError, UnknownProfileError, update_config
-from tui.profiles import Profile, ProfileError, validate_profile_fields
+from tui.profiles import Profile, ProfileError, has_password, validate_profile_fields
 
 pass_profiles = click.make_pass_decorator(ProfileSession)
 
@@ -122,7 +121,7 @@ def show_profile(session: ProfileSession, name: str, as_json: bool) -> None:
     "--url", required=True, help="The Redis holding the DLQ (redis://, rediss://, unix://)."
 )
 @click.option("--broker-url", help="The Celery broker, when it is not that Redis.")
-@click.option("--prefix", help="Key prefix of the DLQ streams (default dlq:).")
+@click.option("--prefix", help="Key prefix of the DLQ streams, ending in ':' (default dlq:).")
 @click.option("--refresh", type=float, help="Seconds between UI refreshes.")
 @click.option("--inspect-timeout", type=float, help="Seconds to wait for worker replies.")
 @click.option("--hard-limit", type=float, help="Assumed hard time limit of tasks, seconds.")
@@ -158,7 +157,7 @@ def add_profile(
     note = "; it is the default" if config.default == name else ""
     click.echo(f"saved profile {name!r} ({profile.as_dict()['url']}) in {config.path}{note}")
     for option, url in (("--url", profile.url), ("--broker-url", profile.broker_url)):
-        if url and urlsplit(url).password is not None:
+        if url and has_password(url):
             click.echo(
                 f"warning: the password in {option} is stored in the file; "
                 "--password-env / --broker-password-env keep it out",

@@ -12,6 +12,8 @@ unknown, a read-only profile, a config file that does not load); 2 the command l
 from __future__ import annotations
 
 import sys
+import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +32,7 @@ from tui.config_file import (
     config_path,
     load_config,
 )
-from tui.connection import Connection, connect_profile, first_url
+from tui.connection import Connection, connect_profile, first_url, scrub
 from tui.profiles import Profile, ProfileError, validate_field, validate_profile_fields
 
 # The `--url` alone profile's name, shown in messages.
@@ -88,7 +90,19 @@ class Session:
         return {}
 
     def scrub(self, text: str) -> str:
-        return self._connection.scrub(text) if self._connection is not None else text
+        """``text`` with the passwords of this session's URLs (every URL of a failover list)
+        replaced by ``***``, whether or not it connected."""
+        if self._connection is not None:
+            return self._connection.scrub(text)
+        return scrub(text, self.known_urls())
+
+    def known_urls(self) -> list[Any]:
+        """The URLs whose passwords must not be shown; none when no profile can be read."""
+        try:
+            profile = self.profile()
+        except Exception:  # a profile that does not load holds no URL to hide
+            return []
+        return [profile.url, profile.broker_url]
 
     def require_writable(self, action: str) -> None:
         profile = self.profile()
@@ -211,6 +225,9 @@ class CelerySession(Session):
     def _connect(self) -> Connection:
         return connect_profile(self.profile(), app=self.app)
 
+    def known_urls(self) -> list[Any]:
+        return [*super().known_urls(), self.app.conf.broker_url]
+
 
 def translate(session: Session, error: BaseException) -> click.ClickException | None:
     """The one-line failure for an error from Redis, the broker or the DLQ; None if unknown."""
@@ -261,7 +278,14 @@ class MorgueGroup(click.Group):
         except click.Abort:
             click.echo("Aborted.", err=True)
             sys.exit(1)
+        except Exception as exc:
+            # A bug: its traceback, as Python would print it, but scrubbed of passwords.
+            text = "".join(traceback.format_exception(exc))
+            sys.stderr.write(self._scrub(text))
+            sys.exit(1)
         sys.exit(result if isinstance(result, int) else 0)
+
+    _scrub: Callable[[str], str] = staticmethod(lambda text: text)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -269,9 +293,10 @@ class MorgueGroup(click.Group):
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except Exception as exc:
-            session = ctx.find_object(Session)
-            failure = translate(session or Session(), exc)
+            session = ctx.find_object(Session) or Session()
+            failure = translate(session, exc)
             if failure is None:
+                self._scrub = session.scrub
                 raise
             raise failure from None
 

@@ -14,6 +14,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
+from core.urls import is_url_list
 from tui.connection import with_password
 from tui.profiles import (
     PROFILE_FIELDS,
@@ -83,9 +84,21 @@ class ProfileDraft:
 
 
 def split_password(url: str | None) -> tuple[str, str]:
-    """``url`` without its password, and the password (empty if none): for the masked box."""
+    """``url`` without its password, and the password (empty if none): for the masked box.
+
+    A ``url;url`` failover list loses the password of every element; the box holds the first
+    one, and saving puts it back into each (hosts of one failover list share one password).
+    """
     if not url:
         return "", ""
+    if is_url_list(url):
+        pieces = [_split_one(part) for part in url.split(";") if part]
+        password = next((secret for _, secret in pieces if secret), "")
+        return ";".join(bare for bare, _ in pieces), password
+    return _split_one(url)
+
+
+def _split_one(url: str) -> tuple[str, str]:
     try:
         parts = urlsplit(url)
         password = parts.password
@@ -101,10 +114,8 @@ def split_password(url: str | None) -> tuple[str, str]:
 
 
 def _url_password(url: str) -> str | None:
-    try:
-        return urlsplit(url).password
-    except ValueError:
-        return None
+    """The password ``url`` holds (any element of a failover list), or None."""
+    return split_password(url)[1] or None
 
 
 @dataclass
