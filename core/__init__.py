@@ -4,21 +4,22 @@ Workers import this package; it never imports textual or rich.
 """
 
 from core.backoff import calculate_backoff, retry_with_backoff
-from core.dlq import (
-    DeadLetterQueue,
+from core.dlq import DeadLetterQueue, Page, QueueInfo, RequeueReport, StoredEntry
+from core.entry import Entry, UnreadableEntry
+from core.errors import (
+    AlreadyRequeued,
     DLQError,
     EntryBusy,
     EntryNotFound,
     LossyEntryError,
-    Page,
-    QueueInfo,
-    RequeueReport,
+    UnreadableEntryError,
+    UnroutableEntry,
 )
-from core.entry import Entry
 from core.install import Installation, install
 from core.urls import RedisURLError, redact_url
 
 __all__ = [
+    "AlreadyRequeued",
     "DLQError",
     "DeadLetterQueue",
     "Entry",
@@ -30,6 +31,10 @@ __all__ = [
     "QueueInfo",
     "RedisURLError",
     "RequeueReport",
+    "StoredEntry",
+    "UnreadableEntry",
+    "UnreadableEntryError",
+    "UnroutableEntry",
     "calculate_backoff",
     "install",
     "redact_url",

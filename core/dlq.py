@@ -10,12 +10,16 @@ with ``@`` for its final ``:`` (``dlq@``), which no ``dlq:{queue}`` key can equa
 
 - ``dlq@queues``: hash queue -> retention in ms: the index, so listing queues never scans, and
   the writer's retention, so readers trim with it;
-- ``dlq@seen``: sorted set of stored task ids by time, so a second ``task_failure`` for the
-  same task (hard time limits fire two) or a spool replay stores nothing new. It keeps a day
-  (or the retention, if shorter) and at most ``SEEN_LIMIT`` ids, so its memory is bounded
-  whatever the failure rate (about 100 bytes an id);
-- ``dlq@claim:{queue}:{id}``: held for a minute while an entry is being requeued, so two
-  operators requeueing the same entry publish it once.
+- ``dlq@seen``: sorted set of stored failure ids by time, so a spool replay, or Celery's second
+  ``task_failure`` for the same failure (hard time limits fire two), stores nothing new, while a
+  later failure of the same task id is stored. It keeps a day (or the retention, if shorter) and
+  at most ``SEEN_LIMIT`` ids, so its memory is bounded whatever the failure rate (about 100 bytes
+  an id);
+- ``dlq@requeue:{queue}:{id}``: set, by an owner's token, when an entry is claimed for requeue,
+  before anything is published, and removed with the entry once the publish succeeded. Two
+  operators requeueing one entry publish it once; a requeue that crashed between publishing and
+  removing leaves the entry marked with the task id it was sent as, and nobody sends it again
+  unannounced. It lives as long as the queue's retention.
 
 Needs Redis 6.2 or later (``XTRIM MINID``, exclusive ranges).
 """
@@ -24,7 +28,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import re
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -33,7 +39,17 @@ from typing import Any
 import redis
 from redis.exceptions import NoScriptError
 
-from core.entry import Entry
+from core.entry import RAW_SHOWN_LIMIT, Entry, UnreadableEntry
+from core.errors import (
+    AlreadyRequeued,
+    DLQError,
+    EntryBusy,
+    EntryNotFound,
+    LossyEntryError,
+    UnreadableEntryError,
+    UnroutableEntry,
+)
+from core.requeue import REQUEUED_FROM_HEADER, Route, publish, resolve_route  # noqa: F401 - re-exported
 
 DEFAULT_PREFIX = "dlq:"
 DEFAULT_RETENTION = 7 * 24 * 3600
@@ -43,16 +59,16 @@ DEFAULT_PAGE_SIZE = 50
 # within milliseconds, spool replays within minutes of Redis coming back.
 DEDUPE_WINDOW = 24 * 3600
 SEEN_LIMIT = 100_000
-REQUEUED_FROM_HEADER = "morgue_requeued_from"
-_CLAIM_MS = 60_000
+# A requeue marker younger than this is someone's requeue in progress; older, one that stopped.
+_CLAIM_SECONDS = 60.0
 _ENTRY_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 
-# KEYS: stream, queues, seen.  ARGV: queue, entry json, task id.  The numbers are formatted in
-# per instance (retention ms, cap, dedupe ms, seen limit): fewer arguments to encode on the hot
-# path.  The time comes from the new stream id, which saves a TIME call.
-# Returns the new stream id, or false if the task was already stored.
+# KEYS: stream, queues, seen.  ARGV: queue, entry json, task id, failure id.  The numbers are
+# formatted in per instance (retention ms, cap, dedupe ms, seen limit): fewer arguments to encode
+# on the hot path.  The time comes from the new stream id, which saves a TIME call.
+# Returns the new stream id, or false if this failure was already stored.
 _ADD = """
-if redis.call('ZSCORE', KEYS[3], ARGV[3]) then return false end
+if redis.call('ZSCORE', KEYS[3], ARGV[4]) then return false end
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '%(cap)d', '*',
                       'task_id', ARGV[3], 'entry', ARGV[2])
 local now_ms = tonumber(string.match(id, '^%%d+'))
@@ -60,7 +76,7 @@ local min_ms = now_ms - %(retention_ms)d
 if min_ms > 0 then redis.call('XTRIM', KEYS[1], 'MINID', min_ms) end
 redis.call('PEXPIRE', KEYS[1], '%(retention_ms)d')
 redis.call('HSET', KEYS[2], ARGV[1], '%(retention_ms)d')
-redis.call('ZADD', KEYS[3], now_ms, ARGV[3])
+redis.call('ZADD', KEYS[3], now_ms, ARGV[4])
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now_ms - %(dedupe_ms)d)
 redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -%(seen_limit)d - 1)
 return id
@@ -95,20 +111,35 @@ return removed
 """
 
 
-class DLQError(RuntimeError):
-    """An operation on the DLQ that cannot be done as asked."""
+# Claim an entry for requeue: only if it still exists and nobody holds it.
+# KEYS: stream, marker, queues.  ARGV: entry id, marker value, queue, default ttl ms.
+# Returns {'ok'}, {'gone'} or {'held', marker value}.
+_CLAIM = """
+if #redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1]) == 0 then return {'gone'} end
+local held = redis.call('GET', KEYS[2])
+if held then return {'held', held} end
+local ttl = tonumber(redis.call('HGET', KEYS[3], ARGV[3]) or ARGV[4])
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ttl)
+return {'ok'}
+"""
 
+# Undo a claim whose publish failed, if it is still ours.  KEYS: marker.  ARGV: marker value.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
-class EntryNotFound(DLQError):
-    pass
-
-
-class EntryBusy(DLQError):
-    """Someone else is requeueing this entry right now."""
-
-
-class LossyEntryError(DLQError):
-    """Requeueing would send the task different arguments from the ones it failed with."""
+# The publish succeeded: the entry goes, and our marker with it.
+# KEYS: stream, marker, queues.  ARGV: entry id, marker value, queue.
+_FINISH = """
+redis.call('XDEL', KEYS[1], ARGV[1])
+if redis.call('GET', KEYS[2]) == ARGV[2] then redis.call('DEL', KEYS[2]) end
+if redis.call('XLEN', KEYS[1]) == 0 then
+  redis.call('DEL', KEYS[1])
+  redis.call('HDEL', KEYS[3], ARGV[3])
+end
+return 1
+"""
 
 
 @dataclass(frozen=True)
@@ -127,18 +158,21 @@ class QueueInfo:
         }
 
 
+StoredEntry = Entry | UnreadableEntry
+
+
 @dataclass(frozen=True)
 class Page:
     queue: str
     total: int
-    items: list[Entry]
+    items: list[StoredEntry]
     next: str | None
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self, *, raw: bool = False) -> dict[str, Any]:
         return {
             "queue": self.queue,
             "total": self.total,
-            "items": [item.as_dict() for item in self.items],
+            "items": [item.as_dict(raw=raw) for item in self.items],
             "next": self.next,
         }
 
@@ -148,6 +182,10 @@ class RequeueReport:
     requeued: dict[str, str] = field(default_factory=dict)  # entry id -> new task id
     skipped_lossy: list[str] = field(default_factory=list)
     skipped_busy: list[str] = field(default_factory=list)  # being requeued by someone else
+    skipped_unreadable: list[str] = field(default_factory=list)
+    # Sent earlier by a requeue that stopped before removing them: entry id -> that task id.
+    already_requeued: dict[str, str] = field(default_factory=dict)
+    unroutable: dict[str, str] = field(default_factory=dict)  # entry id -> why
     # Set when publishing stopped part-way (the broker went away); the entries not yet sent
     # are still in the DLQ.
     error: str | None = None
@@ -157,6 +195,9 @@ class RequeueReport:
             "requeued": self.requeued,
             "skipped_lossy": self.skipped_lossy,
             "skipped_busy": self.skipped_busy,
+            "skipped_unreadable": self.skipped_unreadable,
+            "already_requeued": self.already_requeued,
+            "unroutable": self.unroutable,
             "error": self.error,
         }
 
@@ -223,6 +264,9 @@ class DeadLetterQueue:
         )
         self._trim = client.register_script(_TRIM)
         self._clear_before = client.register_script(_CLEAR_BEFORE)
+        self._claim_script = client.register_script(_CLAIM)
+        self._release_script = client.register_script(_RELEASE)
+        self._finish_script = client.register_script(_FINISH)
 
     def key(self, queue: str) -> str:
         return f"{self.prefix}{queue}"
@@ -231,10 +275,12 @@ class DeadLetterQueue:
 
     def _add_args(self, entry: Entry, payload: bytes | None = None) -> tuple[list[str], list[Any]]:
         keys = [self.key(entry.queue), self.index_key, self.seen_key]
-        return keys, [entry.queue, entry.to_json() if payload is None else payload, entry.task_id]
+        data: str | bytes = entry.to_json() if payload is None else payload
+        # Entries spooled by an older version have no failure id: their task id stands in.
+        return keys, [entry.queue, data, entry.task_id, entry.failure_id or entry.task_id]
 
     def add(self, entry: Entry, payload: bytes | None = None) -> str | None:
-        """Store ``entry``; returns its stream id, or None if its task was already stored.
+        """Store ``entry``; returns its stream id, or None if this failure was already stored.
 
         ``payload`` is ``entry.to_json()`` encoded, when the caller already has it.
         """
@@ -306,7 +352,7 @@ class DeadLetterQueue:
         next_cursor = items[-1].id if len(items) == limit else None
         return Page(queue=queue, total=int(total), items=items, next=next_cursor)
 
-    def iter_entries(self, queue: str, page_size: int = 500) -> Iterator[Entry]:
+    def iter_entries(self, queue: str, page_size: int = 500) -> Iterator[StoredEntry]:
         """Every entry of ``queue``, newest first, a page at a time."""
         cursor: str | None = None
         while True:
@@ -316,7 +362,7 @@ class DeadLetterQueue:
                 return
             cursor = page.next
 
-    def get(self, queue: str, entry_id: str) -> Entry:
+    def get(self, queue: str, entry_id: str) -> StoredEntry:
         check_entry_id(entry_id)
         self.size(queue)  # an entry past its retention is gone, even if nobody trimmed yet
         rows = self.client.xrange(self.key(queue), min=entry_id, max=entry_id, count=1)
@@ -338,12 +384,20 @@ class DeadLetterQueue:
         }
 
     @staticmethod
-    def _entry(row: Any) -> Entry:
+    def _entry(row: Any) -> StoredEntry:
+        """The entry of a stream row; anything malformed is an :class:`UnreadableEntry`."""
         entry_id, fields = row
+        entry_id = _text(entry_id)
         data = fields.get(b"entry", fields.get("entry"))
         if data is None:
-            raise DLQError(f"stream entry {_text(entry_id)} is not a celery-morgue entry")
-        return Entry.from_json(_text(entry_id), data)
+            names = ", ".join(sorted(_text(name) for name in fields)[:5]) or "none"
+            return UnreadableEntry(
+                entry_id, f"no 'entry' field (fields: {names})", _raw_text(fields)
+            )
+        try:
+            return Entry.from_json(entry_id, data)
+        except ValueError as exc:
+            return UnreadableEntry(entry_id, str(exc), _raw_text(data))
 
     # -- changing ------------------------------------------------------------------------
 
@@ -379,28 +433,33 @@ class DeadLetterQueue:
 
         A fresh id because workers silently drop ids they have revoked. The original id travels
         in the ``morgue_requeued_from`` header; link, link_error, the rest of a chain and the
-        call's time limits travel too. Returns the new task id.
+        call's time limits travel too. Returns the new task id. Raises :class:`EntryNotFound`
+        (also when it was deleted meanwhile), :class:`EntryBusy` / :class:`AlreadyRequeued`,
+        :class:`LossyEntryError`, :class:`UnreadableEntryError` or :class:`UnroutableEntry`;
+        in each case nothing was sent and the entry stays.
         """
         entry = self.get(queue, entry_id)
+        if isinstance(entry, UnreadableEntry):
+            raise UnreadableEntryError(
+                f"entry {entry_id} is not a celery-morgue entry ({entry.problem}); "
+                "it can be shown and deleted, not requeued"
+            )
         if not entry.requeue_exact and not allow_lossy:
             raise LossyEntryError(
                 f"entry {entry_id} was stored with changed arguments "
                 f"({', '.join(entry.lossy_fields + entry.truncated_fields)}); "
                 "requeueing would not send the originals"
             )
-        if not self._claim(queue, entry_id):
-            raise EntryBusy(f"entry {entry_id} is being requeued by someone else right now")
-        try:
-            new_id = self._publish(app, entry)
-        except BaseException:
-            self._release(queue, entry_id)  # not sent: anyone may try again at once
-            raise
-        self.client.xdel(self.key(queue), entry_id)
+        route = resolve_route(app, entry)
+        new_id = str(uuid.uuid4())
+        marker = self._claim(queue, entry_id, new_id)
+        self._send(app, queue, entry, route, new_id, marker)
         self.size(queue)
         return new_id
 
     def requeue_all(self, app: Any, queue: str, *, allow_lossy: bool = False) -> RequeueReport:
-        """Requeue, oldest first, every entry present when this started.
+        """Requeue, oldest first, every entry present when this started and still there when
+        its turn comes (one deleted or cleared meanwhile is not sent).
 
         If the broker fails part-way, the report says so and what was sent; the rest stays.
         """
@@ -415,55 +474,107 @@ class DeadLetterQueue:
                 if not rows:
                     break
                 for row in rows:
-                    entry = self._entry(row)
-                    if not entry.requeue_exact and not allow_lossy:
-                        report.skipped_lossy.append(entry.id)
-                    elif not self._claim(queue, entry.id):
-                        report.skipped_busy.append(entry.id)
-                    else:
-                        try:
-                            report.requeued[entry.id] = self._publish(app, entry)
-                        except BaseException:
-                            self._release(queue, entry.id)
-                            raise
-                        self.client.xdel(self.key(queue), entry.id)
+                    self._requeue_one(app, queue, self._entry(row), allow_lossy, report)
                 lower = "(" + _text(rows[-1][0])
         except Exception as exc:  # the broker, most likely; what was done is in the report
             report.error = f"{type(exc).__name__}: {exc}"
         self.size(queue)
         return report
 
-    def _claim_key(self, queue: str, entry_id: str) -> str:
-        return f"{self.namespace}claim:{queue}:{entry_id}"
-
-    def _claim(self, queue: str, entry_id: str) -> bool:
-        return bool(self.client.set(self._claim_key(queue, entry_id), 1, nx=True, px=_CLAIM_MS))
-
-    def _release(self, queue: str, entry_id: str) -> None:
-        with contextlib.suppress(redis.RedisError):  # it expires within a minute anyway
-            self.client.delete(self._claim_key(queue, entry_id))
-
-    @staticmethod
-    def _publish(app: Any, entry: Entry) -> str:
-        args, kwargs = entry.requeue_arguments()
+    def _requeue_one(
+        self, app: Any, queue: str, entry: StoredEntry, allow_lossy: bool, report: RequeueReport
+    ) -> None:
+        if isinstance(entry, UnreadableEntry):
+            report.skipped_unreadable.append(entry.id)
+            return
+        if not entry.requeue_exact and not allow_lossy:
+            report.skipped_lossy.append(entry.id)
+            return
+        try:
+            route = resolve_route(app, entry)
+        except UnroutableEntry as exc:
+            report.unroutable[entry.id] = str(exc)
+            return
         new_id = str(uuid.uuid4())
-        options: dict[str, Any] = {
-            "task_id": new_id,
-            "headers": {REQUEUED_FROM_HEADER: entry.task_id},
-        }
-        if entry.exchange:
-            options["exchange"] = entry.exchange
-            options["routing_key"] = entry.routing_key or entry.queue
-        else:
-            options["queue"] = entry.queue
-        if entry.priority is not None:
-            options["priority"] = entry.priority
-        if entry.root_id:
-            options["root_id"] = entry.root_id
-        if entry.parent_id:
-            options["parent_id"] = entry.parent_id
-        for name in ("link", "link_error", "chain", "time_limit", "soft_time_limit"):
-            if entry.options.get(name) is not None:
-                options[name] = entry.options[name]
-        app.send_task(entry.task, args=args, kwargs=kwargs, **options)
-        return new_id
+        try:
+            marker = self._claim(queue, entry.id, new_id)
+        except EntryNotFound:
+            return  # deleted or cleared since it was read
+        except AlreadyRequeued as exc:
+            report.already_requeued[entry.id] = exc.task_id
+            return
+        except EntryBusy:
+            report.skipped_busy.append(entry.id)
+            return
+        self._send(app, queue, entry, route, new_id, marker)
+        report.requeued[entry.id] = new_id
+
+    def _marker_key(self, queue: str, entry_id: str) -> str:
+        return f"{self.namespace}requeue:{queue}:{entry_id}"
+
+    def _claim(self, queue: str, entry_id: str, new_id: str) -> str:
+        """Mark the entry as being sent as ``new_id``; returns the marker (our ownership)."""
+        marker = json.dumps(
+            {"task_id": new_id, "token": uuid.uuid4().hex, "at": time.time()},
+            separators=(",", ":"),
+        )
+        keys = [self.key(queue), self._marker_key(queue, entry_id), self.index_key]
+        reply = self._claim_script(keys=keys, args=[entry_id, marker, queue, self.retention * 1000])
+        verdict = _text(reply[0])
+        if verdict == "ok":
+            return marker
+        if verdict == "gone":
+            raise EntryNotFound(f"no entry {entry_id} in queue {queue!r}")
+        try:
+            held = json.loads(_text(reply[1]))
+            held_task, held_at = str(held["task_id"]), float(held["at"])
+        except (ValueError, KeyError, TypeError, IndexError):
+            held_task, held_at = "?", time.time()
+        age = time.time() - held_at
+        if age < _CLAIM_SECONDS:
+            raise EntryBusy(f"entry {entry_id} is being requeued by someone else right now")
+        raise AlreadyRequeued(
+            f"entry {entry_id} was already sent again as task {held_task} "
+            f"{_ago(age)} ago by a requeue that stopped before removing it; "
+            f"check that task, then delete the entry",
+            held_task,
+        )
+
+    def _send(
+        self, app: Any, queue: str, entry: Entry, route: Route, new_id: str, marker: str
+    ) -> None:
+        try:
+            publish(app, entry, route, new_id)
+        except BaseException:
+            with contextlib.suppress(redis.RedisError):  # else it is reported as busy a minute
+                self._release_script(keys=[self._marker_key(queue, entry.id)], args=[marker])
+            raise
+        keys = [self.key(queue), self._marker_key(queue, entry.id), self.index_key]
+        self._finish_script(keys=keys, args=[entry.id, marker, queue])
+
+
+def _ago(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _raw_text(value: Any) -> str:
+    """What an unreadable stream entry holds, as text for `dlq show` (capped)."""
+    if isinstance(value, dict):
+        text = json.dumps(
+            {_text_lossy(k): _text_lossy(v) for k, v in value.items()}, ensure_ascii=False
+        )
+    else:
+        text = _text_lossy(value)
+    if len(text) > RAW_SHOWN_LIMIT:
+        return text[:RAW_SHOWN_LIMIT] + f"…[{len(text) - RAW_SHOWN_LIMIT:,} more characters]"
+    return text
+
+
+def _text_lossy(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    return str(value)

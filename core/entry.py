@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import uuid
 from collections.abc import Callable
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
 from kombu.utils import json as kombu_json
 
-from core.jsonable import JSON, Conversion, cut, encodable, to_jsonable
+from core.jsonable import JSON, SIZE_BUDGET, Conversion, cut, encodable, to_jsonable
 
 # The JSON of args plus kwargs above this many characters is stored as one cut string: the
 # entry stays small enough to page quickly, and the marker says what happened.
@@ -20,6 +21,15 @@ TRACEBACK_LIMIT = 32 * 1024
 _TRACEBACK_HEAD = 8 * 1024
 MESSAGE_LIMIT = 4 * 1024
 FORMAT_VERSION = 1
+# A stored entry larger than this is listed as unreadable rather than parsed: celery-morgue's own
+# entries stay well under it (64 KiB of arguments twice, 32 KiB of traceback, small fields).
+ENTRY_LIMIT = 1024 * 1024
+
+# Why the worker dropped the task. "failed": task_failure (an exception, a lost worker, a
+# time limit, Reject); "terminated": a revoke with terminate=True; "unregistered": a task name
+# the worker does not know; "rejected": a message the worker refused or could not decode;
+# "expired": its ``expires`` passed before it ran (only with ``capture_expired=True``).
+REASONS = ("failed", "terminated", "unregistered", "rejected", "expired")
 
 # kombu's json module is untyped; these are its tagged (lossless for datetime, Decimal, UUID,
 # bytes) encoder and decoder.
@@ -69,6 +79,16 @@ class Entry:
     # What the original message carried besides its arguments and requeue passes on:
     # link, link_error, chain (the rest of a chain), time_limit, soft_time_limit.
     options: dict[str, JSON] = field(default_factory=dict)
+    reason: str = "failed"
+    # One per failure, not per task: a spool replay or Celery's second signal for the same
+    # failure carries the same id and stores nothing new; a later failure of the same task id
+    # (fixed ids, a requeue of a deleted entry) is a new failure.
+    failure_id: str = ""
+    # The caller's own argsrepr/kwargsrepr, when it chose one that differs from Celery's default
+    # repr: Celery's way of keeping secrets out of logs and monitors. Readers show these; the raw
+    # arguments (kept for requeue) only when asked.
+    argsrepr: str | None = None
+    kwargsrepr: str | None = None
     id: str = ""
 
     def to_json(self) -> str:
@@ -79,21 +99,56 @@ class Entry:
 
     @classmethod
     def from_json(cls, entry_id: str, text: str | bytes) -> Entry:
-        data = json.loads(text)
+        """Parse a stored entry; a ValueError with a one-line reason for anything malformed."""
+        if len(text) > ENTRY_LIMIT:
+            raise ValueError(f"{len(text):,} bytes, more than an entry can be ({ENTRY_LIMIT:,})")
+        try:
+            data = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise ValueError(f"not JSON ({_first_line(exc)})") from None
         if not isinstance(data, dict):
-            raise ValueError("an entry is a JSON object")
+            raise ValueError(f"a JSON {type(data).__name__}, not an object")
         missing = _REQUIRED_FIELDS - data.keys()
         if missing:
-            raise ValueError(f"entry lacks {', '.join(sorted(missing))}")
-        entry = cls(id=entry_id, **{k: v for k, v in data.items() if k in _KNOWN_FIELDS})
-        entry.failed_at_datetime  # noqa: B018 - raises ValueError for a bad timestamp
+            raise ValueError(f"lacks {', '.join(sorted(missing))}")
+        known = {k: v for k, v in data.items() if k in _KNOWN_FIELDS}
+        for name, value in known.items():
+            expected = _FIELD_TYPES[name]
+            if not isinstance(value, expected) or (
+                isinstance(value, bool) and bool not in _as_tuple(expected)
+            ):
+                raise ValueError(f"{name} is a {type(value).__name__}, not {_type_names(expected)}")
+        if known.get("reason", "failed") not in REASONS:
+            raise ValueError(f"unknown reason {_short(known['reason'])}")
+        for name, default in _READ_DEFAULTS.items():
+            if name not in known:
+                known[name] = default()
+        entry = cls(id=entry_id, **known)
+        try:
+            entry.failed_at_datetime  # noqa: B018 - raises ValueError for a bad timestamp
+        except ValueError:
+            raise ValueError(f"failed_at {_short(entry.failed_at)} is not a timestamp") from None
         return entry
 
-    def as_dict(self) -> dict[str, Any]:
-        """The stable public shape (CLI ``--json``, summaries)."""
+    @property
+    def arguments_hidden(self) -> bool:
+        """The caller replaced the arguments' repr (argsrepr/kwargsrepr): show that instead."""
+        return self.argsrepr is not None or self.kwargsrepr is not None
+
+    def as_dict(self, *, raw: bool = False) -> dict[str, Any]:
+        """The stable public shape (CLI ``--json``, summaries).
+
+        Arguments the caller hid behind argsrepr/kwargsrepr are null unless ``raw``.
+        """
         data = asdict(self)
         data.pop("exact_args")
         data.pop("options")
+        data.pop("failure_id")
+        data["unreadable"] = False
+        data["arguments_hidden"] = self.arguments_hidden
+        if self.arguments_hidden and not raw:
+            data["args"] = None
+            data["kwargs"] = None
         return {"id": data.pop("id"), **data}
 
     @property
@@ -114,10 +169,93 @@ class Entry:
 
 _STORED_FIELDS = tuple(f.name for f in fields(Entry) if f.name != "id")
 _KNOWN_FIELDS = frozenset(_STORED_FIELDS)
-_REQUIRED_FIELDS = frozenset(
-    f.name for f in fields(Entry) if f.default is MISSING and f.name != "id"
-)
-_REQUIRED_FIELDS -= {"options"}
+# What a reader cannot do without; everything else has a default (older entries lack
+# reason, failure_id, argsrepr; hand-written ones may lack more).
+_REQUIRED_FIELDS = frozenset({"task_id", "task", "queue", "failed_at"})
+_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
+    "task_id": str,
+    "task": str,
+    "queue": str,
+    "args": list,
+    "kwargs": dict,
+    "exception": str,
+    "message": str,
+    "traceback": str,
+    "retries": int,
+    "hostname": str,
+    "failed_at": str,
+    "exchange": str,
+    "routing_key": str,
+    "priority": (int, type(None)),
+    "root_id": (str, type(None)),
+    "parent_id": (str, type(None)),
+    "lossy": bool,
+    "lossy_fields": list,
+    "truncated_fields": list,
+    "exact_args": (str, type(None)),
+    "options": dict,
+    "reason": str,
+    "failure_id": str,
+    "argsrepr": (str, type(None)),
+    "kwargsrepr": (str, type(None)),
+}
+assert _FIELD_TYPES.keys() == _KNOWN_FIELDS, "every stored field has a type check"
+# Values for the fields without a dataclass default that an entry may lack.
+_READ_DEFAULTS: dict[str, Callable[[], Any]] = {
+    "args": list,
+    "kwargs": dict,
+    "exception": str,
+    "message": str,
+    "traceback": str,
+    "retries": int,
+    "hostname": str,
+}
+assert {
+    f.name for f in fields(Entry) if f.default is MISSING and f.default_factory is MISSING
+} == _REQUIRED_FIELDS | _READ_DEFAULTS.keys()
+
+
+def _as_tuple(expected: type | tuple[type, ...]) -> tuple[type, ...]:
+    return expected if isinstance(expected, tuple) else (expected,)
+
+
+def _type_names(expected: type | tuple[type, ...]) -> str:
+    names = {"NoneType": "null", "str": "a string", "int": "an integer", "list": "a list"}
+    names |= {"dict": "an object", "bool": "true/false"}
+    return " or ".join(names.get(t.__name__, t.__name__) for t in _as_tuple(expected))
+
+
+def _first_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:200] or type(exc).__name__
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+@dataclass(frozen=True)
+class UnreadableEntry:
+    """A stream entry that is not a celery-morgue entry (malformed, foreign, huge).
+
+    Listed among the others so it can be seen and deleted; never requeued.
+    """
+
+    id: str
+    problem: str  # one line
+    raw: str  # what the stream holds, for `dlq show` (shown escaped, capped)
+
+    unreadable = True
+
+    def as_dict(self, *, raw: bool = False) -> dict[str, Any]:
+        data: dict[str, Any] = {"id": self.id, "unreadable": True, "problem": self.problem}
+        if raw:
+            data["raw"] = self.raw
+        return data
+
+
+# The shown part of an unreadable entry's raw content.
+RAW_SHOWN_LIMIT = 64 * 1024
 
 
 def _arguments(
@@ -141,7 +279,7 @@ def _arguments(
 
 def _exact(args: list[Any], kwargs: dict[str, Any], estimated_size: int) -> str | None:
     """kombu's json of the originals, if it gives them back unchanged and fits the cap."""
-    if estimated_size > 4 * ARGS_LIMIT:
+    if estimated_size > SIZE_BUDGET:
         return None  # far too big: don't spend the worker's time encoding megabytes
     try:
         exact = kombu_dumps([args, kwargs])
@@ -210,8 +348,17 @@ def build_entry(
     parent_id: str | None,
     failed_at: dt.datetime | None = None,
     replay_options: dict[str, Any] | None = None,
+    reason: str = "failed",
+    failure_id: str | None = None,
+    argsrepr: str | None = None,
+    kwargsrepr: str | None = None,
 ) -> Entry:
-    """Build an entry from a failure; never raises for odd arguments or huge tracebacks."""
+    """Build an entry from a failure; never raises for odd arguments or huge tracebacks.
+
+    ``argsrepr``/``kwargsrepr`` are the caller's own reprs, only when it chose them.
+    """
+    if reason not in REASONS:
+        raise ValueError(f"reason must be one of {', '.join(REASONS)}, got {reason!r}")
     safe_args, safe_kwargs, conversion, exact = _arguments(args, kwargs)
     delivery = delivery_info or {}
     priority = delivery.get("priority")
@@ -238,7 +385,15 @@ def build_entry(
         truncated_fields=conversion.truncated,
         exact_args=exact,
         options=_replay_options(replay_options),
+        reason=reason,
+        failure_id=failure_id or new_failure_id(),
+        argsrepr=None if argsrepr is None else _text(argsrepr, MESSAGE_LIMIT),
+        kwargsrepr=None if kwargsrepr is None else _text(kwargsrepr, MESSAGE_LIMIT),
     )
+
+
+def new_failure_id() -> str:
+    return uuid.uuid4().hex
 
 
 def unstorable_entry(
@@ -249,6 +404,8 @@ def unstorable_entry(
     exception: BaseException | None,
     problem: BaseException,
     hostname: str,
+    reason: str = "failed",
+    failure_id: str | None = None,
 ) -> Entry:
     """The last resort when a failure's details can't be stored: keep that it failed."""
     return Entry(
@@ -265,4 +422,6 @@ def unstorable_entry(
         failed_at=dt.datetime.now(dt.UTC).isoformat(),
         lossy=True,
         lossy_fields=["args", "kwargs"],
+        reason=reason if reason in REASONS else "failed",
+        failure_id=failure_id or new_failure_id(),
     )

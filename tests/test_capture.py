@@ -14,7 +14,11 @@ from tests.conftest import Worker, wait_for
 
 
 def entries_for(dlq: DeadLetterQueue, queue: str, task_id: str) -> list[Entry]:
-    return [entry for entry in dlq.iter_entries(queue) if entry.task_id == task_id]
+    return [
+        entry
+        for entry in dlq.iter_entries(queue)
+        if isinstance(entry, Entry) and entry.task_id == task_id
+    ]
 
 
 def wait_for_entry(dlq: DeadLetterQueue, queue: str, task_id: str, timeout: float = 20) -> Entry:
@@ -74,6 +78,24 @@ def test_hard_time_limit_gives_exactly_one_entry(worker: Worker, redis_client: r
     assert len(entries_for(dlq, "other", task_id)) == 1
     # The second signal comes with an empty request: it must not land in another queue either.
     assert [(q.queue, q.total) for q in dlq.queues()] == [("other", 1)]
+
+
+def test_a_fixed_task_id_that_fails_again_after_its_entry_went_is_stored_again(
+    worker: Worker, redis_client: redis.Redis
+) -> None:
+    """Apps with fixed ids (``task_id=f"invoice-{n}"``) lose no second failure."""
+    dlq = DeadLetterQueue(redis_client)
+    task_id = f"invoice-{time.time_ns()}"
+    worker.send("boom", "first", task_id=task_id)
+    first = wait_for_entry(dlq, "celery", task_id)
+    assert dlq.delete("celery", first.id) == 1
+    worker.send("boom", "second", task_id=task_id)
+    second = wait_for(
+        lambda: [e for e in entries_for(dlq, "celery", task_id) if e.message == "second"]
+    )
+    assert isinstance(second, list)
+    assert [entry.message for entry in entries_for(dlq, "celery", task_id)] == ["second"]
+    assert second[0].failure_id != first.failure_id
 
 
 def test_a_killed_process_is_captured_as_worker_lost(

@@ -432,6 +432,9 @@ def test_requeue_sends_the_task_again_through_the_worker(
         "requeued": {entry.id: new_id},
         "skipped_lossy": [],
         "skipped_busy": [],
+        "skipped_unreadable": [],
+        "already_requeued": {},
+        "unroutable": {},
         "not_found": [],
         "error": None,
     }

@@ -47,30 +47,55 @@ def test_add_then_read_back(redis_client: redis.Redis) -> None:
     assert redis_client.type("dlq:celery") == b"stream"
 
 
-def test_the_same_task_is_stored_once(redis_client: redis.Redis) -> None:
+def test_the_same_failure_is_stored_once(redis_client: redis.Redis) -> None:
     dlq = DeadLetterQueue(redis_client)
-    first = dlq.add(make_entry("t1"))
+    first = dlq.add(make_entry("t1", failure_id="f1"))
     assert first is not None
-    assert dlq.add(make_entry("t1", exception=RuntimeError("second signal"))) is None
+    # Celery's second signal for one failure, or a spool replay, carries the same failure id.
+    assert dlq.add(make_entry("t1", failure_id="f1", exception=RuntimeError("again"))) is None
     # Even when the second signal names another queue (an empty request on the main process).
-    assert dlq.add(make_entry("t1", queue="other")) is None
+    assert dlq.add(make_entry("t1", queue="other", failure_id="f1")) is None
     assert dlq.size("celery") == 1
     assert dlq.size("other") == 0
     assert dlq.get("celery", first).exception == "ValueError"
-    assert dlq.add_many([make_entry("t1"), make_entry("t2")])[0] is None
+    replies = dlq.add_many([make_entry("t1", failure_id="f1"), make_entry("t2")])
+    assert replies[0] is None and replies[1] is not None
     assert dlq.size("celery") == 2
 
 
-def test_remembered_task_ids_are_bounded(
+def test_a_later_failure_of_the_same_task_id_is_stored(redis_client: redis.Redis) -> None:
+    """Fixed task ids (``task_id=f"invoice-{n}"``): every failure counts, deleted or not."""
+    dlq = DeadLetterQueue(redis_client)
+    first = dlq.add(make_entry("invoice-7"))
+    assert first is not None
+    dlq.delete("celery", first)
+    second = dlq.add(make_entry("invoice-7"))
+    assert second is not None
+    assert [entry.id for entry in dlq.iter_entries("celery")] == [second]
+    # And while the first is still there, a second failure is a second entry.
+    assert dlq.add(make_entry("invoice-7")) is not None
+    assert dlq.size("celery") == 2
+
+
+def test_entries_without_a_failure_id_fall_back_to_the_task_id(redis_client: redis.Redis) -> None:
+    """Spool lines written by an older version have no failure id."""
+    dlq = DeadLetterQueue(redis_client)
+    old = make_entry("t-old")
+    old.failure_id = ""
+    assert dlq.add(old) is not None
+    assert dlq.add(old) is None
+
+
+def test_remembered_failures_are_bounded(
     redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("core.dlq.SEEN_LIMIT", 50)
     dlq = DeadLetterQueue(redis_client, max_entries=5)
-    dlq.add_many(make_entry(f"t{n}") for n in range(300))
+    dlq.add_many(make_entry(f"t{n}", failure_id=f"f{n}") for n in range(300))
     assert dlq.size("celery") == 5
     assert redis_client.zcard("dlq@seen") == 50
     # The newest are the ones remembered.
-    assert dlq.add(make_entry("t299")) is None
+    assert dlq.add(make_entry("t299", failure_id="f299")) is None
 
 
 def test_reader_applies_retention_before_the_key_expires(redis_client: redis.Redis) -> None:

@@ -123,8 +123,14 @@ def test_two_requeues_of_one_entry_publish_it_once(
     dlq = DeadLetterQueue(redis_client)
     entry_id = dlq.add(make_entry("busy"))
     assert entry_id is not None
-    assert dlq._claim("celery", entry_id)  # another operator is publishing it right now
+    marker = dlq._claim("celery", entry_id, "sent-by-the-other")  # another operator, right now
     with pytest.raises(DLQError, match="being requeued"):
         dlq.requeue(worker.control_app, "celery", entry_id)
     assert dlq.requeue_all(worker.control_app, "celery").skipped_busy == [entry_id]
     assert dlq.size("celery") == 1
+    # Only the owner's marker releases it: a stranger's release changes nothing.
+    dlq._release_script(keys=[dlq._marker_key("celery", entry_id)], args=["not the owner"])
+    with pytest.raises(DLQError, match="being requeued"):
+        dlq.requeue(worker.control_app, "celery", entry_id)
+    dlq._release_script(keys=[dlq._marker_key("celery", entry_id)], args=[marker])
+    assert dlq.requeue_all(worker.control_app, "celery").requeued.keys() == {entry_id}
