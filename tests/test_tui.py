@@ -500,7 +500,7 @@ def test_keymap_remaps_a_binding_and_help_shows_it(
         await until(pilot, lambda: isinstance(app.screen, DashboardScreen))
         assert dlq.size("celery") == 2
 
-    with_app(profile_for(redis_server.url), scenario, size=(80, 50), keymap={"clear_queue": "x"})
+    with_app(profile_for(redis_server.url), scenario, size=(80, 60), keymap={"clear_queue": "x"})
 
 
 def test_command_palette_offers_the_actions(
@@ -671,7 +671,7 @@ def test_entry_detail_shows_arguments_and_traceback(
             assert expected in text, expected
         screen = app.screen
         assert isinstance(screen, EntryScreen)
-        entry: Entry = screen.entry
-        assert entry.retries == 3
+        entry = screen.entry
+        assert isinstance(entry, Entry) and entry.retries == 3
 
     with_app(profile_for(redis_server.url), scenario, size=(100, 50))

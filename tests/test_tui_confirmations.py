@@ -6,11 +6,15 @@ dialog, a failed requeue-all reported as a success, a bidi override shown raw.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 
+import pytest
 import redis
+from rich.text import Text
 from textual.containers import VerticalScroll
 from textual.pilot import Pilot
+from textual.screen import Screen
 
 from core import DeadLetterQueue
 from core.dlq import RequeueReport
@@ -27,6 +31,7 @@ from tests.test_tui import (
     wait_redis,
     with_app,
 )
+from tests.test_tui_snapshots import ENTRIES, feed_dashboard, make_app
 from tui.app import MorgueApp
 from tui.screens.confirm import ConfirmScreen, RevokeConfirmScreen
 from tui.screens.dashboard import DashboardScreen
@@ -258,3 +263,27 @@ def test_held_j_scrolls_detail_and_help_a_line_a_press(
         await presses_move_at_once(pilot, app.screen)
 
     with_app(profile_for(redis_server.url), scenario, size=(80, 20))
+
+
+@pytest.mark.parametrize("screen", ["confirm", "entry", "help"])
+def test_a_screen_pushed_while_the_app_quits_does_not_crash_the_exit(screen: str) -> None:
+    """q then another key in the same read (a fast typist, a paste): the screen the second key
+    pushes is mounted while the app exits, without being composed; the exit stays clean."""
+
+    async def main() -> MorgueApp:
+        app = make_app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            await feed_dashboard(pilot)
+            pushed: Screen[object] = {
+                "confirm": ConfirmScreen("Delete entry", Text("Delete?"), "Delete"),
+                "entry": EntryScreen(ENTRIES[0], "celery", clock=lambda: 0.0, readonly=False),
+                "help": HelpScreen(app.help_sections(), {}),
+            }[screen]
+            await app.run_action("quit")
+            app.push_screen(pushed)
+            await pilot.pause()
+        return app
+
+    app = asyncio.run(main())
+    assert app.return_code == 0
+    assert not app._exit_renderables, "a traceback on the way out"

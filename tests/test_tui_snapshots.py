@@ -17,7 +17,7 @@ import pytest
 from textual.pilot import Pilot
 
 from core.dlq import Page, QueueInfo
-from core.entry import Entry
+from core.entry import Entry, UnreadableEntry
 from core.zombies import ActiveTask, ClusterSnapshot
 from tui.app import MorgueApp
 from tui.config_file import Config, save_config
@@ -155,6 +155,38 @@ async def feed_dashboard(pilot: Pilot[None]) -> None:
     await pilot.pause()
 
 
+def dropped_and_unreadable() -> DeadLettersRefreshed:
+    """Rows of every kind, as an 80x24 terminal shows them."""
+    items: list[Entry | UnreadableEntry] = [
+        entry(
+            5,
+            2,
+            "shop.tasks.charge_card",
+            "Terminated",
+            "terminated by a revoke (signal 15)",
+            reason="terminated",
+        ),
+        UnreadableEntry(
+            f"{int((NOW - 30) * 1000)}-0", "not JSON (Expecting value: line 1)", "{not json"
+        ),
+        entry(
+            6,
+            40,
+            "shop.tasks.old_name",
+            "NotRegistered",
+            "task 'shop.tasks.old_name' is not registered on worker-1",
+            reason="unregistered",
+        ),
+        entry(
+            7, 50, "shop.tasks.send_receipt", "Expired", "expired before it ran", reason="expired"
+        ),
+        *ENTRIES[1:],
+    ]
+    queues = [QueueInfo("celery", len(items), None, None)]
+    page = Page(queue="celery", total=len(items), items=items, next=None)
+    return DeadLettersRefreshed(queues, page, taken_at=NOW)
+
+
 def make_app(**options: object) -> MorgueApp:
     return MorgueApp(PROFILE, clock=frozen_clock, poll=False, **options)  # type: ignore[arg-type]
 
@@ -220,3 +252,46 @@ def test_profiles_screen(
     save_config(Config(path=path, profiles={p.name: p for p in profiles}, default="staging"))
     app = make_app(config_path=path)
     assert snap_compare(app, press=["p", "down"], run_before=feed_dashboard)  # type: ignore[operator]
+
+
+def test_dropped_and_unreadable_rows_at_80x24(snap_compare: object) -> None:
+    """A word for every reason but "failed", and an unreadable entry among the others."""
+
+    async def feed(pilot: Pilot[None]) -> None:
+        app = pilot.app
+        assert isinstance(app, MorgueApp)
+        app.dashboard.post_message(dropped_and_unreadable())
+        app.dashboard.post_message(cluster())
+        await pilot.pause()
+        await pilot.pause()
+
+    assert snap_compare(make_app(), run_before=feed, terminal_size=(80, 24))  # type: ignore[operator]
+
+
+def test_hidden_arguments_detail(snap_compare: object) -> None:
+    """The caller's argsrepr/kwargsrepr, labelled; the raw arguments only after v."""
+    hidden = entry(
+        8,
+        5,
+        "shop.tasks.charge_card",
+        "PaymentDeclined",
+        "card declined",
+        args=["4111-1111-1111-1111"],
+        kwargs={"cvv": "123"},
+        argsrepr="('<card>',)",
+        kwargsrepr="{'cvv': '***'}",
+    )
+
+    async def feed(pilot: Pilot[None]) -> None:
+        app = pilot.app
+        assert isinstance(app, MorgueApp)
+        page = Page(queue="celery", total=1, items=[hidden], next=None)
+        app.dashboard.post_message(
+            DeadLettersRefreshed([QueueInfo("celery", 1, None, None)], page, taken_at=NOW)
+        )
+        await pilot.pause()
+        await pilot.pause()
+
+    assert snap_compare(  # type: ignore[operator]
+        make_app(), press=["enter"], run_before=feed, terminal_size=(80, 30)
+    )

@@ -171,7 +171,13 @@ class MorgueApp(App[None]):
                 "Panes",
                 [
                     *_bindings(DashboardScreen.BINDINGS, "next_pane", "prev_pane"),
-                    *_bindings(LiveTable.BINDINGS, "cursor_down_j", "cursor_up_k"),
+                    *_bindings(
+                        LiveTable.BINDINGS,
+                        "cursor_down_j",
+                        "cursor_up_k",
+                        "cursor_top",
+                        "cursor_bottom",
+                    ),
                     *_bindings(DashboardScreen.BINDINGS, "filter"),
                     *_bindings(TablePane.BINDINGS),
                 ],
@@ -190,7 +196,7 @@ class MorgueApp(App[None]):
                 ],
             ),
             ("Active tasks", _bindings(DashboardScreen.BINDINGS, "revoke", "revoke_zombies")),
-            ("Entry detail", _bindings(EntryScreen.BINDINGS, "entry_back")),
+            ("Entry detail", _bindings(EntryScreen.BINDINGS, "reveal_arguments", "entry_back")),
             (
                 "Profiles",
                 [

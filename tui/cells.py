@@ -18,7 +18,8 @@ from rich.bar import Bar
 from rich.color import Color as RichColor
 from rich.text import Text
 
-from core.entry import Entry
+from core.dlq import StoredEntry
+from core.entry import UnreadableEntry
 from core.zombies import ActiveTask
 
 # The CLI's escaping, so the UI and `morgue dlq show` show the same text for the same entry.
@@ -107,27 +108,71 @@ def tail(text: str, width: int) -> str:
     return text if len(text) <= width else "…" + text[-(width - 1) :]
 
 
-def failed_epoch(entry: Entry) -> float:
+# Why a task was dropped, when it did not simply fail: a word on its row (any colour scheme),
+# and a sentence in its detail.
+REASON_MARKERS = {
+    "terminated": "TERMINATED",
+    "unregistered": "UNREGISTERED",
+    "rejected": "REJECTED",
+    "expired": "EXPIRED",
+}
+REASON_TEXT = {
+    "failed": "failed: it raised, hit a time limit or lost its worker",
+    "terminated": "terminated: revoked with terminate while it ran",
+    "unregistered": "unregistered: the worker did not know the task name",
+    "rejected": "rejected: the worker refused the message or could not decode it",
+    "expired": "expired: its expires passed before it ran",
+}
+# Exception names that only restate the reason: after its marker they would say it twice.
+_RESTATED = frozenset({"Terminated", "Expired", "NotRegistered"})
+UNREADABLE = "UNREADABLE"
+
+
+def stored_epoch(entry_id: str) -> float:
+    """When the stream stored the entry, from its id."""
+    return stream_order(entry_id)[0] / 1000
+
+
+def failed_epoch(entry: StoredEntry) -> float:
+    if isinstance(entry, UnreadableEntry):
+        return stored_epoch(entry.id)
     try:
         return entry.failed_at_datetime.timestamp()
     except ValueError:
         # A foreign or damaged entry: its stream id still says when it was stored.
-        return stream_order(entry.id)[0] / 1000
+        return stored_epoch(entry.id)
 
 
-def entry_age(entry: Entry, now: float) -> str:
+def entry_age(entry: StoredEntry, now: float) -> str:
     return format_age(now - failed_epoch(entry))
 
 
-def error_text(entry: Entry, width: int) -> Text:
-    exception = entry.exception or "?"
-    if not entry.message:
-        return Text(one_line(exception, width))
-    return Text(one_line(f"{exception}: {entry.message}", width))
+def error_text(entry: StoredEntry, width: int) -> Text:
+    if isinstance(entry, UnreadableEntry):
+        return Text(one_line(entry.problem, width))
+    marker = REASON_MARKERS.get(entry.reason)
+    if marker is None:
+        exception = entry.exception or "?"
+        if not entry.message:
+            return Text(one_line(exception, width))
+        return Text(one_line(f"{exception}: {entry.message}", width))
+    exception = "" if entry.exception in _RESTATED else entry.exception
+    rest = ": ".join(part for part in (exception, entry.message) if part)
+    room = width - len(marker) - 1
+    if not rest or room < 2:
+        return Text(marker[:width], style="bold")
+    return Text.assemble((marker, "bold"), " ", one_line(rest, room))
 
 
-def entry_cells(entry: Entry, now: float, error_width: int) -> dict[str, object]:
+def entry_cells(entry: StoredEntry, now: float, error_width: int) -> dict[str, object]:
     """The DLQ table's cells for ``entry``, by column key."""
+    if isinstance(entry, UnreadableEntry):
+        return {
+            "age": Keyed(entry.id, Text(entry_age(entry, now))),
+            "task": Text(UNREADABLE, style="bold"),
+            "error": error_text(entry, error_width),
+            "task_id": Text("—"),
+        }
     return {
         "age": Keyed(entry.id, Text(entry_age(entry, now))),
         "task": Text(tail(entry.task, TASK_NAME_WIDTH)),
@@ -136,12 +181,25 @@ def entry_cells(entry: Entry, now: float, error_width: int) -> dict[str, object]
     }
 
 
-def entry_matches(entry: Entry, needle: str) -> bool:
-    """The ``/`` filter: task name, exception type and message, task id and entry id."""
+def entry_matches(entry: StoredEntry, needle: str) -> bool:
+    """The ``/`` filter: task name, exception type and message, task id and entry id.
+
+    An unreadable entry matches on "unreadable", its problem and its id.
+    """
     needle = needle.casefold()
-    return any(
-        needle in field.casefold()
-        for field in (entry.task, entry.exception, entry.message, entry.task_id, entry.id)
+    if isinstance(entry, UnreadableEntry):
+        fields: tuple[str, ...] = (UNREADABLE, entry.problem, entry.id)
+    else:
+        marker = REASON_MARKERS.get(entry.reason, "")
+        fields = (entry.task, entry.exception, entry.message, entry.task_id, entry.id, marker)
+    return any(needle in field.casefold() for field in fields)
+
+
+def not_requeueable(entry: UnreadableEntry) -> str:
+    """Why ``e`` does nothing to an unreadable entry."""
+    return (
+        f"Entry {entry.id} cannot be requeued, only shown and deleted. "
+        f"It is unreadable: {one_line(entry.problem, 120)}."
     )
 
 

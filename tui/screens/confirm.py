@@ -62,8 +62,14 @@ class ConfirmScreen(ModalScreen[bool]):
         self.question = question
         self.confirm_label = confirm_label
 
+    # The safe choice has the focus: a stray enter must not destroy anything.
+    AUTO_FOCUS = "#cancel"
+
     def compose(self) -> ComposeResult:
-        with Vertical(id="dialog"):
+        # Set up here, not in on_mount: a dialog pushed while the app quits (a key typed right
+        # after q) is mounted without being composed, and a query there would crash the exit.
+        with Vertical(id="dialog") as dialog:
+            dialog.border_title = Text(self.title_text)
             yield Static(self.question, id="question")
             with Horizontal(id="buttons"):
                 yield from self.buttons()
@@ -71,11 +77,6 @@ class ConfirmScreen(ModalScreen[bool]):
     def buttons(self) -> ComposeResult:
         yield Button("Cancel (n)", id="cancel", variant="default")
         yield Button(f"{self.confirm_label} (y)", id="confirm", variant="error")
-
-    def on_mount(self) -> None:
-        self.query_one("#dialog").border_title = Text(self.title_text)
-        # The safe choice has the focus: a stray enter must not destroy anything.
-        self.query_one("#cancel", Button).focus()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         event.stop()

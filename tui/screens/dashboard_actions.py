@@ -20,16 +20,24 @@ from textual.app import SystemCommand
 from textual.binding import Binding
 from textual.widgets import DataTable
 
-from core.dlq import RequeueReport
-from core.entry import Entry
-from core.zombies import ActiveTask, RevokeReport
-from tui.cells import Clock, entry_age, one_line, printable
-from tui.messages import ActionDone, Severity
+from core.dlq import StoredEntry
+from core.entry import Entry, UnreadableEntry
+from core.errors import DLQError
+from core.zombies import ActiveTask
+from tui.cells import Clock, entry_age, not_requeueable, one_line, printable
+from tui.messages import ActionDone
 from tui.monitor import Monitor
 from tui.polling import PollSchedule
 from tui.profiles import Profile
 from tui.screens.confirm import ConfirmScreen, RevokeConfirmScreen
 from tui.screens.entry import EntryAction, EntryScreen
+from tui.screens.outcomes import (
+    entry_name,
+    plural,
+    requeue_all_done,
+    requeue_refused,
+    revoke_summary,
+)
 from tui.screens.readonly import GuardedScreen
 from tui.widgets.dlq_pane import DLQPane
 from tui.widgets.tasks_pane import TasksPane
@@ -47,10 +55,6 @@ PALETTE_TITLES = {
 }
 # How many task names a revoke confirmation lists before "and N more".
 LISTED_TASKS = 5
-
-
-def plural(count: int, word: str, many: str | None = None) -> str:
-    return f"{count:,} {word if count == 1 else (many or word + 's')}"
 
 
 class DashboardActions(GuardedScreen[None]):
@@ -91,7 +95,7 @@ class DashboardActions(GuardedScreen[None]):
             return
         getattr(self, f"action_{action}")()
 
-    def _selected_entry(self) -> tuple[DLQPane, Entry] | None:
+    def _selected_entry(self) -> tuple[DLQPane, StoredEntry] | None:
         pane = self.visible_pane
         entry = pane.selected_entry if pane is not None else None
         if pane is None or entry is None:
@@ -113,7 +117,7 @@ class DashboardActions(GuardedScreen[None]):
             partial(self._entry_closed, queue, entry),
         )
 
-    def _entry_closed(self, queue: str, entry: Entry, choice: EntryAction | None) -> None:
+    def _entry_closed(self, queue: str, entry: StoredEntry, choice: EntryAction | None) -> None:
         if choice == "delete":
             self._confirm_delete(queue, entry)
         elif choice == "requeue":
@@ -129,7 +133,7 @@ class DashboardActions(GuardedScreen[None]):
         if selected is not None:
             self._confirm_requeue(selected[0].queue, selected[1])
 
-    def _confirm_delete(self, queue: str, entry: Entry) -> None:
+    def _confirm_delete(self, queue: str, entry: StoredEntry) -> None:
         question = Text.assemble(
             "Delete ",
             *entry_name(entry),
@@ -142,18 +146,27 @@ class DashboardActions(GuardedScreen[None]):
             partial(self._delete_confirmed, queue, entry),
         )
 
-    def _confirm_requeue(self, queue: str, entry: Entry) -> None:
+    def _confirm_requeue(self, queue: str, entry: StoredEntry) -> None:
+        if isinstance(entry, UnreadableEntry):
+            self.notify(not_requeueable(entry), severity="warning", markup=False)
+            return
         question = Text.assemble("Requeue ", *entry_name(entry), " under a new task id?")
+        if entry.reason == "unregistered":
+            question.append(
+                "\n\nThe worker did not know this task name. It is sent again under the same "
+                f"name, {printable(entry.task)}: it fails again unless a worker that registers "
+                "it consumes the queue."
+            )
         self.app.push_screen(
             ConfirmScreen("Requeue entry", question, "Requeue"),
             partial(self._requeue_confirmed, queue, entry),
         )
 
-    def _delete_confirmed(self, queue: str, entry: Entry, confirmed: bool | None) -> None:
+    def _delete_confirmed(self, queue: str, entry: StoredEntry, confirmed: bool | None) -> None:
         if not confirmed:
             return
         monitor = self.monitor
-        name = f"{printable(entry.task)} ({printable(entry.task_id)})"
+        name = "".join(part if isinstance(part, str) else part[0] for part in entry_name(entry))
 
         def run() -> ActionDone:
             removed = monitor.delete(queue, entry.id)
@@ -170,7 +183,10 @@ class DashboardActions(GuardedScreen[None]):
         task = printable(entry.task)
 
         def run() -> ActionDone:
-            new_id = monitor.requeue(queue, entry.id)
+            try:
+                new_id = monitor.requeue(queue, entry.id)
+            except DLQError as error:  # refused: nothing was sent, the entry stays
+                return requeue_refused(entry.id, error, monitor.connection.scrub)
             return ActionDone(f"Requeued {task} as {new_id}.", refresh_dlq=True)
 
         self._run_action("Requeue", run)
@@ -183,14 +199,22 @@ class DashboardActions(GuardedScreen[None]):
         if pane is None or up_to is None:
             self.notify("Nothing to clear.", markup=False)
             return
-        queue, count = pane.queue, pane.total or len(pane.order)
+        # Entries that arrived above the cursor while it was further down were never seen.
+        unseen = pane.newer_than(up_to)
+        queue, count = pane.queue, max(0, (pane.total or len(pane.order)) - unseen)
         newest = pane.entry(up_to)
         age = f" (failed {entry_age(newest, self.clock())} ago)" if newest is not None else ""
+        kept = (
+            f" So {'is' if unseen == 1 else 'are'} the {plural(unseen, 'newer one')} above, "
+            "not seen yet."
+            if unseen
+            else ""
+        )
         question = Text.assemble(
             "Clear queue ",
             (printable(queue), "bold"),
             f"?\n\nRemoves {plural(count, 'entry', 'entries')}, "
-            f"up to the newest one shown{age}. Entries that arrive after it are kept.",
+            f"up to the newest one shown{age}. Entries that arrive after it are kept.{kept}",
         )
         self.app.push_screen(
             ConfirmScreen("Clear queue", question, "Clear"),
@@ -219,8 +243,16 @@ class DashboardActions(GuardedScreen[None]):
             "Requeue every entry of ",
             (printable(queue), "bold"),
             f"? About {count:,} tasks are sent again, each under a new id. Entries whose "
-            "arguments were changed when stored are skipped.",
+            "arguments were changed when stored, and unreadable ones, are skipped.",
         )
+        loaded = list(pane.entries.values())
+        unregistered = sum(1 for e in loaded if isinstance(e, Entry) and e.reason == "unregistered")
+        if unregistered:
+            question.append(
+                f"\n\n{plural(unregistered, 'entry', 'entries')} of those loaded "
+                f"{'is an unregistered task' if unregistered == 1 else 'are unregistered tasks'}: "
+                "sent again under the same name, which the worker did not know."
+            )
         self.app.push_screen(
             ConfirmScreen("Requeue queue", question, "Requeue all"),
             partial(self._requeue_all_confirmed, queue),
@@ -300,42 +332,3 @@ class DashboardActions(GuardedScreen[None]):
             self.dlq_poll.run_now()
         if self.poll and message.refresh_cluster:
             self.cluster_poll.run_now()
-
-
-def entry_name(entry: Entry) -> tuple[tuple[str, str], str]:
-    """The task name in bold and its id, escaped: how a confirmation names an entry."""
-    return (printable(entry.task), "bold"), f" ({printable(entry.task_id)})"
-
-
-def requeue_all_done(queue: str, report: RequeueReport, scrub: Callable[[str], str]) -> ActionDone:
-    """What a requeue-all did; an error when the broker stopped it part-way."""
-    requeued = plural(len(report.requeued), "entry", "entries")
-    parts: list[str] = []
-    if report.skipped_lossy:
-        parts.append(f"Skipped {len(report.skipped_lossy):,}: arguments changed when stored.")
-    if report.skipped_busy:
-        parts.append(f"Skipped {len(report.skipped_busy):,}: being requeued by someone else.")
-    if report.error is not None:
-        error = printable((scrub(report.error).strip().splitlines() or ["unknown error"])[0])
-        text = (
-            f"Requeue all failed: {error}. Requeued {requeued} from {queue} before it stopped; "
-            "the rest are still in the queue."
-        )
-        return ActionDone(" ".join([text, *parts]), severity="error", refresh_dlq=True)
-    text = f"Requeued {requeued} from {queue}."
-    severity: Severity = "warning" if report.skipped_busy else "information"
-    return ActionDone(" ".join([text, *parts]), severity=severity, refresh_dlq=True)
-
-
-def revoke_summary(report: RevokeReport, signal: str) -> str:
-    parts: list[str] = []
-    if report.terminated:
-        parts.append(f"Revoked {plural(len(report.terminated), 'task')} with {signal}")
-    if report.already_gone:
-        parts.append(f"{plural(len(report.already_gone), 'task')} had already finished")
-    if report.refused:
-        reasons = "; ".join(sorted(set(report.refused.values())))
-        parts.append(f"{len(report.refused)} refused ({reasons})")
-    if report.no_reply:
-        parts.append(f"{len(report.no_reply)} got no reply from the worker")
-    return ("; ".join(parts) or "Nothing to revoke") + "."

@@ -47,16 +47,16 @@ class HelpScreen(ModalScreen[None]):
         self.sections = sections
         self.keymap = keymap
 
+    AUTO_FOCUS = "VerticalScroll"
+
     def compose(self) -> ComposeResult:
+        # Titles here, not in on_mount: a screen pushed while the app quits is mounted without
+        # being composed, and a query there would crash the exit.
         with VerticalScroll() as scroll:
             scroll.can_focus = True
+            scroll.border_title = "Keys"
+            scroll.border_subtitle = "escape closes"
             yield Static(self._table())
-
-    def on_mount(self) -> None:
-        scroll = self.query_one(VerticalScroll)
-        scroll.border_title = "Keys"
-        scroll.border_subtitle = "escape closes"
-        scroll.focus()
 
     def _keys(self, binding: Binding) -> str:
         keys = self.keymap.get(binding.id or "", binding.key) if binding.id else binding.key

@@ -1,4 +1,10 @@
-"""One dead-letter queue: its newest entries, loaded a page at a time as the cursor moves down."""
+"""One dead-letter queue: its newest entries, loaded a page at a time as the cursor moves down.
+
+The pane follows the newest failures: with the cursor on the top row, entries that arrive show
+above it and the cursor moves onto the newest. Further down, the row under the cursor stays
+where it is on screen and the title counts what arrived above it ("12 new ↑") until the cursor
+is back at the top (``g`` or ``home``).
+"""
 
 from __future__ import annotations
 
@@ -8,8 +14,7 @@ from rich.text import Text
 from textual.message import Message
 from textual.widgets import DataTable
 
-from core.dlq import Page
-from core.entry import Entry
+from core.dlq import Page, StoredEntry
 from tui.cells import (
     AGE_WIDTH,
     SHORT_ID,
@@ -56,28 +61,58 @@ class DLQPane(TablePane):
         after: str | None
 
     def __init__(self, queue: str, *, clock: Clock, id: str | None = None) -> None:
-        super().__init__(COLUMNS, order_column="age", id=id)
+        super().__init__(COLUMNS, order_column="age", follow_head=True, id=id)
         self.queue = queue
         self.clock = clock
-        self.entries: dict[str, Entry] = {}
+        self.entries: dict[str, StoredEntry] = {}
         self.order: list[str] = []  # entry ids, newest first
         self.total: int | None = None
         self.loaded_once = False
         self.exhausted = False
         self.fetching = False
         self.error: str | None = None
+        # The newest entry the cursor has been on: what arrived after it is "new".
+        self.seen: str | None = None
 
     # -- what the rest of the UI asks ----------------------------------------------------
 
     @property
     def newest_seen(self) -> str | None:
-        """The newest entry id among the rows shown: a clear removes up to it and nothing newer.
+        """The newest entry id the user has seen: a clear removes up to it and nothing newer.
 
-        With a filter on, that is the newest matching row, not the newest loaded one: entries the
-        filter hides were never seen, so nothing newer than the top row may go.
+        That is the top row, unless entries arrived above it while the cursor was further down
+        (the "new" ones, not seen yet). With a filter on, it is a matching row: entries the
+        filter hides were never seen, so nothing newer than the newest matching row may go.
         """
         visible = self._visible_ids()
-        return visible[0] if visible else None
+        if self.seen is None:
+            return visible[0] if visible else None
+        seen = stream_order(self.seen)
+        return next((i for i in visible if stream_order(i) <= seen), None)
+
+    @property
+    def new_count(self) -> int:
+        """How many rows shown are newer than the newest one the cursor has been on."""
+        if self.seen is None:
+            return 0
+        seen = stream_order(self.seen)
+        count = 0
+        for entry_id in self._visible_ids():  # newest first
+            if stream_order(entry_id) <= seen:
+                break
+            count += 1
+        return count
+
+    def _more_new(self) -> bool:
+        """Entries not loaded may be new too: more arrived at once than a refresh reads."""
+        if self.seen is None or self.exhausted or not self.order or self.filter_text:
+            return False
+        return stream_order(self.order[-1]) > stream_order(self.seen)
+
+    def newer_than(self, entry_id: str) -> int:
+        """How many loaded entries are newer than ``entry_id``."""
+        order = stream_order(entry_id)
+        return sum(1 for i in self.order if stream_order(i) > order)
 
     @property
     def oldest_loaded(self) -> str | None:
@@ -96,11 +131,11 @@ class DLQPane(TablePane):
         return min(max(PAGE_SIZE, len(self.order)), RELOAD_CAP)
 
     @property
-    def selected_entry(self) -> Entry | None:
+    def selected_entry(self) -> StoredEntry | None:
         key = self.table.cursor_key
         return self.entries.get(key) if key is not None else None
 
-    def entry(self, entry_id: str) -> Entry | None:
+    def entry(self, entry_id: str) -> StoredEntry | None:
         return self.entries.get(entry_id)
 
     # -- data in -------------------------------------------------------------------------
@@ -186,12 +221,21 @@ class DLQPane(TablePane):
             )
         else:
             self.show_placeholder(None)
+        self._note_cursor()
         self._update_titles()
         self._maybe_load_more()
 
+    def _note_cursor(self) -> None:
+        """The entry under the cursor, and everything older, counts as seen."""
+        key = self.table.cursor_key
+        if key is not None and (self.seen is None or stream_order(key) > stream_order(self.seen)):
+            self.seen = key
+
     def _update_titles(self) -> None:
         count = "…" if self.total is None else f"{self.total:,}"
-        self.border_title = Text(f"{self.queue} · {count}")
+        new = self.new_count
+        arrived = f" · {new:,}{'+' if self._more_new() else ''} new ↑" if new else ""
+        self.border_title = Text(f"{self.queue} · {count}{arrived}")
         if self.filter_text:
             matches = len(self._visible_ids())
             subtitle = f"filter {self.filter_text!r}: {matches:,} of {len(self.order):,} loaded"
@@ -204,6 +248,8 @@ class DLQPane(TablePane):
         self.border_subtitle = Text(subtitle)
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._note_cursor()
+        self._update_titles()
         self._maybe_load_more()
 
     def on_show(self) -> None:

@@ -82,10 +82,15 @@ class TablePane(Vertical):
     filter_text: reactive[str] = reactive("", init=False)
 
     def __init__(
-        self, columns: Sequence[ColumnSpec], *, order_column: str, id: str | None = None
+        self,
+        columns: Sequence[ColumnSpec],
+        *,
+        order_column: str,
+        follow_head: bool = False,
+        id: str | None = None,
     ) -> None:
         super().__init__(id=id)
-        self.table = LiveTable(columns, order_column=order_column)
+        self.table = LiveTable(columns, order_column=order_column, follow_head=follow_head)
         self.placeholder = Static("", classes="placeholder", markup=False)
         self.filter_input = FilterInput(placeholder="filter: text, then enter; escape clears")
 

@@ -1,4 +1,4 @@
-"""A DataTable that moves with j/k, updates in place by row key, and fits its width."""
+"""A DataTable that moves with j/k and g/G, updates in place by row key, and fits its width."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import ClassVar
 
 from textual import events
 from textual.binding import Binding, BindingType
+from textual.geometry import Size
 from textual.message import Message
 from textual.widgets import DataTable
 
@@ -15,6 +16,15 @@ from tui.cells import Keyed
 
 # The flexible column never gets narrower than this, even in a terminal too narrow for it.
 MIN_FLEX_WIDTH = 12
+
+
+@dataclass(frozen=True)
+class _Place:
+    """Where the cursor was before the rows changed: its row key, and its line on screen."""
+
+    key: str | None
+    at_top: bool
+    line: int
 
 
 @dataclass(frozen=True)
@@ -29,6 +39,11 @@ class LiveTable(DataTable[object]):
 
     ``show`` removes rows that are gone, updates only the cells that changed and adds new rows,
     so the cursor stays on the same row while the data underneath it moves.
+
+    With ``follow_head`` (a feed whose newest rows come first, like a dead-letter queue) rows
+    that arrive above the cursor behave as a reader expects: a cursor on the top row stays on
+    the top row, on the newest; a cursor further down stays on its row *and on its line of the
+    screen*, the view scrolling by what arrived above it, so nothing moves under the reader.
 
     Every column has a fixed width but one, which takes the rest of the table's width; when
     that changes (a resize), the columns are rebuilt and :class:`LiveTable.Refit` asks the owner
@@ -49,6 +64,23 @@ class LiveTable(DataTable[object]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("j", "cursor_down", "Down (or ↓)", show=False, id="cursor_down_j"),
         Binding("k", "cursor_up", "Up (or ↑)", show=False, id="cursor_up_k"),
+        # DataTable binds home/end to the first and last column, which a row cursor ignores.
+        Binding(
+            "g,home",
+            "cursor_top",
+            "Top",
+            show=False,
+            id="cursor_top",
+            tooltip="Top row: the newest entry",
+        ),
+        Binding(
+            "G,end",
+            "cursor_bottom",
+            "Bottom",
+            show=False,
+            id="cursor_bottom",
+            tooltip="Bottom row: the oldest entry loaded",
+        ),
         Binding(
             "enter",
             "select_cursor",
@@ -63,7 +95,12 @@ class LiveTable(DataTable[object]):
         """The flexible column changed width: show the rows again."""
 
     def __init__(
-        self, columns: Sequence[ColumnSpec], *, order_column: str, id: str | None = None
+        self,
+        columns: Sequence[ColumnSpec],
+        *,
+        order_column: str,
+        follow_head: bool = False,
+        id: str | None = None,
     ) -> None:
         super().__init__(
             id=id,
@@ -74,8 +111,9 @@ class LiveTable(DataTable[object]):
         )
         self.specs = list(columns)
         self.order_column = order_column
+        self.follow_head = follow_head
         self.flex_width = MIN_FLEX_WIDTH
-        self._restore_key: str | None = None
+        self._restore: _Place | None = None
 
     def on_mount(self) -> None:
         self._add_columns()
@@ -97,7 +135,7 @@ class LiveTable(DataTable[object]):
     def on_resize(self, event: events.Resize) -> None:
         if self._wanted_flex_width() == self.flex_width:
             return
-        self._restore_key = self.cursor_key
+        self._restore = self._place()
         self.clear(columns=True)
         self._add_columns()
         self.post_message(self.Refit())
@@ -108,13 +146,38 @@ class LiveTable(DataTable[object]):
             return None
         return self.ordered_rows[self.cursor_row].key.value
 
+    def action_cursor_top(self) -> None:
+        if self.row_count:
+            self.move_cursor(row=0, animate=False)
+
+    def action_cursor_bottom(self) -> None:
+        if self.row_count:
+            self.move_cursor(row=self.row_count - 1, animate=False)
+
+    def _place(self) -> _Place:
+        row = self.cursor_row if self.row_count else 0
+        return _Place(self.cursor_key, row == 0, row - round(self.scroll_y))
+
+    def _hold_on_screen(self, row: int, line: int) -> None:
+        """Scroll so that ``row`` shows on screen ``line`` (the line it was on before).
+
+        DataTable learns its new height only when idle, after the next refresh, and clamps a
+        scroll beyond the old height; that refresh would show the rows pushed down. Every row
+        is one line high, so the height is known now: set it, and scroll before any refresh.
+        """
+        header = self.header_height if self.show_header else 0
+        height = self.row_count + header
+        if self.virtual_size.height != height:
+            self.virtual_size = Size(self.virtual_size.width, height)
+        self.scroll_to(y=max(0, row - line), animate=False, immediate=True)
+
     def show(self, rows: Mapping[str, Mapping[str, object]], order: Sequence[str]) -> None:
         """Show ``rows`` (row key -> cells by column key) in ``order``.
 
         The cell in ``order_column`` must be a :class:`Keyed` holding the row key.
         """
-        kept_key = self.cursor_key or self._restore_key
-        self._restore_key = None
+        before = self._restore or self._place()
+        self._restore = None
         kept_index = self.cursor_row
         columns = list(self.columns)
         with self.app.batch_update():
@@ -133,10 +196,33 @@ class LiveTable(DataTable[object]):
             if [row.key.value for row in self.ordered_rows] != list(order):
                 position = {key: index for index, key in enumerate(order)}
                 self.sort(self.order_column, key=lambda cell: _position(cell, position))
-            if kept_key is not None and kept_key in rows:
-                self.move_cursor(row=self.get_row_index(kept_key), animate=False)
-            elif self.row_count:
+            if not self.row_count:
+                return
+            if self.follow_head:
+                self._follow(before, kept_index, rows)
+            elif before.key is not None and before.key in rows:
+                self.move_cursor(row=self.get_row_index(before.key), animate=False)
+            else:
                 self.move_cursor(row=min(kept_index, self.row_count - 1), animate=False)
+
+    def _follow(self, before: _Place, old_row: int, rows: Mapping[str, object]) -> None:
+        """Place the cursor of a ``follow_head`` table after its rows changed.
+
+        Nothing moves when nothing changed above the cursor: a view scrolled with the mouse
+        wheel stays where it is between refreshes.
+        """
+        if before.at_top:
+            if self.cursor_row != 0 or self.ordered_rows[0].key.value != before.key:
+                self.move_cursor(row=0, animate=False)
+                self.scroll_to(y=0, animate=False, immediate=True)
+        elif before.key is not None and before.key in rows:
+            row = self.get_row_index(before.key)
+            if row != old_row:
+                self._hold_on_screen(row, before.line)
+                self.move_cursor(row=row, animate=False)
+        else:
+            # Its row is gone (deleted, cleared): the row now at its index, on the same line.
+            self.move_cursor(row=min(old_row, self.row_count - 1), animate=False)
 
 
 def _position(cell: object, position: Mapping[str, int]) -> int:
