@@ -20,7 +20,7 @@ import redis
 from kombu.exceptions import OperationalError
 from kombu.messaging import Consumer
 
-from core.urls import redact_url
+from core.urls import redact_urls
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,12 @@ def broker_connection(app: Any, timeout: float) -> Iterator[Any]:
     try:
         errors += tuple(conn.connection_errors) + tuple(conn.channel_errors)
         try:
-            conn.ensure_connection(max_retries=0, timeout=timeout)
+            try:
+                conn.ensure_connection(max_retries=0, timeout=timeout)
+            except ValueError as exc:  # kombu's word on a broker setting, e.g. no master_name
+                raise ClusterUnavailable(
+                    f"cannot use the broker at {_broker_text(app, conn)}: {one_line(exc)}"
+                ) from None
             yield conn
         except errors as exc:
             raise ClusterUnavailable(
@@ -72,8 +77,8 @@ def _quietly_release(conn: Any) -> None:
 
 def _broker_text(app: Any, conn: Any) -> str:
     url = app.conf.broker_url
-    if isinstance(url, str) and url:
-        return redact_url(url)
+    if isinstance(url, str | list | tuple) and url:
+        return redact_urls(url)  # every host of a failover list
     return str(conn.as_uri())  # kombu masks the password
 
 

@@ -19,9 +19,10 @@ import weakref
 from typing import Any
 
 import redis
+from celery.utils.saferepr import saferepr
 
 from core.dlq import DeadLetterQueue
-from core.entry import Entry, build_entry, unstorable_entry
+from core.entry import Entry, build_entry, new_failure_id, unstorable_entry
 from core.options import Options
 from core.spool import spool_for
 from core.urls import connect, redact_url
@@ -29,8 +30,10 @@ from core.urls import connect, redact_url
 log = logging.getLogger(__name__)
 
 # After Redis failed to answer, writes go straight to the spool for this long: during an outage
-# the main-process receiver would otherwise stall the worker's event loop on every failure.
-CIRCUIT_OPEN_SECONDS = 5.0
+# the main-process receiver would otherwise stall the worker's event loop on every failure. Short,
+# so a failure soon after Redis is back goes straight to it; in the main process the spool drain
+# (core.spool_drain) probes Redis meanwhile and closes the circuit as soon as it answers.
+CIRCUIT_OPEN_SECONDS = 1.0
 
 
 class FailureCapture:
@@ -40,9 +43,14 @@ class FailureCapture:
         self.options = options
         self.spool = spool_for(options.spool_dir, redis_url, options.prefix)
         self._received: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
+        # One failure id per received request: Celery signals a hard time limit twice for one
+        # request (and a terminate may be followed by the lost worker); a later delivery of
+        # the same task id is another request, so another failure.
+        self._failure_ids: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
         self._dlq: DeadLetterQueue | None = None
         self._dlq_pid: int | None = None
         self._redis_down_until = 0.0
+        self.spool.max_bytes = options.spool_max_bytes
 
     def __repr__(self) -> str:
         return f"<FailureCapture {redact_url(self.redis_url)} prefix={self.options.prefix!r}>"
@@ -91,20 +99,60 @@ class FailureCapture:
             if _will_be_redelivered(sender, exception):
                 log.info("celery-morgue: task %s timed out and goes back to its queue", task_id)
                 return
-            entry = self._entry(sender, task_id, exception, args, kwargs, traceback, einfo)
+            context = self._context(sender, task_id)
+            entry = self.entry_from_context(
+                sender.name,
+                task_id,
+                context,
+                args=args,
+                kwargs=kwargs,
+                exception=exception,
+                traceback=_traceback_text(traceback, einfo),
+            )
             payload = entry.to_json().encode()  # proves it can be written before it is needed
         except Exception as exc:
-            log.exception("celery-morgue: storing task %s without its arguments", task_id)
-            entry = unstorable_entry(
-                task_id=str(task_id),
-                task=str(getattr(sender, "name", "")),
-                queue=str(getattr(getattr(self.app, "conf", None), "task_default_queue", "celery")),
-                exception=exception,
-                problem=exc,
-                hostname=socket.gethostname(),
-            )
-            payload = None
+            self.store_unstorable(task_id, getattr(sender, "name", ""), exception, exc)
+            return
         self.store(entry, payload)
+
+    def store_unstorable(
+        self,
+        task_id: Any,
+        task: Any,
+        exception: BaseException | None,
+        problem: BaseException,
+        reason: str = "failed",
+    ) -> None:
+        """The last resort: keep that the task was dropped, without its details."""
+        log.exception("celery-morgue: storing task %s without its arguments", task_id)
+        try:
+            failure_id = self.failure_id(str(task_id))
+        except Exception:
+            failure_id = None
+        entry = unstorable_entry(
+            task_id=str(task_id),
+            task=str(task),
+            queue=str(getattr(getattr(self.app, "conf", None), "task_default_queue", "celery")),
+            exception=exception,
+            problem=problem,
+            hostname=socket.gethostname(),
+            reason=reason,
+            failure_id=failure_id,
+        )
+        self.store(entry)
+
+    def failure_id(self, task_id: str) -> str:
+        """The id of this failure: shared by every signal Celery sends for one request."""
+        received = self._received.get(task_id)
+        if received is None:
+            return new_failure_id()
+        try:
+            known = self._failure_ids.get(received)
+            if known is None:
+                known = self._failure_ids[received] = new_failure_id()
+        except TypeError:  # a request that cannot be weakly referenced
+            return new_failure_id()
+        return known
 
     # -- building and storing ------------------------------------------------------------
 
@@ -121,28 +169,32 @@ class FailureCapture:
         except Exception:
             return None
 
-    def _entry(
+    def entry_from_context(
         self,
-        task: Any,
+        task_name: str,
         task_id: str,
-        exception: BaseException | None,
+        context: Any,
+        *,
         args: Any,
         kwargs: Any,
-        traceback: Any,
-        einfo: Any,
+        exception: BaseException | None,
+        traceback: str,
+        reason: str = "failed",
+        message: str | None = None,
     ) -> Entry:
-        context = self._context(task, task_id)
+        """An entry from the task's request context (a Celery ``Context``, or None)."""
         delivery = dict(getattr(context, "delivery_info", None) or {})
         # Celery's message header is (hard, soft).
         hard, soft = [*(getattr(context, "timelimit", None) or ()), None, None][:2]
-        return build_entry(
+        argsrepr, kwargsrepr = self._chosen_reprs(context, args, kwargs)
+        entry = build_entry(
             task_id=task_id,
-            task=task.name,
-            queue=self._queue_of(task.name, delivery),
+            task=task_name,
+            queue=self.queue_of(task_name, delivery),
             args=args,
             kwargs=kwargs,
             exception=exception,
-            traceback=_traceback_text(traceback, einfo),
+            traceback=traceback,
             retries=getattr(context, "retries", None) or 0,
             hostname=getattr(context, "hostname", None) or socket.gethostname(),
             delivery_info=delivery,
@@ -155,9 +207,44 @@ class FailureCapture:
                 "soft_time_limit": soft,
                 "time_limit": hard,
             },
+            reason=reason,
+            failure_id=self.failure_id(task_id),
+            argsrepr=argsrepr,
+            kwargsrepr=kwargsrepr,
+        )
+        if message is not None:
+            entry.message = message
+        return entry
+
+    def _chosen_reprs(self, context: Any, args: Any, kwargs: Any) -> tuple[str | None, str | None]:
+        """The caller's argsrepr/kwargsrepr when it chose them (they differ from Celery's own
+        repr of the arguments), so the DLQ's readers can keep hiding what it hid."""
+        argsrepr = getattr(context, "argsrepr", None)
+        kwargsrepr = getattr(context, "kwargsrepr", None)
+        if not isinstance(argsrepr, str) and not isinstance(kwargsrepr, str):
+            return None, None
+        amqp = getattr(self.app, "amqp", None)
+        args_size = getattr(amqp, "argsrepr_maxsize", 1024)
+        kwargs_size = getattr(amqp, "kwargsrepr_maxsize", 1024)
+        levels = getattr(self.app.conf, "task_repr_maxlevels", 3)
+        values = list(args or ())
+        # A caller's tuple arrives as a list: either spelling is Celery's own repr.
+        defaults = {
+            saferepr(values, args_size, maxlevels=levels),
+            saferepr(tuple(values), args_size, maxlevels=levels),
+        }
+        hidden_args = isinstance(argsrepr, str) and argsrepr not in defaults
+        own_kwargs = saferepr(dict(kwargs or {}), kwargs_size, maxlevels=levels)
+        hidden_kwargs = isinstance(kwargsrepr, str) and kwargsrepr != own_kwargs
+        if not hidden_args and not hidden_kwargs:
+            return None, None
+        # Either hidden: show both as the caller wrote them, so nothing leaks beside the repr.
+        return (
+            argsrepr if isinstance(argsrepr, str) else "",
+            kwargsrepr if isinstance(kwargsrepr, str) else "",
         )
 
-    def _queue_of(self, task_name: str, delivery: dict[str, Any]) -> str:
+    def queue_of(self, task_name: str, delivery: dict[str, Any]) -> str:
         exchange = delivery.get("exchange") or ""
         routing_key = delivery.get("routing_key") or ""
         if routing_key and not exchange:
@@ -173,11 +260,18 @@ class FailureCapture:
 
     def store(self, entry: Entry, payload: bytes | None = None) -> None:
         """Write to Redis, else to the local spool; never raises."""
-        if time.monotonic() < self._redis_down_until:
+        if self.circuit_open():
             self._spool(entry, "Redis failed moments ago")
             return
         try:
-            self.dlq.add(entry, payload)
+            try:
+                self.dlq.add(entry, payload)
+            except redis.ConnectionError as exc:
+                if "connecting to" in str(exc):
+                    raise  # Redis refused (or could not be reached): it is away
+                # A connection Redis closed (it restarted since this process last wrote) fails
+                # at once, without waiting: a fresh one, once. The write is idempotent.
+                self.dlq.add(entry, payload)
         except (redis.RedisError, OSError) as exc:
             self._redis_down_until = time.monotonic() + CIRCUIT_OPEN_SECONDS
             self._spool(entry, exc)
@@ -187,7 +281,19 @@ class FailureCapture:
             self._spool(entry, exc)
             return
         if self.spool.pending():
-            self.replay_spool()
+            self.replay_spool()  # one bounded batch; the worker's spool drain does the rest
+
+    def circuit_open(self) -> bool:
+        """True for a moment after a write failed: writes then go straight to the spool."""
+        return time.monotonic() < self._redis_down_until
+
+    def close_circuit(self) -> None:
+        """Redis answered (the spool drain's probe): write to it again at once."""
+        self._redis_down_until = 0.0
+
+    def hold_circuit(self, seconds: float) -> None:
+        """Redis did not answer the spool drain's probe: spool directly until its next one."""
+        self._redis_down_until = max(self._redis_down_until, time.monotonic() + seconds)
 
     def _spool(self, entry: Entry, reason: object) -> None:
         try:
@@ -208,17 +314,23 @@ class FailureCapture:
                 self.spool.path,
             )
 
-    def replay_spool(self) -> int:
-        """Move spooled entries into Redis; returns how many were stored. Never raises.
+    def replay_spool(self, *, raise_errors: bool = False) -> int:
+        """Move the oldest spooled entries into Redis, a bounded tick (about 15 ms); returns
+        how many were stored. Never raises, unless ``raise_errors`` (then Redis and file errors
+        propagate, for the spool drain's backoff).
 
         Skipped while another process of this host replays: its replay covers ours.
         """
         try:
             count = self.spool.replay(self._store_unexpired)
         except (redis.RedisError, OSError) as exc:
+            if raise_errors:
+                raise
             log.warning("celery-morgue: spool replay deferred: %s", exc)
             return 0
         except Exception:
+            if raise_errors:
+                raise
             log.exception("celery-morgue: spool replay failed; the spool is kept")
             return 0
         if count:

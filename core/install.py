@@ -10,10 +10,13 @@ from typing import Any
 from celery import signals
 
 from core.capture import FailureCapture
+from core.dropped import DecodeErrorStep, DroppedMessages
 from core.options import Options
 from core.reaper import Reaper, ensure_beat_entry, register_cleanup_task
 from core.revoke import register_kill_job
+from core.spool_drain import register_spool_drain
 from core.urls import resolve_redis_url
+from core.worker_limits import register_active_command
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +27,7 @@ class Installation:
     redis_url: str = field(repr=False)  # may hold a password
     options: Options
     capture: FailureCapture
+    dropped: DroppedMessages
     reaper: Reaper
     cleanup_task: Any  # celery_morgue.cleanup_zombie_tasks on this app
 
@@ -32,15 +36,20 @@ _installed: weakref.WeakKeyDictionary[Any, Installation] = weakref.WeakKeyDictio
 
 
 def install(app: Any, redis_url: str | None = None, **options: Any) -> Installation:
-    """Capture the failures of ``app``'s tasks into the Redis DLQ and reap its zombie tasks.
+    """Keep every task ``app``'s workers drop in the Redis DLQ and reap its zombie tasks.
+
+    Dropped means: failed (``task_failure``), terminated by a revoke, an unregistered task
+    name, a message the worker rejected or could not decode, and with ``capture_expired=True``
+    a task whose ``expires`` passed.
 
     ``redis_url`` defaults to the broker when it is Redis, else the result backend. DLQ options:
     ``prefix`` ("dlq:"), ``retention`` (seconds, 7 days), ``max_entries`` (per queue, 10,000),
-    ``spool_dir``, ``socket_timeout``. Reaper options: ``hard_limit`` (300 s, for tasks with no
-    limit of their own nor a pool default), ``grace`` (30 s), ``reap_interval`` (300 s between
-    beat runs; None: no beat entry), ``reap_signals`` (("SIGTERM", "SIGKILL")),
-    ``reap_dry_run`` (False), ``inspect_timeout`` (1 s). A second call for the same app changes
-    nothing.
+    ``spool_dir``, ``spool_max_bytes`` (256 MiB), ``socket_timeout``, ``capture_expired``
+    (False). Reaper options: ``hard_limit`` (300 s, for tasks with no
+    limit of their own nor a pool default; None: never reap those), ``grace`` (30 s),
+    ``reap_interval`` (300 s between beat runs; None: no beat entry), ``reap_signals``
+    (("SIGTERM", "SIGKILL")), ``reap_dry_run`` (False), ``inspect_timeout`` (1 s). A second call
+    for the same app changes nothing.
     """
     existing = _installed.get(app)
     if existing is not None:
@@ -57,9 +66,17 @@ def install(app: Any, redis_url: str | None = None, **options: Any) -> Installat
     # of an object nobody else holds would vanish.
     signals.task_received.connect(capture.on_task_received, weak=False)
     signals.task_failure.connect(capture.on_task_failure, weak=False)
+    dropped = DroppedMessages(capture, parsed.capture_expired)
+    signals.task_revoked.connect(dropped.on_task_revoked, weak=False)
+    signals.task_unknown.connect(dropped.on_task_unknown, weak=False)
+    signals.task_rejected.connect(dropped.on_task_rejected, weak=False)
+    app.steps["consumer"].add(DecodeErrorStep)
+    register_spool_drain(app, capture)  # the main process drains the spool on its own
     reaper = Reaper(app, parsed, capture)
     cleanup_task = register_cleanup_task(app, reaper)
     register_kill_job()
+    register_active_command()
+    signals.worker_ready.connect(reaper.log_policy, weak=False)
     if parsed.reap_interval is not None:
         _schedule(app, parsed.reap_interval)
     installation = Installation(
@@ -67,11 +84,17 @@ def install(app: Any, redis_url: str | None = None, **options: Any) -> Installat
         redis_url=url,
         options=parsed,
         capture=capture,
+        dropped=dropped,
         reaper=reaper,
         cleanup_task=cleanup_task,
     )
     _installed[app] = installation
     return installation
+
+
+def installation_of(app: Any) -> Installation | None:
+    """What :func:`install` set up for ``app``, if it ran."""
+    return _installed.get(app)
 
 
 def _schedule(app: Any, interval: float) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from core.dlq import DEFAULT_MAX_ENTRIES, DEFAULT_PREFIX, DEFAULT_RETENTION
+from core.spool import DEFAULT_MAX_BYTES as DEFAULT_SPOOL_MAX_BYTES
 
 # The reaper's defaults. A zombie has run past its hard limit by more than the grace: long
 # enough for a prefork pool's own kill (and its WorkerLostError bookkeeping) to land first.
@@ -40,9 +41,12 @@ class Options:
     retention: int = DEFAULT_RETENTION  # seconds an entry is kept after it failed
     max_entries: int = DEFAULT_MAX_ENTRIES  # per queue; the oldest go first
     spool_dir: Path | str | None = None  # default: platformdirs' user state dir
+    spool_max_bytes: int = DEFAULT_SPOOL_MAX_BYTES  # per spool; past it the oldest entries go
     socket_timeout: float = 1.0  # the main-process receiver runs in the worker's event loop
-    # The reaper: a task with no time limit of its own nor a pool default gets ``hard_limit``.
-    hard_limit: float = DEFAULT_HARD_LIMIT
+    capture_expired: bool = False  # also keep tasks whose `expires` passed before they ran
+    # The reaper: a task with no time limit of its own (per call or on the task) nor a pool
+    # default gets ``hard_limit``; None: such a task is never reaped.
+    hard_limit: float | None = DEFAULT_HARD_LIMIT
     grace: float = DEFAULT_GRACE  # seconds past the hard limit before a task is a zombie
     reap_interval: float | None = DEFAULT_REAP_INTERVAL  # beat period; None: no beat entry
     reap_signals: tuple[str, ...] = DEFAULT_REAP_SIGNALS  # one more per run a task survives
@@ -63,7 +67,16 @@ class Options:
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         _positive_seconds("socket_timeout", self.socket_timeout)
-        _positive_seconds("hard_limit", self.hard_limit)
+        if (
+            isinstance(self.spool_max_bytes, bool)
+            or not isinstance(self.spool_max_bytes, int)
+            or self.spool_max_bytes <= 0
+        ):
+            raise ValueError(
+                f"spool_max_bytes must be a positive integer, got {self.spool_max_bytes!r}"
+            )
+        if self.hard_limit is not None:
+            _positive_seconds("hard_limit", self.hard_limit)
         _positive_seconds("inspect_timeout", self.inspect_timeout)
         if (
             isinstance(self.grace, bool)
@@ -73,6 +86,8 @@ class Options:
             raise ValueError(f"grace must be zero or positive seconds, got {self.grace!r}")
         if self.reap_interval is not None:
             _positive_seconds("reap_interval", self.reap_interval)
+        if not isinstance(self.capture_expired, bool):
+            raise ValueError(f"capture_expired must be True or False, got {self.capture_expired!r}")
         if not isinstance(self.reap_dry_run, bool):
             raise ValueError(f"reap_dry_run must be True or False, got {self.reap_dry_run!r}")
         object.__setattr__(self, "reap_signals", _signal_names(self.reap_signals))

@@ -3,6 +3,10 @@
 Celery forgets a task as soon as it has signalled it, so the reaper remembers what it
 signalled, in Redis under the DLQ namespace (each run may happen in any worker process on any
 host), and escalates on a later run through ``morgue_kill_job`` (see :mod:`core.revoke`).
+
+One run at a time acts: a run takes :class:`RunLock` (a Redis key with a TTL, owned by a random
+token, released only by its owner) and a run that finds it taken does nothing but report that
+it skipped, so two beats started by mistake, or a manual run during a scheduled one, act once.
 """
 
 from __future__ import annotations
@@ -10,6 +14,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
+import socket
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any
@@ -27,6 +34,96 @@ log = logging.getLogger(__name__)
 # A signalled task is remembered this long at least (a few reap intervals otherwise).
 _REMEMBER_FLOOR = 3600.0
 _LAST_REPORT_TTL = 7 * 24 * 3600
+# The run lock outlives a run that died holding it by at most this long (or 30 inspect
+# timeouts, if longer); a live run renews it before each step that may wait on workers.
+_LOCK_TTL_FLOOR = 60.0
+_LOCK_TTL_TIMEOUTS = 30
+
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+_RENEW = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+
+class RunLock:
+    """At most one reaper run at a time, across processes and hosts: one key with a TTL.
+
+    Its value, a random token with the holder's host, pid and start time, is what a skipped run
+    reports; only the holder of the token deletes or renews it, so a run whose lock expired
+    under it cannot release the lock of the run that took over.
+    """
+
+    def __init__(self, client: redis.Redis, prefix: str, ttl: float) -> None:
+        self.client = client
+        self.key = f"{namespace_for(prefix)}reaper:lock"
+        self.ttl_ms = max(1, int(ttl * 1000))
+        self.value: str | None = None
+
+    def acquire(self) -> bool:
+        value = json.dumps(
+            {
+                "token": uuid.uuid4().hex,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "since": dt.datetime.now(dt.UTC).isoformat(),
+            }
+        )
+        if self.client.set(self.key, value, nx=True, px=self.ttl_ms):
+            self.value = value
+            return True
+        return False
+
+    def holder(self) -> dict[str, Any] | None:
+        """Who holds the lock (host, pid, since), without the token; None when free."""
+        raw = self.client.get(self.key)
+        if raw is None:
+            return None
+        try:
+            held = json.loads(raw)
+        except ValueError:
+            return {"raw": repr(raw)}
+        if not isinstance(held, dict):
+            return {"raw": repr(raw)}
+        return {name: value for name, value in held.items() if name != "token"}
+
+    def renew(self) -> bool:
+        """Push the expiry back; False when the lock is no longer ours."""
+        if self.value is None:
+            return False
+        return bool(self.client.eval(_RENEW, 1, self.key, self.value, self.ttl_ms))
+
+    def release(self) -> bool:
+        """Delete the lock if it is still ours; False when it expired or another run holds it."""
+        if self.value is None:
+            return False
+        value, self.value = self.value, None
+        return bool(self.client.eval(_RELEASE, 1, self.key, value))
+
+
+def lock_ttl(options: Options) -> float:
+    return max(_LOCK_TTL_FLOOR, _LOCK_TTL_TIMEOUTS * options.inspect_timeout)
+
+
+def policy(options: Options) -> str:
+    """The reaping policy of ``options`` in one line, as the worker logs it when it starts."""
+    limit = "hard limit: the call's, else the task's, else the pool's"
+    if options.hard_limit is None:
+        limit += "; only tasks with a known limit are reaped (hard_limit=None)"
+    else:
+        limit += f", else {options.hard_limit:g} s (hard_limit)"
+    if options.reap_interval is None:
+        schedule = "no beat entry (reap_interval=None)"
+    else:
+        schedule = f"every {options.reap_interval:g} s"
+    return (
+        f"{limit}; zombie at limit + {options.grace:g} s grace; {schedule}; "
+        f"signals {', then '.join(options.reap_signals)}; "
+        f"dry run {'on' if options.reap_dry_run else 'off'}"
+    )
 
 
 class SignalMemory:
@@ -84,13 +181,24 @@ class Reaper:
         remember_for = max(_REMEMBER_FLOOR, 10 * interval)
         return SignalMemory(self.capture.dlq.client, options.prefix, remember_for)
 
+    def lock(self, options: Options) -> RunLock:
+        return RunLock(self.capture.dlq.client, options.prefix, lock_ttl(options))
+
+    def log_policy(self, sender: Any = None, **_: Any) -> None:
+        """``worker_ready`` receiver: the reaping policy, once, when a worker of this app starts."""
+        if getattr(sender, "app", self.app) is self.app:
+            log.info("celery-morgue: reaper policy: %s", policy(self.options))
+
     def run(
         self,
         hard_limit: float | None = None,
         grace: float | None = None,
         dry_run: bool | None = None,
     ) -> dict[str, Any]:
-        """Reap, trim the DLQ, replay the spool; return (and log, and keep) what was done."""
+        """Reap, trim the DLQ, replay the spool; return (and log, and keep) what was done.
+
+        While another run holds the run lock, nothing but a report that this one skipped.
+        """
         overrides: dict[str, Any] = {
             name: value
             for name, value in (
@@ -101,9 +209,53 @@ class Reaper:
             if value is not None
         }
         options = replace(self.options, **overrides) if overrides else self.options
-        report = reap(self.app, options, self.memory(options))
-        self._housekeeping(report)
-        self._publish(report, options)
+        lock = self.lock(options)
+        errors: list[str] = []
+        try:
+            held: bool | None = lock.acquire()
+        except (redis.RedisError, OSError) as exc:
+            # No lock without Redis; reaping matters more than the rare overlap it prevents.
+            held = None
+            errors.append(f"run lock: {one_line(exc)}; ran without it")
+        if held is False:
+            return self._skipped(options, lock)
+        keepalive = lock.renew if held else None
+        try:
+            report = reap(self.app, options, self.memory(options), keepalive=keepalive)
+            report["errors"][:0] = errors
+            if _still_ours(report, keepalive):
+                self._housekeeping(report)
+            self._publish(report, options)
+            return report
+        finally:
+            if held:
+                try:
+                    lock.release()
+                except (redis.RedisError, OSError) as exc:
+                    log.warning("celery-morgue: reaper: could not release the run lock: %s", exc)
+
+    def _skipped(self, options: Options, lock: RunLock) -> dict[str, Any]:
+        """Another run holds the lock: say so (returned, logged, kept), and do nothing else."""
+        try:
+            holder = lock.holder()
+        except (redis.RedisError, OSError):
+            holder = None
+        report: dict[str, Any] = {
+            "ran_at": dt.datetime.now(dt.UTC).isoformat(),
+            "status": "skipped",
+            "reason": "another run holds the reaper lock",
+            "holder": holder,
+            "dry_run": options.reap_dry_run,
+        }
+        log.info(
+            "celery-morgue: reaper: skipped, another run is under way (%s)",
+            json.dumps(holder, sort_keys=True),
+        )
+        try:
+            key = f"{namespace_for(options.prefix)}reaper:skipped"
+            self.capture.dlq.client.set(key, json.dumps(report), ex=_LAST_REPORT_TTL)
+        except (redis.RedisError, OSError) as exc:
+            log.warning("celery-morgue: could not keep the skipped run's report: %s", exc)
         return report
 
     def _housekeeping(self, report: dict[str, Any]) -> None:
@@ -135,16 +287,43 @@ class Reaper:
             log.warning("celery-morgue: could not keep the reaper report: %s", exc)
 
 
-def reap(app: Any, options: Options, memory: SignalMemory) -> dict[str, Any]:
+_LOCK_LOST = "run lock lost: another run may act now; this one stopped"
+
+
+def _still_ours(report: dict[str, Any], keepalive: Callable[[], bool] | None) -> bool:
+    """Renew the run lock before a step that acts; False (reported once) when it was lost."""
+    if keepalive is None:
+        return True
+    if _LOCK_LOST in report["errors"]:
+        return False
+    try:
+        kept = keepalive()
+    except (redis.RedisError, OSError) as exc:
+        report["errors"].append(f"run lock: {one_line(exc)}")
+        return True  # Redis away: carry on as a run without the lock would
+    if not kept:
+        report["errors"].append(_LOCK_LOST)
+    return kept
+
+
+def reap(
+    app: Any,
+    options: Options,
+    memory: SignalMemory,
+    keepalive: Callable[[], bool] | None = None,
+) -> dict[str, Any]:
     """One reaper pass: signal each zombie, escalating for those signalled on earlier runs.
 
     Step ``n`` of ``options.reap_signals`` goes to a task signalled ``n`` times before (the last
-    signal repeats). A task signalled before that ``active()`` no longer lists, Celery forgot
+    signal repeats). A task signalled before that the workers no longer list, Celery forgot
     after signalling it; ``morgue_kill_job`` tells whether its process still runs it.
+    ``keepalive`` (the run lock's renewal) is called before each round of signals; when it
+    answers False the run stops signalling.
     """
     signals = options.reap_signals
     report: dict[str, Any] = {
         "ran_at": dt.datetime.now(dt.UTC).isoformat(),
+        "status": "completed",
         "dry_run": options.reap_dry_run,
         "hard_limit": options.hard_limit,
         "grace": options.grace,
@@ -207,6 +386,8 @@ def reap(app: Any, options: Options, memory: SignalMemory) -> dict[str, Any]:
 
     steps = {entry["id"]: entry["step"] for entry in report["zombies"]}
     for signal, tasks in by_signal.items():
+        if not _still_ours(report, keepalive):
+            return report
         result = _guarded(report, revoke_tasks, app, tasks, signal, options.inspect_timeout)
         _merge(report, signal, result)
         for task in tasks:
@@ -215,6 +396,8 @@ def reap(app: Any, options: Options, memory: SignalMemory) -> dict[str, Any]:
             elif task.id in result.already_gone or task.id in result.refused:
                 _forget(report, memory, [task.id])
     for signal, pairs in forgotten.items():
+        if not _still_ours(report, keepalive):
+            return report
         result = _guarded(report, kill_jobs, app, pairs, signal, options.inspect_timeout)
         _merge(report, signal, result)
         for task_id, worker in pairs:

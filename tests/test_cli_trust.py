@@ -20,6 +20,7 @@ def morgue(tmp_path: Path) -> Morgue:
 
 
 HOSTILE = "[bold red]x[/] \x1b[31m"
+QUEUE = "trust-nobody-consumes"
 
 
 def add_malformed(client: redis.Redis, queue: str = "celery") -> dict[str, str]:
@@ -37,12 +38,13 @@ def test_a_malformed_entry_among_good_ones(
     morgue: Morgue, redis_server: RedisServer, redis_client: redis.Redis
 ) -> None:
     dlq = DeadLetterQueue(redis_client)
-    good = [dlq.add(make_entry()) for _ in range(2)]
-    bad = add_malformed(redis_client)
-    good.append(dlq.add(make_entry()))
+    # A queue no worker consumes: requeued entries do not come back as new failures.
+    good = [dlq.add(make_entry(QUEUE)) for _ in range(2)]
+    bad = add_malformed(redis_client, QUEUE)
+    good.append(dlq.add(make_entry(QUEUE)))
     url = ["--url", redis_server.url]
 
-    listed = morgue.json(*url, "dlq", "list", "celery")
+    listed = morgue.json(*url, "dlq", "list", QUEUE)
     by_id = {item["id"]: item for item in listed["items"]}
     assert listed["total"] == 6 and set(by_id) == set(good) | set(bad.values())
     for stream_id in bad.values():
@@ -50,29 +52,29 @@ def test_a_malformed_entry_among_good_ones(
         assert set(by_id[stream_id]) == {"id", "unreadable", "problem"}
     assert all(by_id[g]["unreadable"] is False and by_id[g]["reason"] == "failed" for g in good)
 
-    table = morgue(*url, "dlq", "list", "celery")
+    table = morgue(*url, "dlq", "list", QUEUE)
     assert table.returncode == 0, table.stderr
     assert "Traceback" not in table.stderr
     assert table.stdout.count("unreadable") == 3
 
-    shown = morgue(*url, "dlq", "show", "celery", bad["not json"])
+    shown = morgue(*url, "dlq", "show", QUEUE, bad["not json"])
     assert shown.returncode == 0, shown.stderr
     assert "\x1b" not in shown.stdout and "[bold red]x[/] \\x1b[31m" in shown.stdout
-    assert morgue.json(*url, "dlq", "show", "celery", bad["foreign"])["unreadable"] is True
+    assert morgue.json(*url, "dlq", "show", QUEUE, bad["foreign"])["unreadable"] is True
 
-    requeued = morgue(*url, "dlq", "requeue", "celery", "--all", "--yes", "--json")
+    requeued = morgue(*url, "dlq", "requeue", QUEUE, "--all", "--yes", "--json")
     assert requeued.returncode == 1
     report = json.loads(requeued.stdout)
     assert sorted(report["skipped_unreadable"]) == sorted(bad.values())
     assert set(report["requeued"]) == set(good)
     assert "unreadable" in one_error_line(requeued)
     # Run again: it stops at nothing, and deleting them empties the queue.
-    again = morgue.json(*url, "dlq", "list", "celery")
+    again = morgue.json(*url, "dlq", "list", QUEUE)
     assert again["total"] == 3
-    deleted = morgue(*url, "dlq", "delete", "celery", *bad.values(), "--yes", "--json")
+    deleted = morgue(*url, "dlq", "delete", QUEUE, *bad.values(), "--yes", "--json")
     assert deleted.returncode == 0, deleted.stderr
     assert sorted(json.loads(deleted.stdout)["deleted"]) == sorted(bad.values())
-    assert dlq.size("celery") == 0
+    assert dlq.size(QUEUE) == 0
 
 
 def test_arguments_hidden_by_the_caller_stay_hidden_unless_asked(

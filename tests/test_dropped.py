@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from collections.abc import Callable
 
 import redis
@@ -177,3 +178,22 @@ def test_expired_tasks_are_kept_only_when_asked(
     wait_for(lambda: entry_for(dlq, marker, queue), timeout=20)
     assert entry_for(dlq, cleanup.id, queue) is None
     assert json.dumps(entry.as_dict())  # readable through the public shape
+
+
+def test_a_zombie_the_reaper_terminates_is_kept(worker: Worker, redis_client: redis.Redis) -> None:
+    dlq = DeadLetterQueue(redis_client)
+    task_id = worker.send("sleep", 60)
+    wait_running(worker, task_id)
+    sent: list[float] = []
+
+    def reaped() -> Entry | None:
+        # The worker's own cleanup, as beat sends it, with a default limit of 1 s for tasks
+        # with none of their own; every 2 s until the task is old enough to be a zombie.
+        if not sent or time.monotonic() - sent[-1] > 2:
+            worker.control_app.send_task(CLEANUP_TASK, kwargs={"hard_limit": 1, "grace": 0})
+            sent.append(time.monotonic())
+        return entry_for(dlq, task_id)
+
+    entry = wait_for(reaped, timeout=30)
+    assert isinstance(entry, Entry) and entry.reason == "terminated"
+    assert "SIGTERM" in entry.message or "15" in entry.message

@@ -185,6 +185,10 @@ def test_the_cli_never_shows_a_failover_brokers_passwords(
     assert added.returncode == 0, added.stderr
     assert morgue.json("profiles", "show", "s")["broker_url"] == redact_url(SENTINELS)
     assert morgue("profiles", "list").returncode == 0
+    # kombu refuses a sentinel broker without a master name: one line, every host, no password.
+    tasks = morgue("--profile", "s", "tasks")
+    assert tasks.returncode == 1
+    assert "h1:26379;sentinel://:***@h2:26379" in one_error_line(tasks)
     assert_never_shown(morgue)
 
 

@@ -36,6 +36,7 @@ core.install(
     socket_timeout=0.5,
     # tests/test_beat.py runs `celery beat` on this app with a short interval.
     reap_interval=float(os.environ.get("MORGUE_TEST_REAP_INTERVAL") or 300),
+    capture_expired=os.environ.get("MORGUE_TEST_CAPTURE_EXPIRED") == "1",
 )
 
 
@@ -172,3 +173,20 @@ def record_link(key: str) -> None:
 @app.task(acks_late=True, acks_on_timeout=False, time_limit=1)
 def redelivered_after_timeout(seconds: float) -> None:
     time.sleep(seconds)
+
+
+# -- for tests/test_reaper_limits.py --------------------------------------------------------
+
+
+@app.task(time_limit=2)
+def sleep_limit_2(seconds: float, key: str = "") -> None:
+    """Registered with a 2 s limit. Sleeps ``seconds``; with ``key``, ends early once
+    ``release:{key}`` is set, then records that it ended well under ``finished:{key}``."""
+    client = _redis() if key else None
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if client is not None and client.exists(f"release:{key}"):
+            break
+        time.sleep(0.1)
+    if client is not None:
+        client.set(f"finished:{key}", 1, ex=600)

@@ -24,6 +24,7 @@ class DeadLettersRefreshed(Message):
     queues: list[QueueInfo]
     head: Page | None
     taken_at: float
+    spool: tuple[tuple[str, int], ...] = ()  # hosts with spooled failures: (host, pending)
 
 
 @dataclass

@@ -15,6 +15,7 @@ import redis
 
 from core import zombies
 from core.dlq import DeadLetterQueue, Page, QueueInfo, RequeueReport
+from core.spool_state import spool_backlogs
 from core.zombies import ActiveTask, ClusterSnapshot, RevokeReport
 from tui.connection import Connection, connect_profile
 from tui.profiles import Profile
@@ -36,6 +37,8 @@ class DLQState:
 
     queues: list[QueueInfo]
     head: Page | None
+    # Hosts whose spool holds failures not in Redis yet: (host, pending).
+    spool: tuple[tuple[str, int], ...] = ()
 
 
 def describe_error(error: BaseException) -> str:
@@ -77,7 +80,9 @@ class Monitor:
         names = [info.queue for info in queues]
         visible = preferred if preferred in names else (names[0] if names else None)
         head = self.dlq.page(visible, None, head_limit) if visible is not None else None
-        return DLQState(queues=queues, head=head)
+        backlogs = spool_backlogs(self.dlq.client, self.dlq.prefix)
+        spool = tuple((state.host, state.pending) for state in backlogs if state.pending)
+        return DLQState(queues=queues, head=head, spool=spool)
 
     def page(self, queue: str, cursor: str | None, limit: int = PAGE_SIZE) -> Page:
         return self.dlq.page(queue, cursor, limit)

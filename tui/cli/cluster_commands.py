@@ -3,16 +3,33 @@
 from __future__ import annotations
 
 import signal as signals
+import textwrap
 from collections.abc import Sequence
 from typing import Any
 
 import click
 
-from core.zombies import ActiveTask, ClusterSnapshot, active_tasks, revoke_tasks
-from tui.cli.output import Column, emit_json, format_seconds, plural, render_table
+from core.zombies import (
+    SOURCE_INSPECT,
+    ActiveTask,
+    ClusterSnapshot,
+    active_tasks,
+    revoke_tasks,
+)
+from tui.cli.output import (
+    Column,
+    emit_json,
+    format_seconds,
+    plural,
+    render_table,
+    terminal_width,
+)
 from tui.cli.session import Failure, Session, confirm, pass_session
 
 ZOMBIE_MARK = "ZOMBIE"
+# After the limit source of a task from a worker without morgue_active (no core.install).
+INSPECTED_MARK = "*"
+NO_HARD_LIMIT = "none"
 
 
 class SignalType(click.ParamType[str]):
@@ -49,6 +66,7 @@ def _table(tasks: Sequence[ActiveTask]) -> str:
         Column("worker", flexible=True, minimum=8),
         Column("age", right=True),
         Column("limit", right=True),
+        Column("from"),
         Column("state"),
     ]
     rows = [
@@ -57,7 +75,8 @@ def _table(tasks: Sequence[ActiveTask]) -> str:
             task.name,
             task.worker,
             format_seconds(task.age),
-            format_seconds(task.hard_limit),
+            format_seconds(task.hard_limit) if task.limit_known else NO_HARD_LIMIT,
+            task.hard_limit_source + (INSPECTED_MARK if task.source == SOURCE_INSPECT else ""),
             ZOMBIE_MARK if task.zombie else "",
         ]
         for task in tasks
@@ -65,27 +84,57 @@ def _table(tasks: Sequence[ActiveTask]) -> str:
     return render_table(columns, rows)
 
 
-def _footer(snapshot: ClusterSnapshot, shown: int, noun: str) -> str:
-    text = f"{plural(shown, noun)} on {plural(len(snapshot.workers), 'worker')}"
+def _footer(snapshot: ClusterSnapshot, tasks: Sequence[ActiveTask], noun: str) -> str:
+    text = f"{plural(len(tasks), noun)} on {plural(len(snapshot.workers), 'worker')}"
     if snapshot.unreachable:
         text += f"; no reply from {', '.join(snapshot.unreachable)}"
+    if any(task.source == SOURCE_INSPECT for task in tasks):
+        note = (
+            f"{INSPECTED_MARK} asked with inspect: {', '.join(snapshot.inspected)} "
+            "(no core.install there, so no morgue_active): a per-call limit is unseen and "
+            "ages are on this host's clock"
+        )
+        text += "\n" + textwrap.fill(note, width=terminal_width(), break_on_hyphens=False)
     return text
 
 
-def _snapshot(session: Session, hard_limit: float | None, grace: float | None) -> ClusterSnapshot:
+def _snapshot(
+    session: Session, hard_limit: float | None, no_limit: bool, grace: float | None
+) -> ClusterSnapshot:
     profile = session.profile()
     return active_tasks(
         session.connection().app,
-        hard_limit=profile.hard_limit if hard_limit is None else hard_limit,
+        hard_limit=None if no_limit else profile.hard_limit if hard_limit is None else hard_limit,
         grace=profile.grace if grace is None else grace,
         timeout=profile.inspect_timeout,
     )
 
 
+def _hard_limit(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> tuple[float | None, bool]:
+    """``(seconds, False)``, ``(None, True)`` for ``none``, ``(None, False)`` when not given."""
+    if value is None:
+        return None, False
+    if value.strip().lower() == NO_HARD_LIMIT:
+        return None, True
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a number of seconds or 'none'") from None
+    if not 0 < seconds < float("inf"):
+        raise click.BadParameter(f"{value!r} must be more than zero seconds (or 'none')")
+    return seconds, False
+
+
 hard_limit_option = click.option(
     "--hard-limit",
-    type=click.FloatRange(min=0, min_open=True),
-    help="Seconds a task may run when it declares no time limit (default: the profile's).",
+    metavar="SECONDS|none",
+    callback=_hard_limit,
+    help=(
+        "Seconds a task may run when neither the call, the task nor the pool sets a limit "
+        "(default: the profile's); 'none': such tasks are never zombies."
+    ),
 )
 grace_option = click.option(
     "--grace",
@@ -100,15 +149,21 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON."
 @grace_option
 @json_option
 @pass_session
-def tasks(session: Session, hard_limit: float | None, grace: float | None, as_json: bool) -> None:
-    """Tasks the workers are running now, oldest first; zombies are marked."""
-    snapshot = _snapshot(session, hard_limit, grace)
+def tasks(
+    session: Session, hard_limit: tuple[float | None, bool], grace: float | None, as_json: bool
+) -> None:
+    """Tasks the workers are running now, oldest first; zombies are marked.
+
+    Each task's limit is the one its worker enforces, and says where it came from: the call
+    (apply_async(time_limit=...)), the task, the pool, or --hard-limit (default).
+    """
+    snapshot = _snapshot(session, *hard_limit, grace)
     if as_json:
         emit_json(_snapshot_dict(snapshot, "tasks", snapshot.tasks))
         return
     if snapshot.tasks:
         click.echo(_table(snapshot.tasks))
-    click.echo(_footer(snapshot, len(snapshot.tasks), "active task"))
+    click.echo(_footer(snapshot, snapshot.tasks, "active task"))
 
 
 @click.command(short_help="Tasks past their hard limit; --revoke.")
@@ -130,7 +185,7 @@ def tasks(session: Session, hard_limit: float | None, grace: float | None, as_js
 @pass_session
 def zombies(
     session: Session,
-    hard_limit: float | None,
+    hard_limit: tuple[float | None, bool],
     grace: float | None,
     revoke: bool,
     sig: str,
@@ -140,7 +195,7 @@ def zombies(
     """Tasks running past their hard time limit plus grace; --revoke ends them."""
     if revoke:
         session.require_writable("revoke tasks")
-    snapshot = _snapshot(session, hard_limit, grace)
+    snapshot = _snapshot(session, *hard_limit, grace)
     found = list(snapshot.zombies)
     data = _snapshot_dict(snapshot, "zombies", found)
     data["revoke"] = None
@@ -150,7 +205,7 @@ def zombies(
             return
         if found:
             click.echo(_table(found))
-        click.echo(_footer(snapshot, len(found), "zombie"))
+        click.echo(_footer(snapshot, found, "zombie"))
         return
     if not as_json:
         click.echo(_table(found))

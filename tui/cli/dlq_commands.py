@@ -8,8 +8,17 @@ from typing import Any
 
 import click
 
-from core.dlq import DeadLetterQueue, EntryBusy, EntryNotFound, LossyEntryError
-from core.entry import Entry
+from core.dlq import DeadLetterQueue, RequeueReport, StoredEntry
+from core.entry import Entry, UnreadableEntry
+from core.errors import (
+    AlreadyRequeued,
+    EntryBusy,
+    EntryNotFound,
+    LossyEntryError,
+    UnreadableEntryError,
+    UnroutableEntry,
+)
+from core.spool_state import spool_backlogs
 from tui.cli.output import (
     Column,
     emit_json,
@@ -25,6 +34,11 @@ _ENTRY_ID = re.compile(r"\d{1,20}-\d{1,20}")
 MAX_LIMIT = 10_000
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+raw_option = click.option(
+    "--raw",
+    is_flag=True,
+    help="Show arguments the caller hid behind argsrepr/kwargsrepr (they may be secrets).",
+)
 yes_option = click.option(
     "--yes", "-y", is_flag=True, help="Do not ask; required when stdin is not a terminal."
 )
@@ -57,25 +71,29 @@ def require_queue(dlq: DeadLetterQueue, queue: str) -> int:
 @json_option
 @pass_session
 def queues(session: Session, as_json: bool) -> None:
-    """The DLQ's queues with their entry counts, oldest and newest failure."""
-    infos = session.connection().dlq.queues()
+    """The DLQ's queues with their entry counts, oldest and newest failure; then each host
+    whose spool holds entries that have not reached Redis yet."""
+    store = session.connection().dlq
+    infos = store.queues()
     if as_json:
         emit_json([info.as_dict() for info in infos])
         return
     if not infos:
         click.echo("the DLQ is empty")
-        return
-    columns = [
-        Column("queue", flexible=True),
-        Column("total", right=True),
-        Column("oldest (UTC)"),
-        Column("newest (UTC)"),
-    ]
-    rows = [
-        [info.queue, str(info.total), format_time(info.oldest), format_time(info.newest)]
-        for info in infos
-    ]
-    click.echo(render_table(columns, rows))
+    else:
+        columns = [
+            Column("queue", flexible=True),
+            Column("total", right=True),
+            Column("oldest (UTC)"),
+            Column("newest (UTC)"),
+        ]
+        rows = [
+            [info.queue, str(info.total), format_time(info.oldest), format_time(info.newest)]
+            for info in infos
+        ]
+        click.echo(render_table(columns, rows))
+    for backlog in spool_backlogs(store.client, store.prefix):
+        click.echo(printable(f"spool on {backlog.describe()}"))
 
 
 @click.group(short_help="List, show, delete, clear, requeue entries.")
@@ -93,29 +111,28 @@ def dlq() -> None:
     help="Entries per page.",
 )
 @click.option("--cursor", type=ENTRY_ID, help="Continue after this entry (the 'next' value).")
+@raw_option
 @json_option
 @pass_session
 def list_entries(
-    session: Session, queue: str, limit: int, cursor: str | None, as_json: bool
+    session: Session, queue: str, limit: int, cursor: str | None, raw: bool, as_json: bool
 ) -> None:
     """Entries of QUEUE, newest first, a page at a time."""
     dlq_ = session.connection().dlq
     require_queue(dlq_, queue)
     page = dlq_.page(queue, cursor=cursor, limit=limit)
     if as_json:
-        emit_json(page.as_dict())
+        emit_json(page.as_dict(raw=raw))
         return
     columns = [
         Column("id", flexible=True, minimum=15),
         Column("failed (UTC)"),
+        Column("reason"),
         Column("task", flexible=True, minimum=10),
         Column("exception", flexible=True, minimum=9),
         Column("message", flexible=True, minimum=10),
     ]
-    rows = [
-        [entry.id, format_time(entry.failed_at), entry.task, entry.exception, entry.message]
-        for entry in page.items
-    ]
+    rows = [_list_row(entry) for entry in page.items]
     click.echo(render_table(columns, rows))
     summary = f"{len(page.items)} of {page.total} in {queue!r}"
     if page.next:
@@ -123,7 +140,16 @@ def list_entries(
     click.echo(summary)
 
 
-def _arguments_text(entry: Entry) -> tuple[str, str]:
+def _list_row(entry: StoredEntry) -> list[str]:
+    if isinstance(entry, UnreadableEntry):
+        return [entry.id, "-", "unreadable", "-", "-", entry.problem]
+    failed = format_time(entry.failed_at)
+    return [entry.id, failed, entry.reason, entry.task, entry.exception, entry.message]
+
+
+def _arguments_text(entry: Entry, raw: bool) -> tuple[str, str]:
+    if entry.arguments_hidden and not raw:
+        return (entry.argsrepr or "", entry.kwargsrepr or "")
     return (
         json.dumps(entry.args, ensure_ascii=False),
         json.dumps(entry.kwargs, ensure_ascii=False),
@@ -142,19 +168,34 @@ def _lossy_text(entry: Entry) -> str:
 @dlq.command()
 @click.argument("queue")
 @click.argument("entry_id", metavar="ID", type=ENTRY_ID)
+@raw_option
 @json_option
 @pass_session
-def show(session: Session, queue: str, entry_id: str, as_json: bool) -> None:
+def show(session: Session, queue: str, entry_id: str, raw: bool, as_json: bool) -> None:
     """Everything stored about one entry, traceback included."""
     dlq_ = session.connection().dlq
     require_queue(dlq_, queue)
     entry = dlq_.get(queue, entry_id)
-    if as_json:
-        emit_json(entry.as_dict())
+    if isinstance(entry, UnreadableEntry):
+        if as_json:
+            emit_json(entry.as_dict(raw=True))
+            return
+        click.echo(key_values([("id", entry.id), ("unreadable", printable(entry.problem))]))
+        click.echo("stored as:")
+        for line in printable(entry.raw, keep_newlines=True).rstrip("\n").split("\n"):
+            click.echo(f"  {line}".rstrip())
+        click.echo(f"(it can be deleted: morgue dlq delete {queue} {entry.id})")
         return
-    args, kwargs = _arguments_text(entry)
+    if as_json:
+        emit_json(entry.as_dict(raw=raw))
+        return
+    args, kwargs = _arguments_text(entry, raw)
+    hidden = " (the caller's repr; --raw shows the values)" if entry.arguments_hidden else ""
+    if raw:
+        hidden = ""
     pairs = [
         ("id", entry.id),
+        ("reason", entry.reason),
         ("task", entry.task),
         ("task_id", entry.task_id),
         ("queue", entry.queue),
@@ -163,7 +204,7 @@ def show(session: Session, queue: str, entry_id: str, as_json: bool) -> None:
         ("retries", str(entry.retries)),
         ("exception", entry.exception),
         ("message", entry.message),
-        ("args", args),
+        ("args", args + hidden),
         ("kwargs", kwargs),
         ("lossy", _lossy_text(entry)),
     ]
@@ -255,42 +296,29 @@ def requeue(
     count = require_queue(dlq_, queue)
     unique = list(dict.fromkeys(entry_ids))
     what = f"all {plural(count, 'entry')}" if every else plural(len(unique), "entry")
-    confirm(yes, f"Requeue {what} from queue {queue!r}?")
-    requeued: dict[str, str] = {}
-    skipped: list[str] = []
+    confirm(yes, f"Requeue {what} from queue {queue!r}?{_unregistered_note(dlq_, queue, unique)}")
+    report = RequeueReport()
     missing: list[str] = []
-    busy: list[str] = []
-    error: str | None = None
     if every:
         report = dlq_.requeue_all(connection.app, queue, allow_lossy=lossy)
-        requeued, skipped = report.requeued, report.skipped_lossy
-        busy, error = report.skipped_busy, report.error
     else:
         for entry_id in unique:
-            try:
-                requeued[entry_id] = dlq_.requeue(
-                    connection.app, queue, entry_id, allow_lossy=lossy
-                )
-            except LossyEntryError:
-                skipped.append(entry_id)
-            except EntryNotFound:
-                missing.append(entry_id)
-            except EntryBusy:
-                busy.append(entry_id)
+            _requeue_one(connection.app, dlq_, queue, entry_id, lossy, report, missing)
+    requeued, skipped, busy = report.requeued, report.skipped_lossy, report.skipped_busy
+    error = report.error
     if as_json:
         emit_json(
             {
                 "queue": queue,
-                "requeued": requeued,
-                "skipped_lossy": skipped,
-                "skipped_busy": busy,
+                **report.as_dict(),
+                "unroutable": {k: connection.scrub(v) for k, v in report.unroutable.items()},
                 "not_found": missing,
                 "error": connection.scrub(error) if error else None,
             }
         )
     else:
         click.echo(f"requeued {plural(len(requeued), 'entry')} from {queue!r}")
-    problems = []
+    problems = _requeue_problems(report)
     if skipped:
         problems.append(
             f"{plural(len(skipped), 'lossy entry')} left in the queue "
@@ -305,3 +333,79 @@ def requeue(
         problems.insert(0, f"requeue stopped part-way, the rest stays in {queue!r}: {error}")
     if problems:
         raise Failure("; ".join(problems))
+
+
+def _requeue_one(
+    app: Any,
+    dlq_: DeadLetterQueue,
+    queue: str,
+    entry_id: str,
+    lossy: bool,
+    report: RequeueReport,
+    missing: list[str],
+) -> None:
+    try:
+        report.requeued[entry_id] = dlq_.requeue(app, queue, entry_id, allow_lossy=lossy)
+    except LossyEntryError:
+        report.skipped_lossy.append(entry_id)
+    except EntryNotFound:
+        missing.append(entry_id)
+    except AlreadyRequeued as exc:
+        report.already_requeued[entry_id] = exc.task_id
+    except EntryBusy:
+        report.skipped_busy.append(entry_id)
+    except UnreadableEntryError:
+        report.skipped_unreadable.append(entry_id)
+    except UnroutableEntry as exc:
+        report.unroutable[entry_id] = str(exc)
+
+
+def _requeue_problems(report: RequeueReport) -> list[str]:
+    """The parts of a requeue that did not happen, beyond lossy, missing and busy entries."""
+    problems = []
+    if report.skipped_unreadable:
+        problems.append(
+            f"{plural(len(report.skipped_unreadable), 'unreadable entry')} left in the queue "
+            f"({_some(report.skipped_unreadable)}): not celery-morgue entries; "
+            "`morgue dlq show` them, then delete them"
+        )
+    if report.already_requeued:
+        pairs = [f"{k} as {v}" for k, v in report.already_requeued.items()]
+        problems.append(
+            f"already sent again by a requeue that stopped before removing them "
+            f"({_some(pairs)}): check those tasks, then delete the entries"
+        )
+    if report.unroutable:
+        first = next(iter(report.unroutable.values()))
+        problems.append(f"{plural(len(report.unroutable), 'entry')} kept, unroutable: {first}")
+    return problems
+
+
+def _some(items: list[str]) -> str:
+    return ", ".join(items[:5]) + (", …" if len(items) > 5 else "")
+
+
+def _unregistered_note(dlq_: DeadLetterQueue, queue: str, entry_ids: list[str]) -> str:
+    """Say, before a requeue, that unregistered task names are sent under the same name."""
+    names: list[str] = []
+    if entry_ids:
+        for entry_id in entry_ids[:1000]:
+            try:
+                entry = dlq_.get(queue, entry_id)
+            except EntryNotFound:
+                continue
+            if isinstance(entry, Entry) and entry.reason == "unregistered":
+                names.append(entry.task)
+    else:
+        names = [
+            entry.task
+            for entry in dlq_.page(queue, limit=1000).items
+            if isinstance(entry, Entry) and entry.reason == "unregistered"
+        ]
+    if not names:
+        return ""
+    distinct = sorted(set(names))
+    return (
+        f" ({plural(len(names), 'entry')} for task names the worker did not know, sent again "
+        f"under the same name: {', '.join(distinct[:3])}{', …' if len(distinct) > 3 else ''})"
+    )

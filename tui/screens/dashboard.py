@@ -210,7 +210,9 @@ class DashboardScreen(DashboardActions):
         except Exception as error:  # whatever it is, the banner shows it and the poll retries
             self.post_message(RedisUnavailable(self._problem(error), failed_at=self.clock()))
             return
-        self.post_message(DeadLettersRefreshed(state.queues, state.head, taken_at=self.clock()))
+        self.post_message(
+            DeadLettersRefreshed(state.queues, state.head, taken_at=self.clock(), spool=state.spool)
+        )
 
     def _problem(self, error: BaseException) -> str:
         # The status line shows the URL; the banner says what failed.
@@ -222,7 +224,7 @@ class DashboardScreen(DashboardActions):
         reconnected = self.status_line.status.connected is False
         self.dlq_poll.succeeded()
         self.banner.hide()
-        self.status_line.change(connected=True, refreshed_at=message.taken_at)
+        self.status_line.change(connected=True, refreshed_at=message.taken_at, spool=message.spool)
         if reconnected:
             self.notify("Redis answers again.", markup=False)
         await self._show_queues(message)

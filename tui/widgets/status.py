@@ -8,6 +8,7 @@ from rich.text import Text
 from textual.widgets import Static
 
 from tui.cells import format_clock_time
+from tui.literal import printable
 
 
 @dataclass(frozen=True)
@@ -18,6 +19,9 @@ class Status:
     refreshed_at: float | None = None
     workers: int | None = None  # that answered; the tasks pane lists the ones that did not
     readonly: bool = False
+    # Hosts whose spool holds entries not in Redis yet: (host, pending), from
+    # core.spool_state.spool_backlogs.
+    spool: tuple[tuple[str, int], ...] = ()
 
     def render(self) -> Text:
         if self.connected is None:
@@ -37,7 +41,11 @@ class Status:
             workers = f"{self.workers} worker{'s' if self.workers != 1 else ''}"
         # The URL goes last: it is the longest, and the one a narrow terminal may cut.
         name = f"{self.profile} (read-only)" if self.readonly else self.profile
-        parts = [name, state, refreshed, workers, self.url]
+        parts = [name, state, refreshed, workers]
+        hosts = [f"{printable(host)} {count:,} pending" for host, count in self.spool if count]
+        if hosts:
+            parts.append("spool: " + ", ".join(hosts))
+        parts.append(self.url)
         return Text(" │ ".join(parts), no_wrap=True, overflow="ellipsis")
 
 

@@ -71,7 +71,7 @@ class LiveTable(DataTable[object]):
             "Top",
             show=False,
             id="cursor_top",
-            tooltip="Top row: the newest entry",
+            tooltip="Top row (in a DLQ pane, the newest entry)",
         ),
         Binding(
             "G,end",
@@ -79,7 +79,7 @@ class LiveTable(DataTable[object]):
             "Bottom",
             show=False,
             id="cursor_bottom",
-            tooltip="Bottom row: the oldest entry loaded",
+            tooltip="Bottom row (in a DLQ pane, the oldest entry loaded)",
         ),
         Binding(
             "enter",

@@ -1,12 +1,18 @@
-"""Tasks running on every worker, oldest first, with an age bar against each task's hard limit."""
+"""Tasks running on every worker, oldest first, with an age bar against each task's hard limit.
+
+Enter on a task shows its detail: the limit its worker enforces and where that limit comes from
+(the call, the task, the pool, the profile's default), and which clock its age is on.
+"""
 
 from __future__ import annotations
 
 from rich.color import Color as RichColor
 from rich.text import Text
+from textual import on
 from textual.color import Color, ColorParseError
+from textual.widgets import DataTable
 
-from core.zombies import ActiveTask, ClusterSnapshot
+from core.zombies import SOURCE_INSPECT, ActiveTask, ClusterSnapshot
 from tui.cells import (
     AGE_WIDTH,
     BAR_WIDTH,
@@ -14,6 +20,9 @@ from tui.cells import (
     STATE_WIDTH,
     WORKER_WIDTH,
     BarColours,
+    format_age,
+    one_line,
+    printable,
     task_cells,
     task_matches,
     unreachable_cells,
@@ -29,6 +38,37 @@ COLUMNS = [
     ColumnSpec("State", "state", STATE_WIDTH),
     ColumnSpec("vs limit", "bar", BAR_WIDTH),
 ]
+
+
+LIMIT_SOURCES = {
+    "request": "set on the call (time_limit=)",
+    "task": "the task's time_limit",
+    "pool": "the worker's --time-limit",
+    "default": "the profile's hard limit (none of its own)",
+    "none": "none known",
+}
+DETAIL_WIDTH = 60  # a notification's text, so the detail fits an 80-column terminal
+DETAIL_SECONDS = 12
+
+
+def task_detail(task: ActiveTask) -> str:
+    """What the table has no room for: the limit, where it came from, the clock of the age."""
+    limit = f"{task.hard_limit:g} s" if task.limit_known else "no limit"
+    source = LIMIT_SOURCES.get(task.hard_limit_source, task.hard_limit_source)
+    if task.source == SOURCE_INSPECT:
+        clock = "this host's clock (no core.install there: a per-call limit is unseen)"
+    else:
+        clock = "the worker's own clock"
+    pid = f" pid {task.pid}" if task.pid is not None else ""
+    lines = [
+        one_line(task.name, DETAIL_WIDTH),
+        one_line(f"on {task.worker}{pid}", DETAIL_WIDTH),
+        f"limit {limit}: {source}" if task.limit_known else f"limit: {source}",
+        f"age {format_age(task.age)}, by {clock}" if task.age is not None else "not started yet",
+    ]
+    if task.zombie:
+        lines.append("ZOMBIE: past its limit plus the grace")
+    return "\n".join(lines)
 
 
 class TasksPane(TablePane):
@@ -47,6 +87,20 @@ class TasksPane(TablePane):
     @property
     def zombies(self) -> list[ActiveTask]:
         return list(self.snapshot.zombies) if self.snapshot is not None else []
+
+    @on(DataTable.RowSelected)
+    def _show_detail(self, event: DataTable.RowSelected) -> None:
+        if event.data_table is not self.table:
+            return
+        event.stop()
+        task = self.selected_task
+        if task is not None:
+            self.app.notify(
+                task_detail(task),
+                title=f"Task {printable(task.id)[:SHORT_ID]}",
+                markup=False,
+                timeout=DETAIL_SECONDS,
+            )
 
     def apply_snapshot(self, snapshot: ClusterSnapshot) -> None:
         self.snapshot = snapshot
@@ -120,6 +174,8 @@ class TasksPane(TablePane):
             parts.append(f"{workers} worker{'s' if workers != 1 else ''}")
             if snapshot.unreachable:
                 parts.append(f"{len(snapshot.unreachable)} unreachable")
+            if snapshot.inspected:
+                parts.append(f"{len(snapshot.inspected)} without core.install")
         if self.filter_text:
             parts.append(f"filter {self.filter_text!r}")
         if self.error is not None and snapshot is not None:
