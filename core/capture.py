@@ -109,7 +109,8 @@ class FailureCapture:
                 exception=exception,
                 traceback=_traceback_text(traceback, einfo),
             )
-            payload = entry.to_json().encode()  # proves it can be written before it is needed
+            # Proves it can be written, and read back, before it is needed.
+            payload = entry.encoded()
         except Exception as exc:
             self.store_unstorable(task_id, getattr(sender, "name", ""), exception, exc)
             return
@@ -186,7 +187,7 @@ class FailureCapture:
         delivery = dict(getattr(context, "delivery_info", None) or {})
         # Celery's message header is (hard, soft).
         hard, soft = [*(getattr(context, "timelimit", None) or ()), None, None][:2]
-        argsrepr, kwargsrepr = self._chosen_reprs(context, args, kwargs)
+        argsrepr, kwargsrepr = self.chosen_reprs(context, args, kwargs)
         entry = build_entry(
             task_id=task_id,
             task=task_name,
@@ -216,7 +217,7 @@ class FailureCapture:
             entry.message = message
         return entry
 
-    def _chosen_reprs(self, context: Any, args: Any, kwargs: Any) -> tuple[str | None, str | None]:
+    def chosen_reprs(self, context: Any, args: Any, kwargs: Any) -> tuple[str | None, str | None]:
         """The caller's argsrepr/kwargsrepr when it chose them (they differ from Celery's own
         repr of the arguments), so the DLQ's readers can keep hiding what it hid."""
         argsrepr = getattr(context, "argsrepr", None)

@@ -29,14 +29,15 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import logging
 import re
-import time
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+from kombu.exceptions import EncodeError
 from redis.exceptions import NoScriptError
 
 from core.entry import RAW_SHOWN_LIMIT, Entry, UnreadableEntry
@@ -45,6 +46,7 @@ from core.errors import (
     DLQError,
     EntryBusy,
     EntryNotFound,
+    InvalidEntryError,
     LossyEntryError,
     UnreadableEntryError,
     UnroutableEntry,
@@ -61,6 +63,15 @@ DEDUPE_WINDOW = 24 * 3600
 SEEN_LIMIT = 100_000
 # A requeue marker younger than this is someone's requeue in progress; older, one that stopped.
 _CLAIM_SECONDS = 60.0
+# What publishing raises for a malformed entry (its own options), as opposed to the broker.
+_INVALID_ENTRY: tuple[type[BaseException], ...] = (
+    TypeError,
+    ValueError,
+    KeyError,
+    AttributeError,
+    EncodeError,
+)
+log = logging.getLogger(__name__)
 _ENTRY_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 
 # KEYS: stream, queues, seen.  ARGV: queue, entry json, task id, failure id.  The numbers are
@@ -111,16 +122,45 @@ return removed
 """
 
 
-# Claim an entry for requeue: only if it still exists and nobody holds it.
-# KEYS: stream, marker, queues.  ARGV: entry id, marker value, queue, default ttl ms.
-# Returns {'ok'}, {'gone'} or {'held', marker value}.
+# Claim an entry for requeue: only if it still exists and nobody holds it. The marker says
+# which task id it is being sent as and its phase: "claimed" until the publish returned, then
+# "published". A "claimed" marker older than the claim window is a requeue that stopped, maybe
+# before it sent anything (its release failed with the broker): it may be claimed again, and
+# the caller is told which task that earlier requeue may have sent.
+# KEYS: stream, marker, queues.  ARGV: entry id, new task id, token, queue, default ttl ms,
+# claim window ms.  Returns {'ok', marker}, {'reclaimed', marker, old marker}, {'gone'} or
+# {'held', old marker, age ms}.
 _CLAIM = """
 if #redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1]) == 0 then return {'gone'} end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local held = redis.call('GET', KEYS[2])
-if held then return {'held', held} end
-local ttl = tonumber(redis.call('HGET', KEYS[3], ARGV[3]) or ARGV[4])
-redis.call('SET', KEYS[2], ARGV[2], 'PX', ttl)
-return {'ok'}
+local verdict = 'ok'
+if held then
+  local ok, old = pcall(cjson.decode, held)
+  local at = ok and type(old) == 'table' and tonumber(old['at_ms']) or now
+  local age = now - at
+  if not ok or type(old) ~= 'table' or old['phase'] ~= 'claimed'
+     or age < tonumber(ARGV[6]) then
+    return {'held', held, tostring(age)}
+  end
+  verdict = 'reclaimed'
+end
+local marker = cjson.encode({task_id = ARGV[2], token = ARGV[3], at_ms = now, phase = 'claimed'})
+local ttl = tonumber(redis.call('HGET', KEYS[3], ARGV[4]) or ARGV[5])
+redis.call('SET', KEYS[2], marker, 'PX', ttl)
+if held then return {verdict, marker, held} end
+return {verdict, marker}
+"""
+
+# The publish returned: the marker, if still ours, says so before the entry is removed.
+# KEYS: marker.  ARGV: our marker, the published one.
+_CONFIRM = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+  return 1
+end
+return 0
 """
 
 # Undo a claim whose publish failed, if it is still ours.  KEYS: marker.  ARGV: marker value.
@@ -186,6 +226,11 @@ class RequeueReport:
     # Sent earlier by a requeue that stopped before removing them: entry id -> that task id.
     already_requeued: dict[str, str] = field(default_factory=dict)
     unroutable: dict[str, str] = field(default_factory=dict)  # entry id -> why
+    # Entries whose stored options the broker client refused (entry id -> why): kept.
+    invalid: dict[str, str] = field(default_factory=dict)
+    # Sent again after an earlier requeue stopped before confirming its own publish
+    # (entry id -> the task id that one may have sent): it may run twice.
+    retried: dict[str, str] = field(default_factory=dict)
     # Set when publishing stopped part-way (the broker went away); the entries not yet sent
     # are still in the DLQ.
     error: str | None = None
@@ -198,6 +243,8 @@ class RequeueReport:
             "skipped_unreadable": self.skipped_unreadable,
             "already_requeued": self.already_requeued,
             "unroutable": self.unroutable,
+            "invalid": self.invalid,
+            "retried": self.retried,
             "error": self.error,
         }
 
@@ -266,6 +313,7 @@ class DeadLetterQueue:
         self._clear_before = client.register_script(_CLEAR_BEFORE)
         self._claim_script = client.register_script(_CLAIM)
         self._release_script = client.register_script(_RELEASE)
+        self._confirm_script = client.register_script(_CONFIRM)
         self._finish_script = client.register_script(_FINISH)
 
     def key(self, queue: str) -> str:
@@ -453,7 +501,14 @@ class DeadLetterQueue:
         route = resolve_route(app, entry)
         new_id = str(uuid.uuid4())
         marker = self._claim(queue, entry_id, new_id)
-        self._send(app, queue, entry, route, new_id, marker)
+        try:
+            self._send(app, queue, entry, route, new_id, marker)
+        except InvalidEntryError:
+            raise
+        except _INVALID_ENTRY as exc:
+            raise InvalidEntryError(
+                f"entry {entry_id} cannot be sent ({type(exc).__name__}: {exc}); it is kept"
+            ) from None
         self.size(queue)
         return new_id
 
@@ -497,7 +552,7 @@ class DeadLetterQueue:
             return
         new_id = str(uuid.uuid4())
         try:
-            marker = self._claim(queue, entry.id, new_id)
+            marker = self._claim(queue, entry.id, new_id, report)
         except EntryNotFound:
             return  # deleted or cleared since it was read
         except AlreadyRequeued as exc:
@@ -506,31 +561,50 @@ class DeadLetterQueue:
         except EntryBusy:
             report.skipped_busy.append(entry.id)
             return
-        self._send(app, queue, entry, route, new_id, marker)
+        try:
+            self._send(app, queue, entry, route, new_id, marker)
+        except InvalidEntryError as exc:
+            report.invalid[entry.id] = str(exc)
+            return
+        except _INVALID_ENTRY as exc:  # this entry's stored options, not the broker
+            report.invalid[entry.id] = f"{type(exc).__name__}: {exc}"
+            return
         report.requeued[entry.id] = new_id
 
     def _marker_key(self, queue: str, entry_id: str) -> str:
         return f"{self.namespace}requeue:{queue}:{entry_id}"
 
-    def _claim(self, queue: str, entry_id: str, new_id: str) -> str:
-        """Mark the entry as being sent as ``new_id``; returns the marker (our ownership)."""
-        marker = json.dumps(
-            {"task_id": new_id, "token": uuid.uuid4().hex, "at": time.time()},
-            separators=(",", ":"),
-        )
+    def _claim(
+        self, queue: str, entry_id: str, new_id: str, report: RequeueReport | None = None
+    ) -> str:
+        """Mark the entry as being sent as ``new_id``; returns the marker (our ownership).
+
+        Taking over a requeue that stopped before confirming its publish is noted in
+        ``report.retried`` (entry id -> the task id that requeue may have sent) and logged.
+        """
         keys = [self.key(queue), self._marker_key(queue, entry_id), self.index_key]
-        reply = self._claim_script(keys=keys, args=[entry_id, marker, queue, self.retention * 1000])
+        token = uuid.uuid4().hex
+        window = int(_CLAIM_SECONDS * 1000)
+        args: list[str | int] = [entry_id, new_id, token, queue, self.retention * 1000, window]
+        reply = self._claim_script(keys=keys, args=args)
         verdict = _text(reply[0])
-        if verdict == "ok":
-            return marker
+        if verdict in ("ok", "reclaimed"):
+            if verdict == "reclaimed":
+                earlier = _marker_task(_text(reply[2]))
+                if report is not None:
+                    report.retried[entry_id] = earlier
+                log.warning(
+                    "celery-morgue: entry %s: an earlier requeue stopped before confirming it "
+                    "sent task %s; sending it again as %s",
+                    entry_id,
+                    earlier,
+                    new_id,
+                )
+            return _text(reply[1])
         if verdict == "gone":
             raise EntryNotFound(f"no entry {entry_id} in queue {queue!r}")
-        try:
-            held = json.loads(_text(reply[1]))
-            held_task, held_at = str(held["task_id"]), float(held["at"])
-        except (ValueError, KeyError, TypeError, IndexError):
-            held_task, held_at = "?", time.time()
-        age = time.time() - held_at
+        held_task = _marker_task(_text(reply[1]))
+        age = int(_text(reply[2])) / 1000
         if age < _CLAIM_SECONDS:
             raise EntryBusy(f"entry {entry_id} is being requeued by someone else right now")
         raise AlreadyRequeued(
@@ -549,8 +623,19 @@ class DeadLetterQueue:
             with contextlib.suppress(redis.RedisError):  # else it is reported as busy a minute
                 self._release_script(keys=[self._marker_key(queue, entry.id)], args=[marker])
             raise
-        keys = [self.key(queue), self._marker_key(queue, entry.id), self.index_key]
+        published = marker.replace('"phase":"claimed"', '"phase":"published"')
+        marker_key = self._marker_key(queue, entry.id)
+        if self._confirm_script(keys=[marker_key], args=[marker, published]):
+            marker = published
+        keys = [self.key(queue), marker_key, self.index_key]
         self._finish_script(keys=keys, args=[entry.id, marker, queue])
+
+
+def _marker_task(marker: str) -> str:
+    try:
+        return str(json.loads(marker)["task_id"])
+    except (ValueError, KeyError, TypeError):
+        return "?"
 
 
 def _ago(seconds: float) -> str:

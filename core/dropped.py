@@ -11,7 +11,7 @@ Read against Celery 5.7's ``worker/request.py`` and ``worker/consumer/consumer.p
 - An invalid message, a content type the worker does not accept (pickle to a json-only worker)
   or an unknown format: rejected; ``task_rejected`` fires -> ``rejected``. The message is kept
   as it came (body bytes, content type, headers), so a requeue sends it unchanged.
-- A body that fails to decode: logged and acked with no signal at all. :class:`DecodeErrorStep`,
+- A body that fails to decode: logged and acked with no signal at all. :class:`DroppedMessagesStep`,
   a consumer bootstep, wraps the consumer's ``on_decode_error`` -> ``rejected``.
 
 A revoke of a task that had not started (not terminated, not expired) is the caller's choice,
@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import logging
 import socket
+from types import SimpleNamespace
 from typing import Any
 
 from celery import bootsteps
+from celery.worker.state import active_requests, successful_requests
 
 from core.capture import FailureCapture
 from core.entry import ARGS_LIMIT, build_entry
@@ -76,7 +78,7 @@ class DroppedMessages:
                 message=message,
             )
             entry.exception = "Terminated" if terminated else "Expired"
-            payload = entry.to_json().encode()
+            payload = entry.encoded()
         except Exception as exc:
             self.capture.store_unstorable(task_id, sender.name, None, exc, reason)
             return
@@ -114,9 +116,61 @@ class DroppedMessages:
         self._store_message(message, reason="rejected", exception=exception, text=text)
 
     def on_decode_error(self, message: Any, exc: BaseException) -> None:
+        if self._is_control(message):
+            return  # a broadcast to the workers, not a task (the pidbox shares this handler)
         self._store_message(
             message, reason="rejected", exception=type(exc).__name__, text=f"undecodable: {exc}"
         )
+
+    def _is_control(self, message: Any) -> bool:
+        exchange = (getattr(message, "delivery_info", None) or {}).get("exchange") or ""
+        try:
+            mailbox = self.app.control.mailbox
+            control = {mailbox.exchange.name, mailbox.reply_exchange.name}
+        except Exception:
+            control = {"celery.pidbox", "reply.celery.pidbox"}
+        return str(exchange) in control
+
+    def on_cold_shutdown(self, requests: Any) -> None:
+        """A cold shutdown cancels running tasks; those already acked are never sent again."""
+        for request in requests:
+            try:
+                if getattr(request.task, "acks_late", False) and not request.acknowledged:
+                    continue  # unacked: the broker delivers it again
+                if request.id in successful_requests:
+                    continue
+                self._store_request(
+                    request,
+                    reason="terminated",
+                    exception="WorkerShutdown",
+                    message="cancelled by the worker's cold shutdown; it was acked when it "
+                    "started, so Celery does not send it again",
+                )
+            except Exception:
+                log.exception("celery-morgue: could not keep a task cancelled at shutdown")
+
+    def _store_request(self, request: Any, *, reason: str, exception: str, message: str) -> None:
+        task_name = str(getattr(request, "name", "") or getattr(request.task, "name", ""))
+        context = getattr(request, "_context", None) or request
+        task_id = str(request.id)
+        try:
+            entry = self.capture.entry_from_context(
+                task_name,
+                task_id,
+                context,
+                args=getattr(request, "args", None),
+                kwargs=getattr(request, "kwargs", None),
+                exception=None,
+                traceback="",
+                reason=reason,
+                message=message,
+            )
+            entry.exception = exception
+            payload = entry.encoded()
+        except Exception as problem:
+            self.capture.store_unstorable(task_id, task_name, None, problem, reason)
+            return
+        self.capture.store(entry, payload)
 
     def _store_message(
         self,
@@ -135,6 +189,10 @@ class DroppedMessages:
         try:
             args, kwargs, decoded = _arguments(message)
             delivery = dict(getattr(message, "delivery_info", None) or {})
+            reprs = SimpleNamespace(
+                argsrepr=headers.get("argsrepr"), kwargsrepr=headers.get("kwargsrepr")
+            )
+            argsrepr, kwargsrepr = self.capture.chosen_reprs(reprs, args, kwargs)
             entry = build_entry(
                 task_id=task_id,
                 task=task_name,
@@ -150,6 +208,8 @@ class DroppedMessages:
                 parent_id=_optional_text(headers.get("parent_id")),
                 replay_options=_message_options(headers),
                 reason=reason,
+                argsrepr=argsrepr,
+                kwargsrepr=kwargsrepr,
             )
             entry.exception = exception
             entry.message = text[:4096]
@@ -160,7 +220,7 @@ class DroppedMessages:
                     entry.lossy, entry.lossy_fields = True, ["message"]
                 else:
                     entry.options["raw_message"] = raw
-            payload = entry.to_json().encode()
+            payload = entry.encoded()
         except Exception as problem:
             self.capture.store_unstorable(task_id, task_name, None, problem, reason)
             return
@@ -194,11 +254,14 @@ def _message_options(headers: dict[str, Any]) -> dict[str, Any]:
     return {"time_limit": hard, "soft_time_limit": soft}
 
 
-class DecodeErrorStep(bootsteps.StartStopStep):  # type: ignore[misc]
-    """Wraps the consumer's ``on_decode_error`` (called with no signal) to keep the message.
+class DroppedMessagesStep(bootsteps.StartStopStep):  # type: ignore[misc]
+    """Wraps two consumer methods that drop tasks with no signal at all.
 
-    Installed before the task consumer is created, so both the consumer's own handler and the
-    one kombu is given see the wrapper.
+    - ``on_decode_error``: an undecodable body is logged and acked. Wrapped before the task
+      consumer is created, so both the consumer's own handler and the one kombu is given see
+      the wrapper; broadcasts to the workers (the pidbox copies it) are left alone.
+    - ``cancel_active_requests``: a cold shutdown (SIGQUIT, a second Ctrl-C, the end of
+      ``worker_soft_shutdown_timeout``) cancels running tasks; the acked ones are gone.
     """
 
     def __init__(self, parent: Any, **kwargs: Any) -> None:
@@ -220,3 +283,15 @@ class DecodeErrorStep(bootsteps.StartStopStep):  # type: ignore[misc]
 
         on_decode_error._morgue_wrapped = True  # type: ignore[attr-defined]
         parent.on_decode_error = on_decode_error
+        cancel = getattr(parent, "cancel_active_requests", None)
+        if cancel is None:
+            return
+
+        def cancel_active_requests() -> Any:
+            try:
+                dropped.on_cold_shutdown(tuple(active_requests))
+            except Exception:
+                log.exception("celery-morgue: could not keep the tasks a shutdown cancels")
+            return cancel()
+
+        parent.cancel_active_requests = cancel_active_requests

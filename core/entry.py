@@ -24,6 +24,8 @@ FORMAT_VERSION = 1
 # A stored entry larger than this is listed as unreadable rather than parsed: celery-morgue's own
 # entries stay well under it (64 KiB of arguments twice, 32 KiB of traceback, small fields).
 ENTRY_LIMIT = 1024 * 1024
+# What travels with a task besides its arguments (a chain's signatures, callbacks), in all.
+OPTIONS_LIMIT = 64 * 1024
 
 # Why the worker dropped the task. "failed": task_failure (an exception, a lost worker, a
 # time limit, Reject); "terminated": a revoke with terminate=True; "unregistered": a task name
@@ -120,6 +122,7 @@ class Entry:
                 raise ValueError(f"{name} is a {type(value).__name__}, not {_type_names(expected)}")
         if known.get("reason", "failed") not in REASONS:
             raise ValueError(f"unknown reason {_short(known['reason'])}")
+        _check_contents(known)
         for name, default in _READ_DEFAULTS.items():
             if name not in known:
                 known[name] = default()
@@ -157,8 +160,18 @@ class Entry:
 
     @property
     def requeue_exact(self) -> bool:
-        """Whether requeueing sends the task exactly the arguments it failed with."""
+        """Whether requeueing sends the task exactly what it failed with: its arguments, and
+        the options (chain, callbacks) that travel with them."""
+        if any(name.startswith("options.") for name in self.truncated_fields):
+            return False
         return not self.lossy or self.exact_args is not None
+
+    def encoded(self) -> bytes:
+        """The stored form; a ValueError when it would be larger than a reader accepts."""
+        payload = self.to_json().encode()
+        if len(payload) > ENTRY_LIMIT:
+            raise ValueError(f"the entry would be {len(payload):,} bytes (at most {ENTRY_LIMIT:,})")
+        return payload
 
     def requeue_arguments(self) -> tuple[list[Any], dict[str, Any]]:
         if self.exact_args is not None:
@@ -213,6 +226,33 @@ _READ_DEFAULTS: dict[str, Callable[[], Any]] = {
 assert {
     f.name for f in fields(Entry) if f.default is MISSING and f.default_factory is MISSING
 } == _REQUIRED_FIELDS | _READ_DEFAULTS.keys()
+
+
+def _check_contents(known: dict[str, Any]) -> None:
+    """What the type check of each field cannot see: list items, nested shapes."""
+    for name in ("lossy_fields", "truncated_fields"):
+        if not all(isinstance(item, str) for item in known.get(name, ())):
+            raise ValueError(f"{name} holds something other than strings")
+    exact = known.get("exact_args")
+    if exact is not None:
+        try:
+            decoded = kombu_loads(exact)
+        except Exception:
+            raise ValueError("exact_args is not kombu JSON") from None
+        if not (
+            isinstance(decoded, list | tuple)
+            and len(decoded) == 2
+            and isinstance(decoded[0], list | tuple)
+            and isinstance(decoded[1], dict)
+        ):
+            raise ValueError("exact_args is not [args, kwargs]")
+    raw = known.get("options", {}).get("raw_message")
+    if raw is not None and not (
+        isinstance(raw, dict)
+        and isinstance(raw.get("body"), str)
+        and isinstance(raw.get("headers", {}), dict)
+    ):
+        raise ValueError("options.raw_message is not a stored message")
 
 
 def _as_tuple(expected: type | tuple[type, ...]) -> tuple[type, ...]:
@@ -319,17 +359,23 @@ def _exception_message(exception: BaseException | None) -> str:
     return _text(text, MESSAGE_LIMIT)
 
 
-def _replay_options(options: dict[str, Any] | None) -> dict[str, JSON]:
-    """The JSON-able, non-empty options; anything else is dropped rather than guessed at."""
+def _replay_options(options: dict[str, Any] | None) -> tuple[dict[str, JSON], list[str]]:
+    """The JSON-able, non-empty options, and the names of those dropped rather than guessed at
+    (not JSON-able, or past ``OPTIONS_LIMIT`` in all: a chain of thousands of signatures)."""
     kept: dict[str, JSON] = {}
+    dropped: list[str] = []
+    size = 0
     for name, value in (options or {}).items():
         if value in (None, [], {}, ()):
             continue
         conversion = Conversion()
         safe = to_jsonable(value, name, conversion)
-        if not conversion.lossy and not conversion.truncated:
-            kept[name] = safe
-    return kept
+        if conversion.lossy or conversion.truncated or size + conversion.size > OPTIONS_LIMIT:
+            dropped.append(f"options.{name}")
+            continue
+        size += conversion.size
+        kept[name] = safe
+    return kept, dropped
 
 
 def build_entry(
@@ -360,6 +406,7 @@ def build_entry(
     if reason not in REASONS:
         raise ValueError(f"reason must be one of {', '.join(REASONS)}, got {reason!r}")
     safe_args, safe_kwargs, conversion, exact = _arguments(args, kwargs)
+    options, dropped_options = _replay_options(replay_options)
     delivery = delivery_info or {}
     priority = delivery.get("priority")
     when = failed_at.astimezone(dt.UTC) if failed_at else dt.datetime.now(dt.UTC)
@@ -380,11 +427,11 @@ def build_entry(
         priority=priority if isinstance(priority, int) else None,
         root_id=root_id,
         parent_id=parent_id,
-        lossy=bool(conversion.lossy or conversion.truncated),
+        lossy=bool(conversion.lossy or conversion.truncated or dropped_options),
         lossy_fields=conversion.lossy,
-        truncated_fields=conversion.truncated,
+        truncated_fields=conversion.truncated + dropped_options,
         exact_args=exact,
-        options=_replay_options(replay_options),
+        options=options,
         reason=reason,
         failure_id=failure_id or new_failure_id(),
         argsrepr=None if argsrepr is None else _text(argsrepr, MESSAGE_LIMIT),

@@ -32,5 +32,9 @@ class LossyEntryError(DLQError):
     """Requeueing would send the task different arguments from the ones it failed with."""
 
 
+class InvalidEntryError(DLQError):
+    """The entry's stored options are not something the broker client can send."""
+
+
 class UnroutableEntry(DLQError):
     """This app cannot tell where to publish the entry: it would route nowhere and be lost."""

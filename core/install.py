@@ -10,7 +10,7 @@ from typing import Any
 from celery import signals
 
 from core.capture import FailureCapture
-from core.dropped import DecodeErrorStep, DroppedMessages
+from core.dropped import DroppedMessages, DroppedMessagesStep
 from core.options import Options
 from core.reaper import Reaper, ensure_beat_entry, register_cleanup_task
 from core.revoke import register_kill_job
@@ -70,7 +70,7 @@ def install(app: Any, redis_url: str | None = None, **options: Any) -> Installat
     signals.task_revoked.connect(dropped.on_task_revoked, weak=False)
     signals.task_unknown.connect(dropped.on_task_unknown, weak=False)
     signals.task_rejected.connect(dropped.on_task_rejected, weak=False)
-    app.steps["consumer"].add(DecodeErrorStep)
+    app.steps["consumer"].add(DroppedMessagesStep)
     register_spool_drain(app, capture)  # the main process drains the spool on its own
     reaper = Reaper(app, parsed, capture)
     cleanup_task = register_cleanup_task(app, reaper)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.entry import Entry
-from core.errors import UnroutableEntry
+from core.errors import InvalidEntryError, UnroutableEntry
 
 REQUEUED_FROM_HEADER = "morgue_requeued_from"
 # The options of a stored entry that the requeue passes on unchanged.
@@ -99,17 +99,23 @@ def _publish_raw(app: Any, entry: Entry, route: Route, new_id: str, raw: dict[st
     try:
         body = base64.b64decode(str(raw.get("body", "")), validate=True)
     except (binascii.Error, ValueError):
-        raise UnroutableEntry(f"entry {entry.id}: its stored message body is damaged") from None
+        raise InvalidEntryError(f"entry {entry.id}: its stored message body is damaged") from None
     headers = dict(raw.get("headers") or {})
     if "id" in headers:
         headers["id"] = new_id
     headers[REQUEUED_FROM_HEADER] = entry.task_id
     queue = route.queue if not isinstance(route.queue, str) else app.amqp.queues[route.queue]
+    # Celery's own rule (amqp.send_task_message): a direct exchange goes through the default
+    # exchange to the queue by name, whatever its binding key; others by the routing key.
+    if queue.exchange.type == "direct":
+        exchange, routing_key = "", queue.name
+    else:
+        exchange, routing_key = queue.exchange, route.routing_key or queue.routing_key
     with app.producer_or_acquire() as producer:
         producer.publish(
             body,
-            exchange=queue.exchange,
-            routing_key=route.routing_key or queue.routing_key,
+            exchange=exchange,
+            routing_key=routing_key,
             declare=[queue],
             content_type=str(raw.get("content_type") or "application/octet-stream"),
             content_encoding=str(raw.get("content_encoding") or "binary"),

@@ -435,6 +435,8 @@ def test_requeue_sends_the_task_again_through_the_worker(
         "skipped_unreadable": [],
         "already_requeued": {},
         "unroutable": {},
+        "invalid": {},
+        "retried": {},
         "not_found": [],
         "error": None,
     }

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import signal
 import time
 from collections.abc import Callable
 
@@ -197,3 +199,54 @@ def test_a_zombie_the_reaper_terminates_is_kept(worker: Worker, redis_client: re
     entry = wait_for(reaped, timeout=30)
     assert isinstance(entry, Entry) and entry.reason == "terminated"
     assert "SIGTERM" in entry.message or "15" in entry.message
+
+
+def test_a_cold_shutdown_keeps_the_running_tasks_it_drops(
+    redis_server: RedisServer, redis_client: redis.Redis, start_worker: Callable[..., Worker]
+) -> None:
+    """SIGQUIT (or REMAP_SIGTERM=SIGQUIT): Celery cancels running tasks it already acked."""
+    dlq = DeadLetterQueue(redis_client)
+    queue = "cold-shutdown"
+    doomed = start_worker(redis_server.url, queues=queue)
+    task_id = doomed.send("sleep", 60, queue=queue)
+    wait_running(doomed, task_id)
+    assert doomed.process.pid is not None
+    os.kill(doomed.process.pid, signal.SIGQUIT)
+    entry = wait_for(lambda: entry_for(dlq, task_id, queue), timeout=30)
+    assert isinstance(entry, Entry)
+    assert entry.reason == "terminated" and "cold shutdown" in entry.message
+    assert entry.args == [60]
+
+
+def test_an_undecodable_broadcast_to_the_workers_is_not_a_task(
+    worker: Worker, redis_client: redis.Redis, redis_server: RedisServer
+) -> None:
+    dlq = DeadLetterQueue(redis_client)
+    with Connection(redis_server.url) as conn:
+        Producer(conn).publish(
+            b'{"not": json',
+            exchange=Exchange("celery.pidbox", "fanout"),
+            routing_key="",
+            content_type="application/json",
+            content_encoding="utf-8",
+        )
+    marker = worker.send("boom", "after the broadcast")
+    wait_for(lambda: entry_for(dlq, marker), timeout=20)
+    assert not [e for e in entries_of(dlq) if e.task_id.startswith("unknown-")]
+
+
+def test_an_unregistered_task_keeps_the_arguments_its_caller_hid(
+    worker: Worker, redis_client: redis.Redis
+) -> None:
+    dlq = DeadLetterQueue(redis_client)
+    result = worker.control_app.send_task(
+        "billing.charge_card",
+        args=["4111-1111-1111-1111"],
+        kwargs={"cvv": "123"},
+        argsrepr="('<card>',)",
+        kwargsrepr="{'cvv': '<hidden>'}",
+    )
+    entry = wait_for(lambda: entry_for(dlq, result.id), timeout=20)
+    assert isinstance(entry, Entry) and entry.reason == "unregistered"
+    assert entry.arguments_hidden and entry.argsrepr == "('<card>',)"
+    assert "4111" not in json.dumps(entry.as_dict())

@@ -267,3 +267,32 @@ def test_a_list_containing_itself_is_stored() -> None:
     assert entry.lossy
     assert entry.exact_args is None
     assert len(entry.to_json()) < 128 * 1024
+
+
+def test_a_huge_chain_is_dropped_visibly_and_the_entry_stays_readable() -> None:
+    """The first step of a chain of thousands of signatures fails: the entry must still be
+    one a reader accepts, and requeue must not silently send it without the rest."""
+    from core.entry import ENTRY_LIMIT, Entry, build_entry
+
+    signature = {"task": "proj.step", "args": ["x" * 300], "kwargs": {}, "options": {}}
+    entry = build_entry(
+        task_id="t",
+        task="proj.step",
+        queue="celery",
+        args=[1],
+        kwargs={},
+        exception=ValueError("boom"),
+        traceback="",
+        retries=0,
+        hostname="w@h",
+        delivery_info={},
+        root_id=None,
+        parent_id=None,
+        replay_options={"chain": [signature] * 4000, "time_limit": 60},
+    )
+    assert "options.chain" in entry.truncated_fields
+    assert entry.options == {"time_limit": 60}
+    assert entry.lossy and not entry.requeue_exact
+    payload = entry.encoded()
+    assert len(payload) < ENTRY_LIMIT
+    assert Entry.from_json("1-0", payload).truncated_fields == ["options.chain"]

@@ -5,8 +5,8 @@ Publishes are counted at the broker: the Redis list of a queue no worker consume
 
 from __future__ import annotations
 
+import base64
 import json
-import time
 from collections import Counter
 from typing import Any
 
@@ -119,7 +119,13 @@ def test_a_requeue_that_stopped_after_publishing_is_not_sent_again(
     """A crash between the publish and the removal leaves the entry marked with its new id."""
     dlq = DeadLetterQueue(redis_client)
     [entry_id] = fill(dlq, 1)
-    marker = {"task_id": "sent-before-the-crash", "token": "t", "at": time.time() - 600}
+    redis_ms = int(redis_client.time()[0]) * 1000
+    marker = {
+        "task_id": "sent-before-the-crash",
+        "token": "t",
+        "at_ms": redis_ms - 600_000,
+        "phase": "published",
+    }
     redis_client.set(dlq._marker_key(QUEUE, entry_id), json.dumps(marker))
     with pytest.raises(AlreadyRequeued, match="sent-before-the-crash") as raised:
         dlq.requeue(app, QUEUE, entry_id)
@@ -209,3 +215,96 @@ def test_unreadable_entries_are_listed_shown_deleted_and_skipped(
     assert set(report.requeued) == {*good, readable_old.decode()}
     assert dlq.delete(QUEUE, *(stream_id.decode() for stream_id in bad.values())) == 6
     assert dlq.size(QUEUE) == 0
+
+
+def test_a_requeue_that_stopped_before_confirming_its_publish_is_sent_again_and_said(
+    app: Any, redis_client: redis.Redis
+) -> None:
+    """The publish and the release both failed (Redis restarting): the marker stays
+    "claimed". Minutes later the entry is sent again, and the report names the earlier try,
+    instead of calling it sent and inviting the operator to delete a task never sent."""
+    dlq = DeadLetterQueue(redis_client)
+    [entry_id] = fill(dlq, 1)
+    redis_ms = int(redis_client.time()[0]) * 1000
+    marker = {"task_id": "maybe-sent", "token": "t", "at_ms": redis_ms - 600_000}
+    redis_client.set(dlq._marker_key(QUEUE, entry_id), json.dumps({**marker, "phase": "claimed"}))
+    report = dlq.requeue_all(app, QUEUE)
+    assert report.retried == {entry_id: "maybe-sent"}
+    assert set(report.requeued) == {entry_id}
+    assert sum(published(redis_client).values()) == 1
+    assert dlq.size(QUEUE) == 0
+
+
+def test_a_fresh_claimed_marker_is_busy_not_sent(app: Any, redis_client: redis.Redis) -> None:
+    dlq = DeadLetterQueue(redis_client)
+    [entry_id] = fill(dlq, 1)
+    dlq._claim(QUEUE, entry_id, "in-flight")
+    assert dlq.requeue_all(app, QUEUE).skipped_busy == [entry_id]
+    assert not published(redis_client)
+
+
+def test_a_refused_message_requeues_through_a_queue_whose_binding_is_not_its_name(
+    redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    """Celery publishes a direct queue through the default exchange by queue name; a raw
+    republish must too, or it reaches no binding ('tasks.high' here) and is lost."""
+    redis_client.delete("high")
+    worker_app = Celery("proj", broker=redis_server.url)
+    worker_app.conf.task_queues = [Queue("high", Exchange("tasks"), routing_key="tasks.high")]
+    dlq = DeadLetterQueue(redis_client)
+    entry = make_entry("raw-1", queue="high", delivery_info={"exchange": "", "routing_key": "high"})
+    entry.reason = "rejected"
+    body = json.dumps([[1], {}, {}]).encode()
+    entry.options["raw_message"] = {
+        "body": base64.b64encode(body).decode(),
+        "content_type": "application/json",
+        "content_encoding": "utf-8",
+        "headers": {"id": "raw-1", "task": "proj.add"},
+    }
+    entry_id = dlq.add(entry)
+    assert entry_id is not None
+    new_id = dlq.requeue(worker_app, "high", entry_id)
+    [raw] = redis_client.lrange("high", 0, -1)
+    message = json.loads(raw)
+    assert message["headers"]["id"] == new_id
+    assert base64.b64decode(message["body"]) == body
+    assert dlq.size("high") == 0
+    worker_app.close()
+
+
+def test_an_entry_whose_options_cannot_be_sent_is_kept_and_the_rest_go(
+    app: Any, redis_client: redis.Redis
+) -> None:
+    dlq = DeadLetterQueue(redis_client)
+    first, second = fill(dlq, 2)
+    key = dlq.key(QUEUE)
+    stored = json.loads(redis_client.xrange(key, min=first, max=first)[0][1][b"entry"])
+    headers = {"id": "t", "task": "proj.add"}
+    stored["options"] = {"raw_message": {"body": "%%% not base64", "headers": headers}}
+    dlq.delete(QUEUE, first)
+    bad = redis_client.xadd(key, {"entry": json.dumps(stored)}).decode()
+    report = dlq.requeue_all(app, QUEUE)
+    assert list(report.invalid) == [bad]
+    assert set(report.requeued) == {second}
+    assert dlq.size(QUEUE) == 1
+    assert redis_client.get(dlq._marker_key(QUEUE, bad)) is None  # released, not stuck
+
+
+def test_entries_with_malformed_contents_are_unreadable(redis_client: redis.Redis) -> None:
+    dlq = DeadLetterQueue(redis_client)
+    [good] = fill(dlq, 1)
+    key = dlq.key(QUEUE)
+    stored = json.loads(redis_client.xrange(key, min=good, max=good)[0][1][b"entry"])
+    cases = {
+        "lossy fields": {**stored, "lossy": True, "lossy_fields": [1, 2]},
+        "exact args": {**stored, "exact_args": "not json"},
+        "exact shape": {**stored, "exact_args": "[1, 2]"},
+        "raw message": {**stored, "options": {"raw_message": {"body": 5}}},
+    }
+    ids = {
+        name: redis_client.xadd(key, {"entry": json.dumps(data)}).decode()
+        for name, data in cases.items()
+    }
+    items = {item.id: item for item in dlq.page(QUEUE).items}
+    for name, stream_id in ids.items():
+        assert isinstance(items[stream_id], UnreadableEntry), name

@@ -14,6 +14,7 @@ from core.errors import (
     AlreadyRequeued,
     EntryBusy,
     EntryNotFound,
+    InvalidEntryError,
     LossyEntryError,
     UnreadableEntryError,
     UnroutableEntry,
@@ -358,6 +359,8 @@ def _requeue_one(
         report.skipped_unreadable.append(entry_id)
     except UnroutableEntry as exc:
         report.unroutable[entry_id] = str(exc)
+    except InvalidEntryError as exc:
+        report.invalid[entry_id] = str(exc)
 
 
 def _requeue_problems(report: RequeueReport) -> list[str]:
@@ -378,6 +381,15 @@ def _requeue_problems(report: RequeueReport) -> list[str]:
     if report.unroutable:
         first = next(iter(report.unroutable.values()))
         problems.append(f"{plural(len(report.unroutable), 'entry')} kept, unroutable: {first}")
+    if report.invalid:
+        first = next(iter(report.invalid.values()))
+        problems.append(f"{plural(len(report.invalid), 'entry')} kept, not sendable: {first}")
+    if report.retried:
+        pairs = [f"{k} (earlier {v})" for k, v in report.retried.items()]
+        problems.append(
+            "sent again after an earlier requeue stopped before confirming its own send "
+            f"({_some(pairs)}): if that earlier task ran, these run twice"
+        )
     return problems
 
 

@@ -73,6 +73,15 @@ def requeue_all_lines(report: RequeueReport) -> list[str]:
         more = len(report.unroutable) - 1
         also = f" (and {more:,} more)" if more else ""
         lines.append(f"Skipped {len(report.unroutable):,} unroutable{also}: {why}.")
+    if report.invalid:
+        why = first_line(next(iter(report.invalid.values())))
+        lines.append(f"Skipped {len(report.invalid):,} that cannot be sent: {why}.")
+    if report.retried:
+        earlier = listed(list(report.retried.values()))
+        lines.append(
+            f"Sent {len(report.retried):,} again after a requeue stopped before confirming it "
+            f"sent {earlier}: if that ran, they run twice."
+        )
     if report.skipped_lossy:
         lines.append(f"Skipped {len(report.skipped_lossy):,}: arguments changed when stored.")
     if report.skipped_busy:
@@ -91,7 +100,13 @@ def requeue_all_done(queue: str, report: RequeueReport, scrub: Callable[[str], s
             "stopped; the rest are still in the queue."
         )
         return ActionDone("\n".join([text, *lines]), severity="error", refresh_dlq=True)
-    attention = report.skipped_busy or report.already_requeued or report.unroutable
+    attention = (
+        report.skipped_busy
+        or report.already_requeued
+        or report.unroutable
+        or report.invalid
+        or report.retried
+    )
     severity: Severity = "warning" if attention or report.skipped_unreadable else "information"
     text = f"Requeued {requeued} from {printable(queue)}."
     return ActionDone("\n".join([text, *lines]), severity=severity, refresh_dlq=True)
