@@ -274,8 +274,19 @@ class FailureCapture:
                 # at once, without waiting: a fresh one, once. The write is idempotent.
                 self.dlq.add(entry, payload)
         except (redis.RedisError, OSError) as exc:
-            self._redis_down_until = time.monotonic() + CIRCUIT_OPEN_SECONDS
-            self._spool(entry, exc)
+            from core.spool_drain import redis_away
+
+            if redis_away(exc):
+                self._redis_down_until = time.monotonic() + CIRCUIT_OPEN_SECONDS
+                self._spool(entry, exc)
+                return
+            # Refused for good (WRONGTYPE: dlq:<queue> is someone else's key...): Redis is
+            # here, so the circuit stays closed, and a retry from the spool would only block
+            # what follows it there. Kept in the side file with the error.
+            try:
+                self.spool.set_aside_refused([(entry, exc)])
+            except Exception:
+                self._spool(entry, exc)  # then the replay sets it aside
             return
         except Exception as exc:
             log.exception("celery-morgue: unexpected error storing task %s", entry.task_id)
@@ -317,8 +328,9 @@ class FailureCapture:
 
     def replay_spool(self, *, raise_errors: bool = False) -> int:
         """Move the oldest spooled entries into Redis, a bounded tick (about 15 ms); returns
-        how many were stored. Never raises, unless ``raise_errors`` (then Redis and file errors
-        propagate, for the spool drain's backoff).
+        how many were stored. Never raises, unless ``raise_errors`` (then Redis-away and file
+        errors propagate, for the spool drain's backoff). Entries Redis refuses for good are
+        set aside (``_store_unexpired``), never retried.
 
         Skipped while another process of this host replays: its replay covers ours.
         """
@@ -339,7 +351,11 @@ class FailureCapture:
         return count
 
     def _store_unexpired(self, entries: list[Entry]) -> int:
-        """Retention counts from the failure: an entry spooled longer than that is not stored."""
+        """Retention counts from the failure: an entry spooled longer than that is not stored.
+
+        Raises if Redis is away (the batch then waits); entries it refused for good go to the
+        spool's side file with their error, so they never hold up the rest.
+        """
         horizon = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=self.options.retention)
         fresh = [entry for entry in entries if entry.failed_at_datetime > horizon]
         if len(fresh) < len(entries):
@@ -347,8 +363,18 @@ class FailureCapture:
                 "celery-morgue: %d spooled entries outlived their retention before Redis came back",
                 len(entries) - len(fresh),
             )
-        self.dlq.add_many(fresh)
-        return len(fresh)
+        from core.spool_drain import redis_away
+
+        replies = self.dlq.add_many(fresh, raise_on_error=False)
+        refused: list[tuple[Entry, BaseException]] = []
+        for entry, reply in zip(fresh, replies, strict=True):
+            if isinstance(reply, redis.ResponseError):
+                if redis_away(reply):
+                    raise reply  # Redis cannot write now: the batch waits (stored ones dedupe)
+                refused.append((entry, reply))
+        # Refused for good: set aside (logged once) and moved past, so nothing waits on them.
+        self.spool.set_aside_refused(refused)
+        return len(fresh) - len(refused)
 
 
 def _will_be_redelivered(task: Any, exception: BaseException | None) -> bool:

@@ -340,8 +340,16 @@ class DeadLetterQueue:
             reply = self._add(keys=keys, args=argv)
         return _text(reply) if reply else None
 
-    def add_many(self, entries: Iterable[Entry]) -> list[str | None]:
-        """Store several entries in one round trip, each de-duplicated like :meth:`add`."""
+    def add_many(
+        self, entries: Iterable[Entry], *, raise_on_error: bool = True
+    ) -> list[str | redis.ResponseError | None]:
+        """Store several entries in one round trip, each de-duplicated like :meth:`add`.
+
+        With ``raise_on_error=False`` an entry Redis refused (a ``ResponseError``: a key of
+        another type, out of memory, ...) has that error in its place, and the others are
+        stored; without, the first such error raises (the others are stored all the same).
+        Connection errors raise either way.
+        """
         pipe = self.client.pipeline(transaction=False)
         count = 0
         for entry in entries:
@@ -350,7 +358,10 @@ class DeadLetterQueue:
             count += 1
         if count == 0:
             return []
-        return [_text(reply) if reply else None for reply in pipe.execute()]
+        return [
+            reply if isinstance(reply, redis.ResponseError) else (_text(reply) if reply else None)
+            for reply in pipe.execute(raise_on_error=raise_on_error)
+        ]
 
     # -- reading -------------------------------------------------------------------------
 

@@ -19,12 +19,17 @@ On disk, in the spool directory (all files mode 0600, named by a hash: no passwo
   line counts, and the dropped and replayed counters. It is rewritten in place (one ``pwrite``)
   under the lock, and checked against the directory each time the lock is taken, so a process
   killed between two steps costs at most a batch replayed twice (which the DLQ de-duplicates).
-- ``spool-{tag}.rejected.jsonl``: lines that are not entries (torn writes), kept, not dropped.
+  Threads (and gevent or eventlet greenlets) of one process also take a per-process lock
+  before the ``flock``, so one of them waiting for another never blocks in ``flock``.
+- ``spool-{tag}.rejected.jsonl``: lines that are not entries (torn writes), and entries Redis
+  refused for good (``{"error": ..., "entry": ...}``), kept, not dropped.
 
-The replay position only moves past lines Redis has accepted, and moves before the lock is
+The replay position only moves past lines Redis has accepted (or refused for good: the
+caller's ``store`` sets those aside, ``Spool.set_aside_refused``), and moves before the lock is
 released; appends only ever add after the end: entries appended between two replay ticks are
 neither lost nor replayed twice. A fully replayed sealed segment is deleted, a fully replayed
-active segment truncated.
+active segment truncated (after the header says offset 0, so a kill in between replays a batch
+twice rather than hide what is appended next; a header left past the end is reset).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import json
 import logging
 import os
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -65,6 +71,22 @@ REPLAY_FIRST_BATCH = 20
 _STATE_BLOCK = 4096
 _STATE_VERSION = 1
 _READ_CHUNK = 1024 * 1024
+
+
+# Per process, one lock per spool, taken before its flock: a thread (or a greenlet, once gevent
+# or eventlet patched threading) waits here, not in flock(), while another of the same process
+# holds the spool; a greenlet blocked in flock() would block the one holding it too. Created on
+# first use (after any monkey-patching) and forgotten in a forked child (its holder is gone).
+_process_locks: dict[str, threading.Lock] = {}
+os.register_at_fork(after_in_child=_process_locks.clear)
+
+
+def _process_lock(path: Path) -> threading.Lock:
+    key = str(path)
+    lock = _process_locks.get(key)
+    if lock is None:
+        lock = _process_locks.setdefault(key, threading.Lock())
+    return lock
 
 
 def default_spool_dir() -> Path:
@@ -182,19 +204,25 @@ class Spool:
     @contextmanager
     def _locked(self, *, wait: bool = True) -> Iterator[_Locked]:
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.state_path, os.O_RDWR | os.O_CREAT, 0o600)
+        guard = _process_lock(self.state_path)
+        if not guard.acquire(blocking=wait):
+            raise SpoolBusy(str(self.path))
         try:
+            fd = os.open(self.state_path, os.O_RDWR | os.O_CREAT, 0o600)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise SpoolBusy(str(self.path)) from None
-            locked = _Locked(self, fd)
-            try:
-                yield locked
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise SpoolBusy(str(self.path)) from None
+                locked = _Locked(self, fd)
+                try:
+                    yield locked
+                finally:
+                    locked.save()
             finally:
-                locked.save()
+                os.close(fd)  # closing releases the flock
         finally:
-            os.close(fd)  # closing releases the lock
+            guard.release()
 
     def _sealed_on_disk(self) -> list[int]:
         try:
@@ -319,10 +347,39 @@ class Spool:
                 if not locked.has_pending():
                     return total
 
+    def set_aside_refused(self, refused: list[tuple[Entry, BaseException]]) -> None:
+        """Keep entries Redis refused for good (a ``WRONGTYPE``...) in the side file, each with
+        its error, instead of retrying them forever (which would block what follows them).
+        Logged once, here. Needs no lock: the side file is only ever appended to."""
+        if not refused:
+            return
+        entry, error = refused[0]
+        log.error(
+            "celery-morgue: Redis refused %d failed tasks for good (task %s, queue %r: %s); "
+            "kept in %s",
+            len(refused),
+            entry.task_id,
+            entry.queue,
+            error,
+            self.rejected_path,
+        )
+        at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self._write_aside(
+            [
+                b'{"error":%s,"rejected_at":"%s","entry":%s}'
+                % (json.dumps(str(error)).encode(), at.encode(), entry.to_json().encode())
+                for entry, error in refused
+            ]
+        )
+
     def _set_aside(self, lines: list[bytes]) -> None:
         log.error(
             "celery-morgue: %d unreadable spool lines kept in %s", len(lines), self.rejected_path
         )
+        self._write_aside(lines)
+
+    def _write_aside(self, lines: list[bytes]) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(self.rejected_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             _write_all(fd, b"".join(line + b"\n" for line in lines))
@@ -379,6 +436,15 @@ class _Locked:
             # The segment being read is gone (replayed or dropped): the next one starts at 0.
             state.read_no, state.read_offset, state.read_lines = oldest, 0, 0
             self.dirty = True
+        if state.read_offset:
+            reading = spool.segment_path(oldest) if sealed else spool.path
+            if _size(reading) < state.read_offset:
+                # Emptied after the offset was saved (a replayer killed between the truncate
+                # and the header, by an earlier version): all it holds now came after, unread.
+                state.read_offset = state.read_lines = 0
+                if not sealed:
+                    state.active_lines = _count_lines(spool.path)
+                self.dirty = True
         if loaded is None:
             self.dirty = True
         return state
@@ -539,10 +605,13 @@ class _Locked:
             self.dirty = True
             return True
         if _size(self.spool.path) or state.read_offset or state.active_lines:
-            with contextlib.suppress(FileNotFoundError):
-                os.truncate(self.spool.path, 0)
             state.read_offset = state.read_lines = state.active_lines = 0
             self.dirty = True
+            # The header first: killed before the truncate, the last batch replays twice (the DLQ
+            # de-duplicates it); after it, an old offset would hide the next appends.
+            self.save()
+            with contextlib.suppress(FileNotFoundError):
+                os.truncate(self.spool.path, 0)
         return False
 
 

@@ -17,7 +17,11 @@ Each tick:
   failure in the main process waits on a dead Redis;
 - once Redis answers, closes the circuit and replays one bounded tick (about 15 ms, see
   ``core.spool``), then comes back in ``BUSY_SECONDS`` while a backlog is left, reporting the
-  state at most every second meanwhile and once more when the spool is empty.
+  state at most every second meanwhile and once more when the spool is empty. A replay that
+  fails although the PING worked (Redis out of memory, read-only, loading) backs off like a
+  failed probe, and the backoff only starts over once a replay succeeded. Entries Redis
+  refuses for good (:func:`redis_away` says no) do not fail the replay: the capture sets them
+  aside and the spool moves past them.
 
 Spooled entries are therefore in Redis within ``BACKOFF_MAX`` (plus the time their replay takes)
 of Redis answering again, with no failure needed.
@@ -26,6 +30,7 @@ of Redis answering again, with no failure needed.
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import time
 import weakref
@@ -48,6 +53,42 @@ BACKOFF_MAX = 2.0
 REPORT_EVERY = 60.0
 REPORT_BUSY_EVERY = 1.0
 
+# Server states that pass: Redis is there but cannot take a write right now. redis-py strips
+# the code from the message of some (they have their own class), and a script's error carries
+# it inside the message ("... @user_script:3: -OOM command not allowed ..."). An ACL or password
+# mistake (NOPERM, NOAUTH, WRONGPASS) refuses every entry alike until someone fixes it: the
+# entries wait in the spool for that rather than being set aside.
+_TRANSIENT_CODES = re.compile(
+    r"\b(LOADING|BUSY|MISCONF|OOM|READONLY|TRYAGAIN|CLUSTERDOWN|MASTERDOWN|NOREPLICAS|NOSCRIPT"
+    r"|NOPERM|NOAUTH|WRONGPASS)\b"
+)
+_TRANSIENT_CLASSES: tuple[type[Exception], ...] = (
+    redis.exceptions.AuthenticationError,
+    redis.exceptions.NoPermissionError,
+    redis.exceptions.BusyLoadingError,
+    redis.exceptions.OutOfMemoryError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.MasterDownError,
+    redis.exceptions.NoScriptError,
+)
+
+
+def redis_away(exc: BaseException) -> bool:
+    """Is ``exc`` Redis being away (or passing through a state it leaves by itself), so the
+    write is worth retrying later from the spool?
+
+    False for a refusal that would come back every time for this entry (a ``ResponseError``
+    such as ``WRONGTYPE`` because ``dlq:<queue>`` is someone else's key): retrying it would
+    block everything spooled behind it, so such an entry is set aside instead.
+    """
+    if isinstance(exc, _TRANSIENT_CLASSES):
+        return True
+    if isinstance(exc, (redis.ResponseError, redis.DataError)):
+        return bool(_TRANSIENT_CODES.search(str(exc)))
+    return isinstance(exc, (redis.RedisError, OSError))
+
 
 class SpoolDrain:
     """Drains one capture's spool from a timer; ``tick`` never raises."""
@@ -61,6 +102,8 @@ class SpoolDrain:
         self._failures = 0
         self._delay: float | None = None
         self._heard = False  # Redis answered during the current backlog
+        self._silent = False  # the last probe failed (and that was logged)
+        self._replay_failing = False  # the last replay failed (and that was logged)
         self._probe_client: redis.Redis | None = None
         self._reported: tuple[int, int, int] | None = None
         self._reported_at = -float("inf")
@@ -111,6 +154,7 @@ class SpoolDrain:
             self._heard = False
             if self._failures and not self._probe():
                 return self._back_off()
+            self._recovered()
             self._report(busy=False)
             return IDLE_SECONDS
         probe = not self._heard or self._failures or capture.circuit_open()
@@ -119,8 +163,17 @@ class SpoolDrain:
         try:
             capture.replay_spool(raise_errors=True)
         except (redis.RedisError, OSError) as exc:
-            log.warning("celery-morgue: spool replay deferred: %s", exc)
+            # Redis answers PING but takes no write (out of memory, read-only, loading...):
+            # the backoff goes on growing, and this is said once, not every tick.
+            if not self._replay_failing:
+                log.warning("celery-morgue: spool replay deferred: %s", exc)
+            else:
+                log.debug("celery-morgue: spool replay deferred: %s", exc)
+            self._replay_failing = True
             return self._back_off()
+        if self._replay_failing:
+            log.info("celery-morgue: the spool replays again")
+        self._recovered()
         more = capture.spool.pending()
         self._report(busy=more)
         return BUSY_SECONDS if more else IDLE_SECONDS
@@ -134,24 +187,31 @@ class SpoolDrain:
         try:
             self._probe_client.ping()
         except (redis.RedisError, OSError) as exc:
-            if not self._failures:
+            if not self._silent:
                 log.warning(
                     "celery-morgue: Redis at %s does not answer (%s); the spool waits, "
                     "retrying with backoff",
                     redact_url(capture.redis_url),
                     exc,
                 )
+            self._silent = True
             return False
-        if self._failures:
+        if self._silent:
             log.info(
                 "celery-morgue: Redis at %s answers again; replaying the spool",
                 redact_url(capture.redis_url),
             )
-        self._failures = 0
-        self._delay = None
+        self._silent = False
         self._heard = True
         capture.close_circuit()
         return True
+
+    def _recovered(self) -> None:
+        """Redis took what this tick gave it: the backoff starts over. Not on a PING alone: a
+        Redis that answers PING but refuses writes keeps backing off."""
+        self._failures = 0
+        self._delay = None
+        self._replay_failing = False
 
     def _back_off(self) -> float:
         self._heard = False
