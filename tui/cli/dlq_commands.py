@@ -26,10 +26,10 @@ from tui.cli.output import (
     format_time,
     key_values,
     plural,
-    printable,
     render_table,
 )
 from tui.cli.session import Failure, Session, confirm, pass_session
+from tui.literal import printable
 
 _ENTRY_ID = re.compile(r"\d{1,20}-\d{1,20}")
 MAX_LIMIT = 10_000

@@ -21,7 +21,7 @@ import click
 import redis
 from kombu.exceptions import OperationalError as KombuOperationalError
 
-from core.dlq import DLQError
+from core.errors import DLQError
 from core.urls import RedisURLError, redact_url, resolve_redis_url
 from core.zombies import ClusterUnavailable
 from tui.config_file import (
@@ -254,7 +254,7 @@ def translate(session: Session, error: BaseException) -> click.ClickException | 
 class MorgueGroup(click.Group):
     """A root group whose commands fail with one line and a status, never a traceback."""
 
-    def main(  # type: ignore[override]
+    def main(
         self,
         args: Any = None,
         prog_name: str | None = None,

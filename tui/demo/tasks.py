@@ -10,6 +10,7 @@ import decimal
 import os
 import random
 import time
+from typing import Any
 
 from celery import Celery
 
@@ -54,7 +55,7 @@ def parse_invoice(payload: str) -> None:
 
 
 @app.task(name="shop.sync_inventory", bind=True, max_retries=3)
-def sync_inventory(self, sku: str) -> None:
+def sync_inventory(self: Any, sku: str) -> None:
     try:
         raise ConnectionError(f"inventory service refused sku {sku}")
     except ConnectionError as exc:
