@@ -48,7 +48,8 @@ def install(app: Any, redis_url: str | None = None, **options: Any) -> Installat
     (False). Reaper options: ``hard_limit`` (300 s, for tasks with no
     limit of their own nor a pool default; None: never reap those), ``grace`` (30 s),
     ``reap_interval`` (300 s between beat runs; None: no beat entry), ``reap_signals``
-    (("SIGTERM", "SIGKILL")), ``reap_dry_run`` (False), ``inspect_timeout`` (1 s). A second call
+    (("SIGTERM", "SIGKILL")), ``reap_dry_run`` (False), ``inspect_timeout`` (1 s),
+    ``reap_uninstalled_workers`` (False: only workers of this DLQ are reaped). A second call
     for the same app changes nothing.
     """
     existing = _installed.get(app)

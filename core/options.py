@@ -52,6 +52,9 @@ class Options:
     reap_signals: tuple[str, ...] = DEFAULT_REAP_SIGNALS  # one more per run a task survives
     reap_dry_run: bool = False  # list zombies, revoke nothing
     inspect_timeout: float = 1.0  # the longest wait for a worker that does not answer
+    # Also reap workers that do not say they write to this DLQ: no core.install there (asked
+    # with inspect) or an older celery-morgue. Workers of another DLQ are never reaped.
+    reap_uninstalled_workers: bool = False
 
     def __post_init__(self) -> None:
         if (
@@ -90,6 +93,11 @@ class Options:
             raise ValueError(f"capture_expired must be True or False, got {self.capture_expired!r}")
         if not isinstance(self.reap_dry_run, bool):
             raise ValueError(f"reap_dry_run must be True or False, got {self.reap_dry_run!r}")
+        if not isinstance(self.reap_uninstalled_workers, bool):
+            raise ValueError(
+                "reap_uninstalled_workers must be True or False, "
+                f"got {self.reap_uninstalled_workers!r}"
+            )
         object.__setattr__(self, "reap_signals", _signal_names(self.reap_signals))
 
     @classmethod

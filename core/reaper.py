@@ -7,6 +7,15 @@ host), and escalates on a later run through ``morgue_kill_job`` (see :mod:`core.
 One run at a time acts: a run takes :class:`RunLock` (a Redis key with a TTL, owned by a random
 token, released only by its owner) and a run that finds it taken does nothing but report that
 it skipped, so two beats started by mistake, or a manual run during a scheduled one, act once.
+The lock is renewed before each worker is asked to signal (each may take the inspect timeout),
+and a run that finds it lost stops signalling.
+
+A run signals only the workers whose ``morgue_active`` says they write to the same DLQ as this
+installation (same prefix, same Redis), with their own ``hard_limit``: other teams' apps on the
+same broker, and workers of another DLQ, are listed in the report under ``skipped`` and left
+alone (their own reaper, if any, reaps them). ``reap_uninstalled_workers=True`` also reaps the
+workers that do not say which DLQ they write to: no ``core.install`` there (asked with
+``inspect``; the reaper's own ``hard_limit`` applies), or an older celery-morgue.
 """
 
 from __future__ import annotations
@@ -27,7 +36,8 @@ from core.broadcast import ClusterUnavailable, one_line
 from core.dlq import namespace_for
 from core.options import Options
 from core.revoke import RevokeReport, kill_jobs, revoke_tasks
-from core.zombies import CLEANUP_TASK, ActiveTask, active_tasks
+from core.worker_limits import dlq_identity
+from core.zombies import CLEANUP_TASK, ActiveTask, ClusterSnapshot, active_tasks
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +186,11 @@ class Reaper:
         self.options = options
         self.capture = capture  # core.capture.FailureCapture: its DLQ client and spool
 
+    @property
+    def dlq(self) -> str:
+        """This installation's DLQ identity, as its workers' ``morgue_active`` says theirs."""
+        return dlq_identity(self.options.prefix, self.capture.redis_url)
+
     def memory(self, options: Options) -> SignalMemory:
         interval = options.reap_interval or 0.0
         remember_for = max(_REMEMBER_FLOOR, 10 * interval)
@@ -221,7 +236,15 @@ class Reaper:
             return self._skipped(options, lock)
         keepalive = lock.renew if held else None
         try:
-            report = reap(self.app, options, self.memory(options), keepalive=keepalive)
+            report = reap(
+                self.app,
+                options,
+                self.memory(options),
+                keepalive=keepalive,
+                dlq=self.dlq,
+                # An override for this run applies to every worker; else each its own options.
+                worker_defaults=hard_limit is None and grace is None,
+            )
             report["errors"][:0] = errors
             if _still_ours(report, keepalive):
                 self._housekeeping(report)
@@ -306,19 +329,50 @@ def _still_ours(report: dict[str, Any], keepalive: Callable[[], bool] | None) ->
     return kept
 
 
+_NO_INSTALL = (
+    "worker without core.install (asked with inspect): not reaped unless "
+    "reap_uninstalled_workers=True"
+)
+_UNNAMED_DLQ = (
+    "worker does not say which DLQ it writes to (an older celery-morgue): not reaped unless "
+    "reap_uninstalled_workers=True"
+)
+
+
+def not_reaped_because(
+    snapshot: ClusterSnapshot, worker: str, dlq: str, uninstalled: bool
+) -> str | None:
+    """Why this reaper leaves ``worker``'s zombies alone; None when it reaps them."""
+    if worker not in snapshot.workers:
+        return "worker did not answer every inspect"
+    if worker not in snapshot.dlqs:  # no morgue_active: asked with inspect
+        return None if uninstalled else _NO_INSTALL
+    theirs = snapshot.dlqs[worker]
+    if theirs is None:
+        return None if uninstalled else _UNNAMED_DLQ
+    if theirs != dlq:
+        return f"worker of another DLQ ({theirs}, this reaper's is {dlq}): its own reaper reaps it"
+    return None
+
+
 def reap(
     app: Any,
     options: Options,
     memory: SignalMemory,
     keepalive: Callable[[], bool] | None = None,
+    *,
+    dlq: str,
+    worker_defaults: bool = True,
 ) -> dict[str, Any]:
     """One reaper pass: signal each zombie, escalating for those signalled on earlier runs.
 
+    Only the zombies of workers of the DLQ ``dlq`` (see :func:`not_reaped_because`); with
+    ``worker_defaults`` each worker's own ``hard_limit`` and ``grace`` apply to its tasks.
     Step ``n`` of ``options.reap_signals`` goes to a task signalled ``n`` times before (the last
     signal repeats). A task signalled before that the workers no longer list, Celery forgot
     after signalling it; ``morgue_kill_job`` tells whether its process still runs it.
-    ``keepalive`` (the run lock's renewal) is called before each round of signals; when it
-    answers False the run stops signalling.
+    ``keepalive`` (the run lock's renewal) is called before each worker is asked to signal;
+    when it answers False the run stops signalling.
     """
     signals = options.reap_signals
     report: dict[str, Any] = {
@@ -338,6 +392,7 @@ def reap(
             hard_limit=options.hard_limit,
             grace=options.grace,
             timeout=options.inspect_timeout,
+            worker_defaults=worker_defaults,
         )
     except ClusterUnavailable as exc:
         # Not raised: a failing cleanup would land in the DLQ it keeps, every interval.
@@ -347,6 +402,7 @@ def reap(
     now = snapshot.taken_at.timestamp()
     report["workers"] = snapshot.workers
     report["unreachable"] = snapshot.unreachable
+    report["dlq"] = dlq
     try:
         signalled = memory.load(now)
     except (redis.RedisError, OSError) as exc:
@@ -361,8 +417,9 @@ def reap(
         step = int(record["step"]) + 1 if record and record.get("worker") == task.worker else 0
         signal = signals[min(step, len(signals) - 1)]
         entry = {**task.as_dict(), "signal": signal, "step": step}
-        if task.worker not in snapshot.workers:
-            report["skipped"].append({**entry, "reason": "worker did not answer every inspect"})
+        reason = not_reaped_because(snapshot, task.worker, dlq, options.reap_uninstalled_workers)
+        if reason is not None:
+            report["skipped"].append({**entry, "reason": reason})
             continue
         report["zombies"].append(entry)
         by_signal.setdefault(signal, []).append(task)
@@ -371,7 +428,7 @@ def reap(
     forgotten: dict[str, list[tuple[str, str]]] = {}
     for task_id, record in signalled.items():
         worker = str(record.get("worker", ""))
-        if task_id in listed or worker not in snapshot.workers:
+        if task_id in listed or not_reaped_because(snapshot, worker, dlq, True) is not None:
             continue  # listed: handled above; worker away: ask again on a later run
         step = int(record.get("step", 0)) + 1
         forgotten.setdefault(signals[min(step, len(signals) - 1)], []).append((task_id, worker))
@@ -384,11 +441,14 @@ def reap(
         ]
         return report
 
+    def renewed() -> bool:
+        return _still_ours(report, keepalive)
+
     steps = {entry["id"]: entry["step"] for entry in report["zombies"]}
     for signal, tasks in by_signal.items():
-        if not _still_ours(report, keepalive):
+        if _LOCK_LOST in report["errors"]:
             return report
-        result = _guarded(report, revoke_tasks, app, tasks, signal, options.inspect_timeout)
+        result = _guarded(report, revoke_tasks, app, tasks, signal, options, renewed)
         _merge(report, signal, result)
         for task in tasks:
             if task.id in result.terminated:
@@ -396,9 +456,9 @@ def reap(
             elif task.id in result.already_gone or task.id in result.refused:
                 _forget(report, memory, [task.id])
     for signal, pairs in forgotten.items():
-        if not _still_ours(report, keepalive):
+        if _LOCK_LOST in report["errors"]:
             return report
-        result = _guarded(report, kill_jobs, app, pairs, signal, options.inspect_timeout)
+        result = _guarded(report, kill_jobs, app, pairs, signal, options, renewed)
         _merge(report, signal, result)
         for task_id, worker in pairs:
             if task_id in result.terminated:
@@ -414,11 +474,14 @@ def _guarded(
     app: Any,
     tasks: Any,
     signal: str,
-    timeout: float,
+    options: Options,
+    keepalive: Callable[[], bool],
 ) -> RevokeReport:
     """Run one revoke round; a broker failure is reported, the rest of the run goes on."""
     try:
-        result = call(app, tasks, signal=signal, timeout=timeout)
+        result = call(
+            app, tasks, signal=signal, timeout=options.inspect_timeout, keepalive=keepalive
+        )
     except ClusterUnavailable as exc:
         report["errors"].append(str(exc))
         return RevokeReport()

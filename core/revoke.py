@@ -11,7 +11,7 @@ signals its process.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol
@@ -40,6 +40,8 @@ class RevokeReport:
     already_gone: list[str] = field(default_factory=list)  # the worker no longer had it
     refused: dict[str, str] = field(default_factory=dict)  # task id -> the worker's error
     no_reply: list[str] = field(default_factory=list)
+    # Not asked at all: ``keepalive`` said to stop (the reaper lost its run lock) before then.
+    not_sent: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -47,6 +49,7 @@ class RevokeReport:
             "already_gone": list(self.already_gone),
             "refused": dict(self.refused),
             "no_reply": list(self.no_reply),
+            "not_sent": list(self.not_sent),
         }
 
     def extend(self, other: RevokeReport) -> None:
@@ -54,6 +57,15 @@ class RevokeReport:
         self.already_gone += other.already_gone
         self.refused.update(other.refused)
         self.no_reply += other.no_reply
+        self.not_sent += other.not_sent
+
+
+Keepalive = Callable[[], bool]
+
+
+def _go_on(keepalive: Keepalive | None) -> bool:
+    """Whether to ask the next worker: ``keepalive()`` (the reaper renews its run lock there)."""
+    return keepalive is None or bool(keepalive())
 
 
 def _by_worker(tasks: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
@@ -90,16 +102,22 @@ def revoke_tasks(
     *,
     signal: str = "SIGTERM",
     timeout: float = 1.0,
+    keepalive: Keepalive | None = None,
 ) -> RevokeReport:
     """``revoke(terminate=True)`` each task on its own worker, and sort the workers' answers.
 
     A worker that cannot terminate (the threads pool) is reported under ``refused``; a task the
-    worker no longer has under ``already_gone``.
+    worker no longer has under ``already_gone``. ``keepalive`` is called before each worker
+    (each may take ``timeout``); once it answers False nothing more is sent and the tasks left
+    are reported under ``not_sent``.
     """
     signal_number(signal)  # a ValueError naming it before anything is sent
     grouped = _by_worker((task.id, task.worker) for task in tasks)
     report = RevokeReport()
     for worker, ids in grouped.items():
+        if report.not_sent or not _go_on(keepalive):
+            report.not_sent += ids
+            continue
         arguments = {"task_id": ids, "terminate": True, "signal": signal}
         reply = control(app, "revoke", arguments, [worker], timeout).get(worker)
         _sort_reply(report, ids, reply, "terminate: ")
@@ -109,16 +127,25 @@ def revoke_tasks(
 
 
 def kill_jobs(
-    app: Any, tasks: Iterable[tuple[str, str]], *, signal: str = "SIGKILL", timeout: float = 1.0
+    app: Any,
+    tasks: Iterable[tuple[str, str]],
+    *,
+    signal: str = "SIGKILL",
+    timeout: float = 1.0,
+    keepalive: Keepalive | None = None,
 ) -> RevokeReport:
     """Signal the pool process still running each ``(task id, worker)``, even one Celery forgot.
 
-    Needs workers that ran ``core.install`` (``morgue_kill_job``); others refuse.
+    Needs workers that ran ``core.install`` (``morgue_kill_job``); others refuse. ``keepalive``
+    as for :func:`revoke_tasks`.
     """
     signal_number(signal)
     grouped = _by_worker(tasks)
     report = RevokeReport()
     for worker, ids in grouped.items():
+        if report.not_sent or not _go_on(keepalive):
+            report.not_sent += ids
+            continue
         arguments = {"task_ids": ids, "signal": signal}
         reply = control(app, KILL_JOB_COMMAND, arguments, [worker], timeout).get(worker)
         if isinstance(reply, dict) and str(reply.get("error", "")).startswith("KeyError"):

@@ -8,12 +8,20 @@ at all: a per-call ``apply_async(time_limit=...)`` is invisible to ``registered(
 to workers running ``core.install``, answers from the worker's main process, for each active
 request::
 
-    {"version": 1, "pool": {"hard_limit": 50.0 | None, "soft_limit": ... | None},
+    {"version": 2, "pool": {"hard_limit": 50.0 | None, "soft_limit": ... | None},
+     "installation": {"dlq": "dlq:3f2a9c1b0d4e" | None, "hard_limit": 300.0 | None,
+                      "grace": 30.0} | None,
      "tasks": [{...request.info(safe) fields (id, name, args, kwargs, type, hostname,
                 time_start, acknowledged, delivery_info, worker_pid)...,
                 "hard_limit": 60.0 | None, "hard_limit_source": "request" | "task" | "pool" | None,
                 "soft_limit": 50.0 | None,
                 "runtime": 12.3 | None, "runtime_clock": "monotonic" | "wall" | None}]}
+
+``installation`` says which DLQ the worker's ``core.install`` writes to (:func:`dlq_identity`:
+the prefix and a short hash of the DLQ Redis URL, never the URL itself) and its own reaper
+options: a reaper reaps only workers of its own DLQ, with their own ``hard_limit`` (``None``:
+tasks without a known limit are never reaped). It is None in a process where this command was
+registered by an app other than the worker's (no installation of the worker's own app).
 
 The hard limit is the one billiard enforces: the message's own ``timelimit`` header (a per-call
 ``time_limit``), else the task's ``time_limit`` (its own or ``task_time_limit``), else the pool
@@ -27,6 +35,7 @@ a moment before its ``task_prerun``) is it the worker's own wall clock, said as 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from typing import Any
@@ -36,7 +45,7 @@ from celery import signals
 log = logging.getLogger(__name__)
 
 ACTIVE_COMMAND = "morgue_active"
-REPLY_VERSION = 1
+REPLY_VERSION = 2
 
 # task id -> time.monotonic() when the task began, in the process that runs it. Read only in a
 # worker's main process (threads and green pools); in a prefork child it holds the one task the
@@ -123,6 +132,27 @@ def request_runtime(request: Any, now: float) -> tuple[float | None, str | None]
     return None, None
 
 
+def dlq_identity(prefix: str, redis_url: str) -> str:
+    """Which DLQ an installation writes to, safe to show: ``prefix`` + 12 hex of the URL's hash."""
+    digest = hashlib.sha256(redis_url.strip().encode()).hexdigest()[:12]
+    return f"{prefix}{digest}"
+
+
+def installation_info(app: Any) -> dict[str, Any] | None:
+    """``{"dlq", "hard_limit", "grace"}`` of ``app``'s installation; None when it has none."""
+    from core.install import installation_of  # core.install imports this module
+
+    installation = installation_of(app) if app is not None else None
+    if installation is None:
+        return None
+    options = installation.options
+    return {
+        "dlq": dlq_identity(options.prefix, installation.redis_url),
+        "hard_limit": options.hard_limit,
+        "grace": options.grace,
+    }
+
+
 def morgue_active(state: Any, safe: bool = True, **_: Any) -> dict[str, Any]:
     """Active requests with the hard limit the pool enforces and their age on this worker."""
     from celery.worker import state as worker_state
@@ -147,6 +177,7 @@ def morgue_active(state: Any, safe: bool = True, **_: Any) -> dict[str, Any]:
     return {
         "version": REPLY_VERSION,
         "pool": {"hard_limit": pool_hard, "soft_limit": pool_soft},
+        "installation": installation_info(getattr(state.consumer, "app", None)),
         "tasks": tasks,
     }
 

@@ -6,8 +6,14 @@ where it comes from, and the seconds it has run on the worker's own monotonic cl
 skew between hosts counts for nothing. A worker without that command (no ``core.install``) is
 asked the old way, ``active()``, ``registered('time_limit')`` and ``stats()``: its tasks are
 marked ``source="inspect"``, aged on this host's clock against the worker's ``time_start``, and
-a per-call limit is invisible there. Where no limit is known, ``hard_limit`` (the argument)
-applies, or none at all when it is None.
+a per-call limit is invisible there. Where no hard limit is known, ``hard_limit`` (the
+argument) applies, or none at all when it is None; a worker whose ``core.install`` has
+``hard_limit=None`` says so and its tasks without a known limit never get one. A task with only a
+soft limit gets at least that soft limit (``hard_limit_source="soft"``): the reaper never ends a
+task before its own soft limit could fire.
+
+Each ``morgue_active`` reply also says which DLQ the worker's installation writes to
+(``ClusterSnapshot.dlqs``): the reaper signals only workers of its own DLQ.
 
 Discovery costs one broadcast ``ping`` that stops listening shortly after the replies stop
 coming, then calls addressed to the workers that answered, which return as soon as each of them
@@ -48,8 +54,10 @@ __all__ = [
 CLEANUP_TASK = "celery_morgue.cleanup_zombie_tasks"
 
 # Where a task's hard limit came from: the message (a per-call ``time_limit``), the task's own
-# ``time_limit``, the worker's pool default, the ``hard_limit`` argument, or nowhere.
-LIMIT_SOURCES = ("request", "task", "pool", "default", "none")
+# ``time_limit``, the worker's pool default, the task's soft limit (no hard limit known, and the
+# soft limit is longer than the default: the task may run until it fires), the ``hard_limit``
+# argument (or the worker's own option), or nowhere.
+LIMIT_SOURCES = ("request", "task", "pool", "soft", "default", "none")
 # ``ActiveTask.hard_limit`` of a task with no known limit (``null`` in JSON): never a zombie.
 NO_LIMIT = math.inf
 # Where a task's age and limit came from.
@@ -108,6 +116,9 @@ class ClusterSnapshot:
     taken_at: dt.datetime
     # Answered without morgue_active (no core.install there): asked with inspect instead.
     inspected: list[str] = field(default_factory=list)
+    # Answered morgue_active: the DLQ identity of its installation (core.worker_limits.
+    # dlq_identity); None when the reply names none (an older celery-morgue, or another app).
+    dlqs: dict[str, str | None] = field(default_factory=dict)
 
     @property
     def zombies(self) -> list[ActiveTask]:
@@ -120,28 +131,32 @@ class ClusterSnapshot:
             "workers": list(self.workers),
             "unreachable": list(self.unreachable),
             "inspected": list(self.inspected),
+            "dlqs": dict(self.dlqs),
             "taken_at": self.taken_at.isoformat(),
         }
 
 
-def _parse_registered(lines: Any) -> dict[str, float | None]:
-    """``{'app.sleeper': 3.0, 'app.other': None}`` from ``registered('time_limit')`` lines.
+def _parse_registered(lines: Any) -> dict[str, tuple[float | None, float | None]]:
+    """``{'app.sleeper': (3.0, None), 'app.other': (None, None)}``: ``(hard, soft)`` limits from
+    ``registered('time_limit', 'soft_time_limit')`` lines.
 
-    Every task the worker lists is a key: None means the worker says it has no limit of its own.
+    Every task the worker lists is a key: None means the worker says it has no such limit.
     """
-    limits: dict[str, float | None] = {}
+    limits: dict[str, tuple[float | None, float | None]] = {}
     for line in lines or ():
         text = str(line)
         match = _REGISTERED.match(text)
         if match is None:
-            limits[text] = None
+            limits[text] = (None, None)
             continue
-        limit = None
+        hard = soft = None
         for item in match["info"].split():
             key, _, value = item.partition("=")
             if key == "time_limit":
-                limit = _positive(value)
-        limits[match["name"]] = limit
+                hard = _positive(value)
+            elif key == "soft_time_limit":
+                soft = _positive(value)
+        limits[match["name"]] = (hard, soft)
     return limits
 
 
@@ -162,24 +177,60 @@ def _seconds(value: Any) -> float | None:
     return max(0.0, float(value)) if math.isfinite(value) else None
 
 
-def _pool_hard_limit(stats: Any) -> float | None:
+def _pool_limits(stats: Any) -> tuple[float | None, float | None]:
+    """``(hard, soft)`` pool defaults from a ``stats()`` reply (``pool.timeouts: [soft, hard]``)."""
     try:
         timeouts = stats["pool"]["timeouts"]
-        return _positive(timeouts[1])
+        return _positive(timeouts[1]), _positive(timeouts[0])
     except (KeyError, IndexError, TypeError):
-        return None
+        return None, None
 
 
-def _local_time_limit(app: Any, name: str) -> float | None:
+def _local_time_limits(app: Any, name: str) -> tuple[float | None, float | None]:
     try:
         task = app.tasks.get(name)
     except Exception:  # an app that may not be finalized here
-        return None
-    return _positive(getattr(task, "time_limit", None)) if task is not None else None
+        return None, None
+    if task is None:
+        return None, None
+    return _positive(getattr(task, "time_limit", None)), _positive(
+        getattr(task, "soft_time_limit", None)
+    )
 
 
-def _fallback_limit(hard_limit: float | None) -> tuple[float, str]:
+def _fallback_limit(hard_limit: float | None, soft: float | None = None) -> tuple[float, str]:
+    """The limit of a task whose hard limit is unknown: the default, but never below its soft
+    limit (the task may run until that fires, and must be able to clean up after it)."""
+    if soft is not None and (hard_limit is None or soft > hard_limit):
+        return soft, "soft"
     return (float(hard_limit), "default") if hard_limit is not None else (NO_LIMIT, "none")
+
+
+def _installation(reply: Any) -> dict[str, Any] | None:
+    """The ``installation`` of a ``morgue_active`` reply; None when it names none."""
+    found = reply.get("installation") if isinstance(reply, dict) else None
+    return found if isinstance(found, dict) else None
+
+
+def _worker_defaults(
+    reply: Any, hard_limit: float | None, grace: float, own: bool
+) -> tuple[float | None, float]:
+    """The fallback limit and grace for the tasks of the worker that sent ``reply``.
+
+    A worker installed with ``hard_limit=None`` leaves its tasks without a known limit alone,
+    whatever is asked here. With ``own``, the worker's own ``hard_limit`` and ``grace`` replace
+    the arguments; without, the arguments apply (an explicit choice for this call).
+    """
+    installation = _installation(reply)
+    if installation is None:
+        return hard_limit, grace
+    if "hard_limit" in installation and installation["hard_limit"] is None:
+        hard_limit = None
+    elif own and _positive(installation.get("hard_limit")) is not None:
+        hard_limit = _positive(installation["hard_limit"])
+    if own and _seconds(installation.get("grace")) is not None:
+        grace = float(installation["grace"])
+    return hard_limit, grace
 
 
 def _reported_tasks(reply: Any) -> list[dict[str, Any]] | None:
@@ -229,7 +280,7 @@ def _reported_task(
         reported = info.get("hard_limit_source")
         source = reported if reported in _WORKER_LIMIT_SOURCES else "task"
     else:
-        limit, source = _fallback_limit(hard_limit)
+        limit, source = _fallback_limit(hard_limit, _positive(info.get("soft_limit")))
     age = _seconds(info.get("runtime"))
     if age is None and _seconds(info.get("time_start")) is not None:
         age = _seconds(now - float(info["time_start"]))  # no runtime: this host's clock
@@ -249,8 +300,8 @@ def _inspected_task(
     app: Any,
     info: dict[str, Any],
     worker: str,
-    registered: dict[str, float | None],
-    pool_limit: float | None,
+    registered: dict[str, tuple[float | None, float | None]],
+    pool_limits: tuple[float | None, float | None],
     hard_limit: float | None,
     grace: float,
     now: float,
@@ -258,13 +309,13 @@ def _inspected_task(
     """A task as ``active()`` lists it: limit from the registries, age on this host's clock."""
     name = str(info.get("name") or info.get("type") or "")
     # The worker's own registry first; the local one for what it does not list (celery.*).
-    own = registered[name] if name in registered else _local_time_limit(app, name)
+    own, own_soft = registered[name] if name in registered else _local_time_limits(app, name)
     if own is not None:
         limit, source = own, "task"
-    elif pool_limit is not None:
-        limit, source = pool_limit, "pool"
+    elif pool_limits[0] is not None:
+        limit, source = pool_limits[0], "pool"
     else:
-        limit, source = _fallback_limit(hard_limit)
+        limit, source = _fallback_limit(hard_limit, own_soft or pool_limits[1])
     time_start = _seconds(info.get("time_start"))
     age = now - time_start if time_start else None
     return _task(
@@ -290,15 +341,19 @@ def active_tasks(
     grace: float = 30.0,
     timeout: float = 1.0,
     now: float | None = None,
+    worker_defaults: bool = False,
 ) -> ClusterSnapshot:
     """What every worker is running, with each task's age, hard limit and zombie verdict.
 
     ``hard_limit`` is the limit of tasks with none of their own (per call or on the task) and no
-    pool default; None leaves them without one (never zombies). ``now`` is this host's clock
-    (epoch seconds, default: when the replies arrived): ``taken_at`` and ``started_at`` are on
-    it, and so are the ages of tasks from workers without ``morgue_active``; the ages the
-    workers report are their own and do not depend on it. Raises :class:`ClusterUnavailable`
-    when the broker cannot be reached.
+    pool default; None leaves them without one (never zombies). With ``worker_defaults`` a
+    worker running ``core.install`` uses its own ``hard_limit`` and ``grace`` options instead
+    (the arguments still apply to workers that do not say theirs); a worker installed with
+    ``hard_limit=None`` never gives its tasks without a known limit one, either way. ``now`` is
+    this host's clock (epoch seconds, default: when the replies arrived): ``taken_at`` and
+    ``started_at`` are on it, and so are the ages of tasks from workers without
+    ``morgue_active``; the ages the workers report are their own and do not depend on it.
+    Raises :class:`ClusterUnavailable` when the broker cannot be reached.
     """
     if timeout <= 0:
         raise ValueError(f"timeout must be positive seconds, got {timeout!r}")
@@ -317,7 +372,8 @@ def active_tasks(
     if legacy:
         active = control(app, "active", {"safe": True}, legacy, timeout)
         replied_at = time.time()
-        registered = control(app, "registered", {"taskinfoitems": ["time_limit"]}, legacy, timeout)
+        items = {"taskinfoitems": ["time_limit", "soft_time_limit"]}
+        registered = control(app, "registered", items, legacy, timeout)
         stats = control(app, "stats", {}, legacy, timeout)
     return build_snapshot(
         app,
@@ -329,6 +385,7 @@ def active_tasks(
         grace=grace,
         now=now if now is not None else replied_at,
         reports=reports,
+        worker_defaults=worker_defaults,
     )
 
 
@@ -343,6 +400,7 @@ def build_snapshot(
     grace: float,
     now: float,
     reports: Mapping[str, Any] | None = None,
+    worker_defaults: bool = False,
 ) -> ClusterSnapshot:
     """A snapshot from the replies (``{worker: reply}``) of the workers that answered the ping.
 
@@ -353,20 +411,25 @@ def build_snapshot(
     tasks: list[ActiveTask] = []
     complete: list[str] = []
     inspected: list[str] = []
+    dlqs: dict[str, str | None] = {}
     for worker in workers:
-        reported = _reported_tasks(reports.get(worker))
+        reply = reports.get(worker)
+        reported = _reported_tasks(reply)
         if reported is not None:
             complete.append(worker)
-            tasks += [_reported_task(info, worker, hard_limit, grace, now) for info in reported]
+            dlq = (_installation(reply) or {}).get("dlq")
+            dlqs[worker] = dlq if isinstance(dlq, str) and dlq else None
+            limit, worker_grace = _worker_defaults(reply, hard_limit, grace, worker_defaults)
+            tasks += [_reported_task(info, worker, limit, worker_grace, now) for info in reported]
             continue
         if worker in active and worker in registered and worker in stats:
             complete.append(worker)
             inspected.append(worker)
         if isinstance(active.get(worker), list):
             registry = _parse_registered(registered.get(worker))
-            pool_limit = _pool_hard_limit(stats.get(worker))
+            pool_limits = _pool_limits(stats.get(worker))
             tasks += [
-                _inspected_task(app, info, worker, registry, pool_limit, hard_limit, grace, now)
+                _inspected_task(app, info, worker, registry, pool_limits, hard_limit, grace, now)
                 for info in active[worker]
                 if isinstance(info, dict)
             ]
@@ -377,6 +440,7 @@ def build_snapshot(
         unreachable=[w for w in workers if w not in complete],
         taken_at=_utc(now),
         inspected=inspected,
+        dlqs=dlqs,
     )
 
 

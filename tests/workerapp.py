@@ -190,3 +190,12 @@ def sleep_limit_2(seconds: float, key: str = "") -> None:
         time.sleep(0.1)
     if client is not None:
         client.set(f"finished:{key}", 1, ex=600)
+
+
+# -- for tests/test_reaper_scope.py ---------------------------------------------------------
+
+
+@app.task(soft_time_limit=500)
+def sleep_soft_limit_500(seconds: float) -> None:
+    """Only a soft limit: the reaper must not end it before 500 s (its soft limit)."""
+    time.sleep(seconds)

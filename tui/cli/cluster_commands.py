@@ -107,7 +107,21 @@ def _snapshot(
         hard_limit=None if no_limit else profile.hard_limit if hard_limit is None else hard_limit,
         grace=profile.grace if grace is None else grace,
         timeout=profile.inspect_timeout,
+        # Neither given: each installed worker's own options, as its reaper applies them.
+        worker_defaults=hard_limit is None and not no_limit and grace is None,
     )
+
+
+def _uninstalled_note(found: Sequence[ActiveTask]) -> str | None:
+    """Which zombies run on workers without core.install; None when there are none."""
+    ids = [task.id for task in found if task.source == SOURCE_INSPECT]
+    if not ids:
+        return None
+    note = (
+        f"{plural(len(ids), 'zombie')} on workers without core.install (asked with inspect: "
+        "a per-call limit is unseen, and no reaper of theirs would end them): " + ", ".join(ids)
+    )
+    return textwrap.fill(note, width=terminal_width(), break_on_hyphens=False)
 
 
 def _hard_limit(
@@ -133,7 +147,8 @@ hard_limit_option = click.option(
     callback=_hard_limit,
     help=(
         "Seconds a task may run when neither the call, the task nor the pool sets a limit "
-        "(default: the profile's); 'none': such tasks are never zombies."
+        "(default: each worker's own hard_limit option, else the profile's; never below the "
+        "task's soft limit); 'none': such tasks are never zombies."
     ),
 )
 grace_option = click.option(
@@ -155,7 +170,9 @@ def tasks(
     """Tasks the workers are running now, oldest first; zombies are marked.
 
     Each task's limit is the one its worker enforces, and says where it came from: the call
-    (apply_async(time_limit=...)), the task, the pool, or --hard-limit (default).
+    (apply_async(time_limit=...)), the task, the pool, its soft limit (soft: no hard limit
+    known, and the soft one is longer than the default), or the default (the worker's own
+    hard_limit option, or --hard-limit).
     """
     snapshot = _snapshot(session, *hard_limit, grace)
     if as_json:
@@ -207,13 +224,18 @@ def zombies(
             click.echo(_table(found))
         click.echo(_footer(snapshot, found, "zombie"))
         return
+    note = _uninstalled_note(found)
     if not as_json:
         click.echo(_table(found))
+        if note:
+            click.echo(note)
     confirm(yes, f"Revoke {plural(len(found), 'zombie task')} with {sig}?")
     report = revoke_tasks(
         session.connection().app, found, signal=sig, timeout=session.profile().inspect_timeout
     )
-    data["revoke"] = report.as_dict()
+    # Workers without core.install: revoked on request like the rest, but said so.
+    without = [task.id for task in found if task.source == SOURCE_INSPECT]
+    data["revoke"] = {**report.as_dict(), "without_install": without}
     if as_json:
         emit_json(data)
     else:

@@ -44,6 +44,7 @@ LIMIT_SOURCES = {
     "request": "set on the call (time_limit=)",
     "task": "the task's time_limit",
     "pool": "the worker's --time-limit",
+    "soft": "its soft limit (no hard limit known)",
     "default": "the profile's hard limit (none of its own)",
     "none": "none known",
 }
