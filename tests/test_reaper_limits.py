@@ -455,6 +455,7 @@ def test_enter_on_a_task_in_the_ui_shows_its_limit_and_where_it_comes_from() -> 
     shown = [notification.message for notification in app._notifications]
     assert any("limit 600 s: set on the call" in m and "worker's own clock" in m for m in shown)
     assert any(
-        "limit 300 s: the profile's hard limit" in m and "a per-call limit is unseen" in m
+        "limit 300 s: a default, the worker's or the profile's" in m
+        and "a per-call limit is unseen" in m
         for m in shown
     )

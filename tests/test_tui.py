@@ -387,10 +387,16 @@ def test_requeue_all_is_confirmed_first(
 
 
 def test_a_zombie_is_flagged_then_revoked(
-    worker: Worker, redis_server: RedisServer, redis_client: redis.Redis
+    redis_server: RedisServer, redis_client: redis.Redis, start_worker: Callable[..., Worker]
 ) -> None:
-    task_id = worker.send("sleep", 60)
-    profile = profile_for(redis_server.url, hard_limit=2.0, grace=0.0)
+    # The UI flags zombies as the worker's own reaper would: by the worker's options.
+    worker = start_worker(
+        redis_server.url,
+        queues="tui-zombies",
+        env={"MORGUE_TEST_HARD_LIMIT": "2", "MORGUE_TEST_GRACE": "0"},
+    )
+    task_id = worker.send("sleep", 60, queue="tui-zombies")
+    profile = profile_for(redis_server.url)
 
     def active_ids() -> set[str]:
         replies = worker.control_app.control.inspect(destination=[worker.name], timeout=1).active()

@@ -5,7 +5,6 @@ and what a requeue reports. Pilot against a real Redis; malformed entries are XA
 from __future__ import annotations
 
 import json
-import time
 import uuid
 
 import redis
@@ -50,7 +49,14 @@ def add(dlq: DeadLetterQueue, entry: Entry) -> str:
 
 def mark_sent_earlier(client: redis.Redis, entry_id: str, task_id: str) -> None:
     """What a requeue that crashed after publishing leaves behind: the entry, marked as sent."""
-    marker = {"task_id": task_id, "token": uuid.uuid4().hex, "at": time.time() - 600}
+    # A requeue that published, then stopped before removing the entry, ten minutes ago.
+    redis_ms = int(client.time()[0]) * 1000
+    marker = {
+        "task_id": task_id,
+        "token": uuid.uuid4().hex,
+        "at_ms": redis_ms - 600_000,
+        "phase": "published",
+    }
     client.set(f"dlq@requeue:{QUEUE}:{entry_id}", json.dumps(marker))
 
 

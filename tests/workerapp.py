@@ -37,6 +37,9 @@ core.install(
     # tests/test_beat.py runs `celery beat` on this app with a short interval.
     reap_interval=float(os.environ.get("MORGUE_TEST_REAP_INTERVAL") or 300),
     capture_expired=os.environ.get("MORGUE_TEST_CAPTURE_EXPIRED") == "1",
+    # The UI flags zombies by each installed worker's own options (tests/test_tui.py).
+    hard_limit=float(os.environ.get("MORGUE_TEST_HARD_LIMIT") or 300),
+    grace=float(os.environ.get("MORGUE_TEST_GRACE") or 30),
 )
 
 

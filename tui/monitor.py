@@ -94,6 +94,9 @@ class Monitor:
                 hard_limit=self.profile.hard_limit,
                 grace=self.profile.grace,
                 timeout=self.profile.inspect_timeout,
+                # A worker running core.install flags zombies by its own options, as its
+                # reaper will; the profile's apply to the others.
+                worker_defaults=True,
             )
 
     def revoke(self, tasks: Sequence[ActiveTask], signal: str) -> RevokeReport:

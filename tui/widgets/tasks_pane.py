@@ -45,7 +45,7 @@ LIMIT_SOURCES = {
     "task": "the task's time_limit",
     "pool": "the worker's --time-limit",
     "soft": "its soft limit (no hard limit known)",
-    "default": "the profile's hard limit (none of its own)",
+    "default": "a default, the worker's or the profile's (none of its own)",
     "none": "none known",
 }
 DETAIL_WIDTH = 60  # a notification's text, so the detail fits an 80-column terminal
