@@ -33,3 +33,30 @@ def test_importing_core_module_loads_no_ui_library(module: str) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "", f"{module} imports {result.stdout.strip()}"
+
+
+# What `celery` loads for every command (the plugin) and what scripts run: no textual, until a
+# command starts the UI or the demo.
+CLI_MODULES = [
+    "tui.cli",
+    "tui.cli.groups",
+    "tui.cli.dlq_commands",
+    "tui.cli.cluster_commands",
+    "tui.cli.profile_commands",
+    "tui.profiles",
+    "tui.config_file",
+    "tui.connection",
+]
+
+
+@pytest.mark.parametrize("module", CLI_MODULES)
+def test_the_command_line_loads_no_textual(module: str) -> None:
+    probe = (
+        f"import sys, {module}\n"
+        "print(','.join(sorted(m for m in sys.modules if m.split('.')[0] == 'textual')))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "", f"{module} imports {result.stdout.strip()}"
