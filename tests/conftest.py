@@ -14,7 +14,7 @@ import pytest
 import redis
 from celery import Celery
 
-from tui.services import (
+from tui.demo.processes import (
     ManagedProcess,
     RedisServer,
     ServiceError,

@@ -15,7 +15,7 @@ from celery import Celery
 import core
 from core.zombies import CLEANUP_TASK
 from tests.conftest import REPO, Worker, wait_for
-from tui.services import ManagedProcess, RedisServer, celery_argv, group_pids
+from tui.demo.processes import ManagedProcess, RedisServer, celery_argv, group_pids
 
 USER_ENTRY = {"task": "proj.nightly", "schedule": 86400.0}
 

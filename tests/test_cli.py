@@ -34,7 +34,7 @@ from tests.test_capture import wait_for_entry
 from tui.cli import cli
 from tui.cli.output import cell_width
 from tui.cli.session import CelerySession
-from tui.services import RedisServer, free_port
+from tui.demo.processes import RedisServer, free_port
 
 ENTRY_KEYS = {
     "id",

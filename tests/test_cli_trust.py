@@ -11,7 +11,7 @@ import redis
 from core import DeadLetterQueue, Entry
 from tests.conftest import Worker, wait_for
 from tests.test_cli import Morgue, make_entry, one_error_line
-from tui.services import RedisServer
+from tui.demo.processes import RedisServer
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ from celery import Celery
 from core import DeadLetterQueue
 from core.zombies import active_tasks
 from tests.conftest import REPO, wait_for
+from tui.demo.processes import group_pids, pid_alive
 from tui.demo.tasks import DEMO_GRACE, DEMO_HARD_LIMIT
-from tui.services import group_pids, pid_alive
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])

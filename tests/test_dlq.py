@@ -13,7 +13,7 @@ import redis
 from core import DeadLetterQueue, DLQError, EntryNotFound
 from core.entry import Entry, build_entry
 from tests.conftest import REPO, wait_for
-from tui.services import RedisServer
+from tui.demo.processes import RedisServer
 
 
 def make_entry(task_id: str, queue: str = "celery", **overrides: object) -> Entry:

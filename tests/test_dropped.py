@@ -15,7 +15,7 @@ from kombu import Connection, Exchange, Producer, Queue
 from core import DeadLetterQueue, Entry
 from core.zombies import CLEANUP_TASK, revoke_tasks
 from tests.conftest import Worker, wait_for
-from tui.services import RedisServer
+from tui.demo.processes import RedisServer
 
 
 def entries_of(dlq: DeadLetterQueue, queue: str = "celery") -> list[Entry]:

@@ -25,6 +25,7 @@ from tui.config_file import (
     update_config,
 )
 from tui.connection import connect_profile
+from tui.demo.processes import RedisServer
 from tui.profiles import (
     Profile,
     ProfileError,
@@ -33,7 +34,6 @@ from tui.profiles import (
     validate_profile_fields,
 )
 from tui.screens.profile_draft import TEXT_FIELDS, FormValues, check_form
-from tui.services import RedisServer
 
 EXAMPLE = """\
 default = "prod"

@@ -37,7 +37,7 @@ from tests.test_zombies import (
     reports,
     zombie_ids,
 )
-from tui.services import RedisServer, pid_alive
+from tui.demo.processes import RedisServer, pid_alive
 
 SKIPPED_REPORT = "dlq@reaper:skipped"
 RUN_LOCK = "dlq@reaper:lock"

@@ -22,7 +22,7 @@ from tests.conftest import Worker, wait_for
 from tests.test_cli import Morgue
 from tests.test_reaper_limits import by_id, local_reaper, on_db
 from tests.test_zombies import Cluster, make_cluster, reports, zombie_ids
-from tui.services import RedisServer, pid_alive
+from tui.demo.processes import RedisServer, pid_alive
 
 
 @pytest.fixture(scope="module")

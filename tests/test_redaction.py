@@ -34,8 +34,8 @@ from core.zombies import ClusterUnavailable, active_tasks
 from tests.conftest import REPO
 from tests.test_cli import Morgue, child_env, make_entry, one_error_line
 from tui.connection import connect_profile, scrub, with_password
+from tui.demo.processes import RedisServer
 from tui.profiles import Profile
-from tui.services import RedisServer
 
 SECRET = "S3cretPw"  # noqa: S105 - the test password
 REDIS_FAILOVER = f"redis://:{SECRET}@127.0.0.1:1;redis://:{SECRET}@127.0.0.1:2"

@@ -18,7 +18,7 @@ from kombu import Exchange, Queue
 from core import AlreadyRequeued, DeadLetterQueue, UnreadableEntry, UnroutableEntry
 from core.dlq import REQUEUED_FROM_HEADER
 from tests.test_dlq import make_entry
-from tui.services import RedisServer
+from tui.demo.processes import RedisServer
 
 # No worker consumes these queues: what is published stays in their Redis lists.
 QUEUE = "nobody-consumes"

@@ -27,7 +27,7 @@ from core.spool_drain import BACKOFF_BASE, BACKOFF_MAX, IDLE_SECONDS, SpoolDrain
 from core.spool_state import SpoolState, spool_backlogs, spool_states, write_spool_state
 from tests.conftest import REPO, Worker, wait_for
 from tests.test_dlq import make_entry
-from tui.services import RedisServer
+from tui.demo.processes import RedisServer
 from tui.widgets.status import Status
 
 

@@ -25,7 +25,7 @@ from core.spool import Spool, spool_for
 from core.spool_drain import SpoolDrain
 from tests.conftest import Worker, wait_for
 from tests.test_dlq import make_entry
-from tui.services import RedisServer
+from tui.demo.processes import RedisServer
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from core.entry import Entry
 from core.spool import Spool, spool_for
 from tests.conftest import Worker, wait_for
 from tests.test_dlq import make_entry
-from tui.services import RedisServer
+from tui.demo.processes import RedisServer
 
 
 def into(dlq: DeadLetterQueue) -> Callable[[list[Entry]], int]:

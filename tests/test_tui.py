@@ -23,12 +23,12 @@ from tests.conftest import Worker
 from tests.test_capture import wait_for_entry
 from tests.test_dlq import make_entry
 from tui.app import MorgueApp
+from tui.demo.processes import RedisServer
 from tui.profiles import Profile
 from tui.screens.confirm import ConfirmScreen, RevokeConfirmScreen
 from tui.screens.dashboard import DashboardScreen
 from tui.screens.entry import EntryScreen
 from tui.screens.help import HelpScreen
-from tui.services import RedisServer
 from tui.widgets.dlq_pane import DLQPane
 
 SIZE = (80, 24)
@@ -646,7 +646,7 @@ def test_reconnects_after_redis_restarts(tmp_path: Any) -> None:
     finally:
         pid = server.pid
         server.close()
-        from tui.services import group_pids
+        from tui.demo.processes import group_pids
 
         assert not group_pids(pid)
 

@@ -33,12 +33,12 @@ from tests.test_tui import (
 )
 from tests.test_tui_snapshots import ENTRIES, feed_dashboard, make_app
 from tui.app import MorgueApp
+from tui.demo.processes import RedisServer
 from tui.screens.confirm import ConfirmScreen, RevokeConfirmScreen
 from tui.screens.dashboard import DashboardScreen
 from tui.screens.dashboard_actions import requeue_all_done
 from tui.screens.entry import EntryScreen
 from tui.screens.help import HelpScreen
-from tui.services import RedisServer
 
 # A queue no test worker consumes: if a requeue slipped through, nothing would run it.
 QUEUE = "confirm-q"

@@ -24,10 +24,10 @@ from tests.test_tui import (
 )
 from tests.test_tui_paging import settle
 from tui.app import MorgueApp
+from tui.demo.processes import RedisServer
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.dashboard import DashboardScreen
 from tui.screens.entry import EntryScreen
-from tui.services import RedisServer
 
 # A queue no test worker consumes: whatever a requeue sends stays in its broker list.
 QUEUE = "entries-q"

@@ -20,8 +20,8 @@ from core import DeadLetterQueue
 from tests.test_dlq import make_entry
 from tests.test_tui import open_queue, profile_for, screen_text, with_app
 from tui.app import MorgueApp
+from tui.demo.processes import RedisServer
 from tui.monitor import PAGE_SIZE
-from tui.services import RedisServer
 from tui.widgets.dlq_pane import DLQPane
 
 QUEUE = "feed-q"

@@ -23,10 +23,10 @@ from tests.test_tui import (
     with_app,
 )
 from tui.app import MorgueApp
+from tui.demo.processes import RedisServer
 from tui.monitor import PAGE_SIZE
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.dashboard import DashboardScreen
-from tui.services import RedisServer
 from tui.widgets.dlq_pane import DLQPane
 
 

@@ -26,13 +26,13 @@ from tests.test_tui import SIZE, notices, profile_for, run, screen_text, until
 from tui.app import MorgueApp
 from tui.config_file import Config, save_config
 from tui.connection import Connection, connect_profile, with_password
+from tui.demo.processes import RedisServer
 from tui.profiles import Profile
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.dashboard import DashboardScreen
 from tui.screens.profile_draft import check_form, initial_values
 from tui.screens.profile_form import ProfileForm
 from tui.screens.profiles import ProfilesScreen
-from tui.services import RedisServer
 
 # A password no test environment holds: it must never reach the screen or, unless chosen, a file.
 TYPED_PASSWORD = "Typed-Pw-7319"  # noqa: S105 - the test password

@@ -9,7 +9,7 @@ from core import DeadLetterQueue
 from core.spool_state import SpoolState, write_spool_state
 from tests.test_tui import add_entries, profile_for, screen_text, until, with_app
 from tui.app import MorgueApp
-from tui.services import RedisServer
+from tui.demo.processes import RedisServer
 
 
 def test_hosts_with_a_spool_backlog_are_on_the_status_line(

@@ -27,7 +27,7 @@ from core.zombies import (
     revoke_tasks,
 )
 from tests.conftest import Worker, wait_for
-from tui.services import RedisServer, free_port, pid_alive
+from tui.demo.processes import RedisServer, free_port, pid_alive
 
 LAST_REPORT = "dlq@reaper:last"
 SIGNALLED = "dlq@reaper:signalled"

@@ -26,7 +26,13 @@ from celery import Celery
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from core.zombies import active_tasks
-from tui.services import ManagedProcess, RedisServer, celery_argv, group_pids, wait_for_workers
+from tui.demo.processes import (
+    ManagedProcess,
+    RedisServer,
+    celery_argv,
+    group_pids,
+    wait_for_workers,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from core.capture import FailureCapture
 from core.dlq import DeadLetterQueue
 from core.options import Options
-from tui.services import RedisServer
+from tui.demo.processes import RedisServer
 
 
 def per_call(action: Callable[[int], object], count: int, offset: int) -> float:

@@ -114,7 +114,7 @@ def run(entries: int, workdir: Path) -> None:
     from core.dlq import DeadLetterQueue
     from core.spool import spool_for
     from tests.test_dlq import make_entry
-    from tui.services import ManagedProcess, RedisServer, celery_argv, wait_for_workers
+    from tui.demo.processes import ManagedProcess, RedisServer, celery_argv, wait_for_workers
 
     broker = RedisServer()
     dlq_server = RedisServer()

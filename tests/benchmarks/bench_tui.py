@@ -162,7 +162,7 @@ def main() -> None:
         print(json.dumps(measure(*args.child)))
         return
 
-    from tui.services import RedisServer
+    from tui.demo.processes import RedisServer
 
     cases = [("empty", "bench-empty:", 0), ("small", "bench-small:", 10)]
     cases.append(("big", "bench-big:", args.entries))

@@ -61,7 +61,7 @@ def demo(headless: bool, theme: str | None, no_mouse: bool) -> None:
         from tui.demo.runner import run_demo
     except ImportError as exc:
         raise Failure(f"the demo is not available: {exc}") from None
-    from tui.services import ServiceError
+    from tui.demo.processes import ServiceError
 
     try:
         run_demo(theme=theme, mouse=not no_mouse, headless=headless)

@@ -21,9 +21,15 @@ from typing import Self
 
 from celery import Celery
 
+from tui.demo.processes import (
+    ManagedProcess,
+    RedisServer,
+    ServiceError,
+    celery_argv,
+    wait_for_workers,
+)
 from tui.demo.tasks import DEMO_GRACE, DEMO_HARD_LIMIT
 from tui.profiles import Profile
-from tui.services import ManagedProcess, RedisServer, ServiceError, celery_argv, wait_for_workers
 
 WORKER_NAME = "demo@localhost"
 
