@@ -79,6 +79,7 @@ def demo(headless: bool, theme: str | None, no_mouse: bool) -> None:
 )
 @theme_option
 @no_mouse_option
+@click.version_option(package_name="celery-morgue", prog_name="morgue")
 @click.pass_context
 def cli(
     ctx: click.Context,

@@ -268,6 +268,10 @@ class MorgueGroup(click.Group):
         # stderr get one line here, like every other failure.
         try:
             result = super().main(args, prog_name, complete_var, False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            # A group without its command (`morgue dlq`): its help, as click lays it out.
+            click.echo(exc.ctx.get_help() if exc.ctx is not None else exc.format_message())
+            sys.exit(0)
         except click.UsageError as exc:
             name = prog_name or self.name or "morgue"
             click.echo(f"Error: {one_line(exc.format_message())} (see {name} --help)", err=True)
