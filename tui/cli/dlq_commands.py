@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import click
 
-from core.dlq import DeadLetterQueue, RequeueReport, StoredEntry
+from core.dlq import DeadLetterQueue, RequeueReport, StoredEntry, check_entry_id
 from core.entry import Entry, UnreadableEntry
 from core.errors import (
     AlreadyRequeued,
+    DLQError,
     EntryBusy,
     EntryNotFound,
     InvalidEntryError,
@@ -31,7 +31,6 @@ from tui.cli.output import (
 from tui.cli.session import Failure, Session, confirm, pass_session
 from tui.literal import printable
 
-_ENTRY_ID = re.compile(r"\d{1,20}-\d{1,20}")
 MAX_LIMIT = 10_000
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -50,9 +49,10 @@ class EntryIdType(click.ParamType[str]):
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
         text = str(value)
-        if not _ENTRY_ID.fullmatch(text):
-            self.fail(f"{text!r} is not an entry id (e.g. 1732406400000-0)", param, ctx)
-        return text
+        try:
+            return check_entry_id(text)
+        except DLQError as exc:
+            self.fail(str(exc), param, ctx)
 
 
 ENTRY_ID = EntryIdType()

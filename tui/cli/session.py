@@ -207,9 +207,9 @@ class CelerySession(Session):
 
     def profile(self) -> Profile:
         if self._profile is None:
-            from core.install import _installed
+            from core.install import installation_of
 
-            installation = _installed.get(self.app)
+            installation = installation_of(self.app)
             try:
                 url = installation.redis_url if installation else resolve_redis_url(self.app)
             except RedisURLError as exc:
