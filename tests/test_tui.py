@@ -617,7 +617,10 @@ def test_reconnects_after_redis_restarts(tmp_path: Any) -> None:
             board = app.dashboard
             server.stop()
             await until(pilot, lambda: board.banner.has_class("-visible"), what="banner")
-            assert "does not answer" in screen_text(app)
+            # What the operator reads, once it is painted.
+            await until(
+                pilot, lambda: "does not answer" in screen_text(app), what="the banner's text"
+            )
             assert board.status_line.status.connected is False
             server.start()
             dlq.add(make_entry("after-restart", "celery"))
