@@ -19,7 +19,7 @@ from textual.pilot import Pilot
 
 from core import DeadLetterQueue
 from core.entry import Entry
-from tests.conftest import Worker
+from tests.conftest import Worker, wait_for
 from tests.test_capture import wait_for_entry
 from tests.test_dlq import make_entry
 from tui.app import MorgueApp
@@ -454,8 +454,16 @@ def test_revoke_then_no_leaves_the_task_running(
         assert snapshot is not None and task_id in {t.id for t in snapshot.tasks}
 
     with_app(profile, scenario)
-    # Leave the shared worker idle for the next test.
+    # Leave the shared worker idle for the next test, and its DLQ settled: the terminated task
+    # gets an entry, which must not land in the next test's queue.
     worker.control_app.control.revoke(task_id, terminate=True)
+    dlq = DeadLetterQueue(redis_client)
+    wait_for(
+        lambda: any(
+            getattr(entry, "task_id", None) == task_id for entry in dlq.iter_entries("celery")
+        ),
+        timeout=20,
+    )
 
 
 # -- read-only profiles, keymap, palette, help ---------------------------------------------
