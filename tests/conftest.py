@@ -45,7 +45,8 @@ def wait_for(
 
 
 class Worker:
-    """A `celery worker -P <pool>` subprocess for tests/workerapp.py."""
+    """A `celery worker -P <pool>` subprocess for tests/workerapp.py (or another test app:
+    ``app="tests.plainworkerapp"``, one without core.install)."""
 
     def __init__(
         self,
@@ -57,6 +58,7 @@ class Worker:
         queues: str = "celery,other",
         env: dict[str, str] | None = None,
         extra: tuple[str, ...] = (),
+        app: str = "tests.workerapp",
     ) -> None:
         self.name = f"w{uuid.uuid4().hex[:8]}@localhost"
         self.broker_url = broker_url
@@ -70,7 +72,7 @@ class Worker:
             **(env or {}),
         }
         argv = celery_argv(
-            "tests.workerapp",
+            app,
             "worker",
             "-P",
             pool,

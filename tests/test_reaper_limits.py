@@ -56,24 +56,6 @@ def cluster(private_redis: RedisServer, start_worker: Callable[..., Worker]) -> 
 
 
 @pytest.fixture
-def start_plain_worker(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
-    """Workers of tests/plainworkerapp.py: no core.install, so no morgue_active."""
-    started: list[Worker] = []
-
-    def start(broker_url: str, **kwargs: Any) -> Worker:
-        worker = Worker(broker_url, tmp_path, **kwargs)
-        argv = worker.process.argv
-        argv[argv.index("tests.workerapp")] = "tests.plainworkerapp"
-        worker.start()
-        started.append(worker)
-        return worker
-
-    yield start
-    for each in started:
-        each.stop()
-
-
-@pytest.fixture
 def morgue(tmp_path: Path) -> Morgue:
     return Morgue(tmp_path / "config.toml")
 
@@ -202,10 +184,12 @@ def test_the_worker_reports_each_limit_and_where_it_comes_from(cluster: Cluster)
 
 
 def test_ages_come_from_the_worker_clock_not_this_hosts(
-    cluster: Cluster, start_plain_worker: Callable[..., Worker]
+    cluster: Cluster, start_worker: Callable[..., Worker]
 ) -> None:
     installed = cluster.worker(concurrency=1, queues="installed")
-    plain = start_plain_worker(cluster.redis.url, concurrency=1, queues="plain")
+    plain = start_worker(
+        cluster.redis.url, app="tests.plainworkerapp", concurrency=1, queues="plain"
+    )
     sent = time.monotonic()
     mine, _ = cluster.send(installed, "sleep", 120, queue="installed")
     theirs, _ = cluster.send(plain, "sleep", 120, queue="plain")

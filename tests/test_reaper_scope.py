@@ -38,24 +38,6 @@ def cluster(private_redis: RedisServer, start_worker: Callable[..., Worker]) -> 
 
 
 @pytest.fixture
-def start_app_worker(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
-    """Workers of another test app module (``tests.plainworkerapp``, ``tests.nolimitworkerapp``)."""
-    started: list[Worker] = []
-
-    def start(module: str, broker_url: str, **kwargs: Any) -> Worker:
-        worker = Worker(broker_url, tmp_path, **kwargs)
-        argv = worker.process.argv
-        argv[argv.index("tests.workerapp")] = module
-        worker.start()
-        started.append(worker)
-        return worker
-
-    yield start
-    for each in started:
-        each.stop()
-
-
-@pytest.fixture
 def morgue(tmp_path: Path) -> Morgue:
     return Morgue(tmp_path / "config.toml")
 
@@ -68,13 +50,15 @@ def skipped(report: dict[str, Any]) -> dict[str, str]:
 
 
 def test_the_reaper_ends_only_its_own_dlqs_tasks_with_their_own_hard_limit(
-    cluster: Cluster, start_app_worker: Callable[..., Worker], tmp_path: Path
+    cluster: Cluster, start_worker: Callable[..., Worker], tmp_path: Path
 ) -> None:
     url = cluster.redis.url
     mine = cluster.worker(concurrency=1, queues="mine")
-    plain = start_app_worker("tests.plainworkerapp", url, concurrency=1, queues="plain")
+    plain = start_worker(url, app="tests.plainworkerapp", concurrency=1, queues="plain")
     other = cluster.worker(concurrency=1, queues="other", env={"MORGUE_TEST_DLQ": on_db(url, 2)})
-    nolimit = start_app_worker("tests.nolimitworkerapp", url, concurrency=1, queues="nolimit")
+    nolimit = start_worker(
+        url, env={"MORGUE_TEST_HARD_LIMIT": "none"}, concurrency=1, queues="nolimit"
+    )
     ours, _ = cluster.send(mine, "sleep", 120, queue="mine")
     theirs, _ = cluster.send(plain, "sleep", 600, queue="plain")  # another team's report
     elsewhere, _ = cluster.send(other, "sleep", 120, queue="other")
@@ -142,10 +126,10 @@ def test_the_reaper_ends_only_its_own_dlqs_tasks_with_their_own_hard_limit(
 
 
 def test_morgue_zombies_revoke_says_which_zombies_run_without_core_install(
-    cluster: Cluster, start_app_worker: Callable[..., Worker], morgue: Morgue
+    cluster: Cluster, start_worker: Callable[..., Worker], morgue: Morgue
 ) -> None:
     url = cluster.redis.url
-    plain = start_app_worker("tests.plainworkerapp", url, concurrency=1, queues="plain")
+    plain = start_worker(url, app="tests.plainworkerapp", concurrency=1, queues="plain")
     theirs, _ = cluster.send(plain, "sleep", 600, queue="plain")
     pid = cluster.wait_older_than(theirs, 3).pid
     assert pid is not None

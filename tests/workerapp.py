@@ -38,7 +38,12 @@ core.install(
     reap_interval=float(os.environ.get("MORGUE_TEST_REAP_INTERVAL") or 300),
     capture_expired=os.environ.get("MORGUE_TEST_CAPTURE_EXPIRED") == "1",
     # The UI flags zombies by each installed worker's own options (tests/test_tui.py).
-    hard_limit=float(os.environ.get("MORGUE_TEST_HARD_LIMIT") or 300),
+    # "none": install(hard_limit=None), tasks without a known limit are never reaped.
+    hard_limit=(
+        None
+        if os.environ.get("MORGUE_TEST_HARD_LIMIT") == "none"
+        else float(os.environ.get("MORGUE_TEST_HARD_LIMIT") or 300)
+    ),
     grace=float(os.environ.get("MORGUE_TEST_GRACE") or 30),
 )
 
