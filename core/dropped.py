@@ -64,25 +64,14 @@ class DroppedMessages:
             reason, message = "expired", f"expired before it ran (expires {request.expires})"
         else:
             return
-        task_id = str(getattr(request, "id", "") or "")
-        try:
-            entry = self.capture.entry_from_context(
-                sender.name,
-                task_id,
-                request,
-                args=getattr(request, "args", None),
-                kwargs=getattr(request, "kwargs", None),
-                exception=None,
-                traceback="",
-                reason=reason,
-                message=message,
-            )
-            entry.exception = "Terminated" if terminated else "Expired"
-            payload = entry.encoded()
-        except Exception as exc:
-            self.capture.store_unstorable(task_id, sender.name, None, exc, reason)
-            return
-        self.capture.store(entry, payload)
+        self._store_context(
+            sender.name,
+            str(getattr(request, "id", "") or ""),
+            request,
+            reason=reason,
+            exception="Terminated" if terminated else "Expired",
+            message=message,
+        )
 
     def on_task_unknown(
         self,
@@ -139,8 +128,10 @@ class DroppedMessages:
                     continue  # unacked: the broker delivers it again
                 if request.id in successful_requests:
                     continue
-                self._store_request(
-                    request,
+                self._store_context(
+                    str(getattr(request, "name", "") or getattr(request.task, "name", "")),
+                    str(request.id),
+                    getattr(request, "_context", None) or request,
                     reason="terminated",
                     exception="WorkerShutdown",
                     message="cancelled by the worker's cold shutdown; it was acked when it "
@@ -149,17 +140,24 @@ class DroppedMessages:
             except Exception:
                 log.exception("celery-morgue: could not keep a task cancelled at shutdown")
 
-    def _store_request(self, request: Any, *, reason: str, exception: str, message: str) -> None:
-        task_name = str(getattr(request, "name", "") or getattr(request.task, "name", ""))
-        context = getattr(request, "_context", None) or request
-        task_id = str(request.id)
+    def _store_context(
+        self,
+        task_name: str,
+        task_id: str,
+        context: Any,
+        *,
+        reason: str,
+        exception: str,
+        message: str,
+    ) -> None:
+        """An entry for a request that never finished (its Celery ``Context``); never raises."""
         try:
             entry = self.capture.entry_from_context(
                 task_name,
                 task_id,
                 context,
-                args=getattr(request, "args", None),
-                kwargs=getattr(request, "kwargs", None),
+                args=getattr(context, "args", None),
+                kwargs=getattr(context, "kwargs", None),
                 exception=None,
                 traceback="",
                 reason=reason,
