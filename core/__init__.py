@@ -3,10 +3,10 @@
 Workers import this package; it never imports textual or rich.
 """
 
-from core.backoff import calculate_backoff, retry_with_backoff
-from core.dlq import DeadLetterQueue, Page, QueueInfo, RequeueReport, StoredEntry
-from core.entry import Entry, UnreadableEntry
-from core.errors import (
+from celery_morgue.core.backoff import calculate_backoff, retry_with_backoff
+from celery_morgue.core.dlq import DeadLetterQueue, Page, QueueInfo, RequeueReport, StoredEntry
+from celery_morgue.core.entry import Entry, UnreadableEntry
+from celery_morgue.core.errors import (
     AlreadyRequeued,
     DLQError,
     EntryBusy,
@@ -16,8 +16,8 @@ from core.errors import (
     UnreadableEntryError,
     UnroutableEntry,
 )
-from core.install import Installation, install
-from core.urls import RedisURLError, redact_url
+from celery_morgue.core.install import Installation, install
+from celery_morgue.core.urls import RedisURLError, redact_url
 
 __all__ = [
     "AlreadyRequeued",

@@ -20,7 +20,7 @@ import redis
 from kombu.exceptions import OperationalError
 from kombu.messaging import Consumer
 
-from core.urls import redact_urls
+from celery_morgue.core.urls import redact_urls
 
 log = logging.getLogger(__name__)
 

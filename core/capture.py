@@ -21,11 +21,11 @@ from typing import Any
 import redis
 from celery.utils.saferepr import saferepr
 
-from core.dlq import DeadLetterQueue
-from core.entry import Entry, build_entry, new_failure_id, unstorable_entry
-from core.options import Options
-from core.spool import spool_for
-from core.urls import connect, redact_url
+from celery_morgue.core.dlq import DeadLetterQueue
+from celery_morgue.core.entry import Entry, build_entry, new_failure_id, unstorable_entry
+from celery_morgue.core.options import Options
+from celery_morgue.core.spool import spool_for
+from celery_morgue.core.urls import connect, redact_url
 
 log = logging.getLogger(__name__)
 
@@ -274,7 +274,7 @@ class FailureCapture:
                 # at once, without waiting: a fresh one, once. The write is idempotent.
                 self.dlq.add(entry, payload)
         except (redis.RedisError, OSError) as exc:
-            from core.spool_drain import redis_away
+            from celery_morgue.core.spool_drain import redis_away
 
             if redis_away(exc):
                 self._redis_down_until = time.monotonic() + CIRCUIT_OPEN_SECONDS
@@ -363,7 +363,7 @@ class FailureCapture:
                 "celery-morgue: %d spooled entries outlived their retention before Redis came back",
                 len(entries) - len(fresh),
             )
-        from core.spool_drain import redis_away
+        from celery_morgue.core.spool_drain import redis_away
 
         replies = self.dlq.add_many(fresh, raise_on_error=False)
         refused: list[tuple[Entry, BaseException]] = []

@@ -40,8 +40,8 @@ import redis
 from kombu.exceptions import EncodeError
 from redis.exceptions import NoScriptError
 
-from core.entry import RAW_SHOWN_LIMIT, Entry, UnreadableEntry
-from core.errors import (
+from celery_morgue.core.entry import RAW_SHOWN_LIMIT, Entry, UnreadableEntry
+from celery_morgue.core.errors import (
     AlreadyRequeued,
     DLQError,
     EntryBusy,
@@ -51,7 +51,7 @@ from core.errors import (
     UnreadableEntryError,
     UnroutableEntry,
 )
-from core.requeue import REQUEUED_FROM_HEADER, Route, publish, resolve_route  # noqa: F401 - re-exported
+from celery_morgue.core.requeue import REQUEUED_FROM_HEADER, Route, publish, resolve_route  # noqa: F401 - re-exported
 
 DEFAULT_PREFIX = "dlq:"
 DEFAULT_RETENTION = 7 * 24 * 3600

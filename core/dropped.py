@@ -28,10 +28,10 @@ from typing import Any
 from celery import bootsteps
 from celery.worker.state import active_requests, successful_requests
 
-from core.capture import FailureCapture
-from core.entry import ARGS_LIMIT, build_entry
-from core.requeue import raw_message_option
-from core.zombies import CLEANUP_TASK
+from celery_morgue.core.capture import FailureCapture
+from celery_morgue.core.entry import ARGS_LIMIT, build_entry
+from celery_morgue.core.requeue import raw_message_option
+from celery_morgue.core.zombies import CLEANUP_TASK
 
 log = logging.getLogger(__name__)
 
@@ -264,7 +264,7 @@ class DroppedMessagesStep(bootsteps.StartStopStep):  # type: ignore[misc]
 
     def __init__(self, parent: Any, **kwargs: Any) -> None:
         super().__init__(parent, **kwargs)
-        from core.install import installation_of  # install imports this module
+        from celery_morgue.core.install import installation_of  # install imports this module
 
         installation = installation_of(parent.app)
         original = parent.on_decode_error

@@ -11,7 +11,7 @@ from typing import Any
 
 from kombu.utils import json as kombu_json
 
-from core.jsonable import JSON, SIZE_BUDGET, Conversion, cut, encodable, to_jsonable
+from celery_morgue.core.jsonable import JSON, SIZE_BUDGET, Conversion, cut, encodable, to_jsonable
 
 # The JSON of args plus kwargs above this many characters is stored as one cut string: the
 # entry stays small enough to page quickly, and the marker says what happened.

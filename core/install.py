@@ -9,14 +9,14 @@ from typing import Any
 
 from celery import signals
 
-from core.capture import FailureCapture
-from core.dropped import DroppedMessages, DroppedMessagesStep
-from core.options import Options
-from core.reaper import Reaper, ensure_beat_entry, register_cleanup_task
-from core.revoke import register_kill_job
-from core.spool_drain import register_spool_drain
-from core.urls import resolve_redis_url
-from core.worker_limits import register_active_command
+from celery_morgue.core.capture import FailureCapture
+from celery_morgue.core.dropped import DroppedMessages, DroppedMessagesStep
+from celery_morgue.core.options import Options
+from celery_morgue.core.reaper import Reaper, ensure_beat_entry, register_cleanup_task
+from celery_morgue.core.revoke import register_kill_job
+from celery_morgue.core.spool_drain import register_spool_drain
+from celery_morgue.core.urls import resolve_redis_url
+from celery_morgue.core.worker_limits import register_active_command
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.dlq import DEFAULT_MAX_ENTRIES, DEFAULT_PREFIX, DEFAULT_RETENTION
-from core.spool import DEFAULT_MAX_BYTES as DEFAULT_SPOOL_MAX_BYTES
+from celery_morgue.core.dlq import DEFAULT_MAX_ENTRIES, DEFAULT_PREFIX, DEFAULT_RETENTION
+from celery_morgue.core.spool import DEFAULT_MAX_BYTES as DEFAULT_SPOOL_MAX_BYTES
 
 # The reaper's defaults. A zombie has run past its hard limit by more than the grace: long
 # enough for a prefork pool's own kill (and its WorkerLostError bookkeeping) to land first.

@@ -32,12 +32,12 @@ from typing import Any
 
 import redis
 
-from core.broadcast import ClusterUnavailable, one_line
-from core.dlq import namespace_for
-from core.options import Options
-from core.revoke import RevokeReport, kill_jobs, revoke_tasks
-from core.worker_limits import dlq_identity
-from core.zombies import CLEANUP_TASK, ActiveTask, ClusterSnapshot, active_tasks
+from celery_morgue.core.broadcast import ClusterUnavailable, one_line
+from celery_morgue.core.dlq import namespace_for
+from celery_morgue.core.options import Options
+from celery_morgue.core.revoke import RevokeReport, kill_jobs, revoke_tasks
+from celery_morgue.core.worker_limits import dlq_identity
+from celery_morgue.core.zombies import CLEANUP_TASK, ActiveTask, ClusterSnapshot, active_tasks
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ import binascii
 from dataclasses import dataclass
 from typing import Any
 
-from core.entry import Entry
-from core.errors import InvalidEntryError, UnroutableEntry
+from celery_morgue.core.entry import Entry
+from celery_morgue.core.errors import InvalidEntryError, UnroutableEntry
 
 REQUEUED_FROM_HEADER = "morgue_requeued_from"
 # The options of a stored entry that the requeue passes on unchanged.

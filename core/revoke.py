@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol
 
-from core.broadcast import control
-from core.options import signal_number
+from celery_morgue.core.broadcast import control
+from celery_morgue.core.options import signal_number
 
 log = logging.getLogger(__name__)
 

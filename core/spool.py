@@ -50,7 +50,7 @@ from pathlib import Path
 
 import platformdirs
 
-from core.entry import ENTRY_LIMIT, Entry
+from celery_morgue.core.entry import ENTRY_LIMIT, Entry
 
 log = logging.getLogger(__name__)
 

@@ -39,9 +39,9 @@ from typing import Any
 import redis
 from celery import bootsteps
 
-from core.backoff import calculate_backoff
-from core.spool_state import SpoolState, write_spool_state
-from core.urls import connect, redact_url
+from celery_morgue.core.backoff import calculate_backoff
+from celery_morgue.core.spool_state import SpoolState, write_spool_state
+from celery_morgue.core.urls import connect, redact_url
 
 log = logging.getLogger(__name__)
 

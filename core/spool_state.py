@@ -26,7 +26,7 @@ from typing import Any
 
 import redis
 
-from core.dlq import namespace_for
+from celery_morgue.core.dlq import namespace_for
 
 SPOOL_STATE_TTL = 3600
 

@@ -140,7 +140,7 @@ def dlq_identity(prefix: str, redis_url: str) -> str:
 
 def installation_info(app: Any) -> dict[str, Any] | None:
     """``{"dlq", "hard_limit", "grace"}`` of ``app``'s installation; None when it has none."""
-    from core.install import installation_of  # core.install imports this module
+    from celery_morgue.core.install import installation_of  # core.install imports this module
 
     installation = installation_of(app) if app is not None else None
     if installation is None:

@@ -33,9 +33,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.broadcast import ClusterUnavailable, broker_connection, control, nobody_listens, ping
-from core.revoke import RevokeReport, revoke_tasks
-from core.worker_limits import ACTIVE_COMMAND
+from celery_morgue.core.broadcast import (
+    ClusterUnavailable,
+    broker_connection,
+    control,
+    nobody_listens,
+    ping,
+)
+from celery_morgue.core.revoke import RevokeReport, revoke_tasks
+from celery_morgue.core.worker_limits import ACTIVE_COMMAND
 
 __all__ = [
     "CLEANUP_TASK",

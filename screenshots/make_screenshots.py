@@ -1,7 +1,7 @@
 """Render the README screenshots: ``python screenshots/make_screenshots.py [--out DIR]``.
 
 The app runs headless (``App.run_test``) with polling off, a frozen clock and a small shop's
-dead letters and running tasks fed through :mod:`tui.messages`, the way its thread workers
+dead letters and running tasks fed through :mod:`celery_morgue.tui.messages`, the way its thread workers
 would post them: no Redis, no Celery, and the same bytes on every run and every machine.
 """
 
@@ -34,14 +34,14 @@ from pathlib import Path
 from textual.containers import VerticalScroll
 from textual.pilot import Pilot
 
-from core.dlq import Page, QueueInfo
-from core.entry import Entry
-from core.jsonable import JSON
-from core.zombies import ActiveTask, ClusterSnapshot
-from tui.app import MorgueApp
-from tui.config_file import Config, save_config
-from tui.messages import ClusterRefreshed, DeadLettersRefreshed
-from tui.profiles import Profile
+from celery_morgue.core.dlq import Page, QueueInfo
+from celery_morgue.core.entry import Entry
+from celery_morgue.core.jsonable import JSON
+from celery_morgue.core.zombies import ActiveTask, ClusterSnapshot
+from celery_morgue.tui.app import MorgueApp
+from celery_morgue.tui.config_file import Config, save_config
+from celery_morgue.tui.messages import ClusterRefreshed, DeadLettersRefreshed
+from celery_morgue.tui.profiles import Profile
 
 HERE = Path(__file__).resolve().parent
 THEME = "textual-dark"

@@ -14,7 +14,7 @@ import pytest
 import redis
 from celery import Celery
 
-from tui.demo.processes import (
+from celery_morgue.tui.demo.processes import (
     ManagedProcess,
     RedisServer,
     ServiceError,
@@ -46,7 +46,8 @@ def wait_for(
 
 class Worker:
     """A `celery worker -P <pool>` subprocess for tests/workerapp.py (or another test app:
-    ``app="tests.plainworkerapp"``, one without core.install)."""
+    ``app="tests.plainworkerapp"``, one without core.install), run from ``project`` with only
+    that folder on PYTHONPATH, as `celery -A` runs from a project's root."""
 
     def __init__(
         self,
@@ -59,6 +60,7 @@ class Worker:
         env: dict[str, str] | None = None,
         extra: tuple[str, ...] = (),
         app: str = "tests.workerapp",
+        project: Path = REPO,
     ) -> None:
         self.name = f"w{uuid.uuid4().hex[:8]}@localhost"
         self.broker_url = broker_url
@@ -66,7 +68,7 @@ class Worker:
         self.spool_dir = log_dir / f"spool-{self.name}"
         environment = {
             **os.environ,
-            "PYTHONPATH": str(REPO),
+            "PYTHONPATH": str(project),
             "MORGUE_TEST_BROKER": broker_url,
             "MORGUE_SPOOL_DIR": str(self.spool_dir),
             **(env or {}),
@@ -89,7 +91,7 @@ class Worker:
             "--without-heartbeat",
             *extra,
         )
-        self.process = ManagedProcess(argv, env=environment, cwd=REPO, log_path=self.log_path)
+        self.process = ManagedProcess(argv, env=environment, cwd=project, log_path=self.log_path)
         self.control_app = Celery("tests-control", broker=broker_url)
         self.control_app.conf.update(task_serializer="json", accept_content=["json"])
 

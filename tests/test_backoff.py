@@ -12,7 +12,7 @@ from celery.utils.time import get_exponential_backoff_interval
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core.backoff import JITTER_STRATEGIES, calculate_backoff
+from celery_morgue.core.backoff import JITTER_STRATEGIES, calculate_backoff
 
 # Bases from 1 ms to ~3 h and caps from the base up to a million times it.
 bases = st.floats(min_value=1e-3, max_value=1e4, allow_nan=False, allow_infinity=False)
@@ -50,7 +50,9 @@ def test_huge_attempts_reach_the_cap_without_overflow(attempt: int, jitter: str 
 def test_a_huge_attempt_is_answered_at_once() -> None:
     # 2**(10**9) would take seconds and gigabytes; a subprocess with a timeout keeps a regression
     # from hanging the suite.
-    code = "from core.backoff import calculate_backoff; print(calculate_backoff(10**9))"
+    code = (
+        "from celery_morgue.core.backoff import calculate_backoff\nprint(calculate_backoff(10**9))"
+    )
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )

@@ -10,8 +10,8 @@ import uuid
 
 import redis
 
-from core import DeadLetterQueue, Entry
-from core.backoff import calculate_backoff
+from celery_morgue.core import DeadLetterQueue, Entry
+from celery_morgue.core.backoff import calculate_backoff
 from tests.conftest import Worker, wait_for
 
 BASE = 0.5

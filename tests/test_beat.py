@@ -12,10 +12,10 @@ import pytest
 import redis
 from celery import Celery
 
-import core
-from core.zombies import CLEANUP_TASK
+from celery_morgue import core
+from celery_morgue.core.zombies import CLEANUP_TASK
+from celery_morgue.tui.demo.processes import ManagedProcess, RedisServer, celery_argv, group_pids
 from tests.conftest import REPO, Worker, wait_for
-from tui.demo.processes import ManagedProcess, RedisServer, celery_argv, group_pids
 
 USER_ENTRY = {"task": "proj.nightly", "schedule": 86400.0}
 

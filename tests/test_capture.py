@@ -9,7 +9,7 @@ from pathlib import Path
 
 import redis
 
-from core import DeadLetterQueue, Entry
+from celery_morgue.core import DeadLetterQueue, Entry
 from tests.conftest import Worker, wait_for
 
 
@@ -141,7 +141,7 @@ def test_odd_arguments_from_a_real_task(worker: Worker, redis_client: redis.Redi
 def test_tasks_of_other_apps_are_not_captured(tmp_path: Path) -> None:
     from celery import Celery
 
-    import core
+    from celery_morgue import core
 
     mine, other = Celery("mine", broker="redis://127.0.0.1:1/0"), Celery("other")
     installation = core.install(mine, redis_url="redis://127.0.0.1:1/0", spool_dir=tmp_path)

@@ -26,15 +26,15 @@ import redis
 from celery import Celery
 from click.testing import CliRunner
 
-import core
-from core import DeadLetterQueue
-from core.entry import build_entry
+from celery_morgue import core
+from celery_morgue.core import DeadLetterQueue
+from celery_morgue.core.entry import build_entry
+from celery_morgue.tui.cli import cli
+from celery_morgue.tui.cli.output import cell_width
+from celery_morgue.tui.cli.session import CelerySession
+from celery_morgue.tui.demo.processes import RedisServer, free_port
 from tests.conftest import REPO, Worker, wait_for
 from tests.test_capture import wait_for_entry
-from tui.cli import cli
-from tui.cli.output import cell_width
-from tui.cli.session import CelerySession
-from tui.demo.processes import RedisServer, free_port
 
 ENTRY_KEYS = {
     "id",
@@ -87,14 +87,15 @@ def child_env(config: Path, extra: dict[str, str] | None = None) -> dict[str, st
 
 
 class Morgue:
-    """Runs `python -m tui.cli ...` with the config in a temporary folder; keeps a transcript."""
+    """Runs `python -m celery_morgue.tui.cli ...` with the config in a temporary folder; keeps a
+    transcript."""
 
     def __init__(self, config: Path) -> None:
         self.config = config
         self.transcript: list[str] = []
 
     def argv(self, args: Sequence[str]) -> list[str]:
-        return [sys.executable, "-m", "tui.cli", *args]
+        return [sys.executable, "-m", "celery_morgue.tui.cli", *args]
 
     def __call__(
         self, *args: str, env: dict[str, str] | None = None, timeout: float = 90
@@ -839,14 +840,14 @@ def test_the_ui_gets_the_resolved_profile_theme_mouse_and_keymap(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Only the UI's entry point is replaced: this checks what the CLI hands it.
-    import tui.app
+    from celery_morgue.tui import app as ui_app
 
     calls: list[tuple[Any, dict[str, Any]]] = []
 
     def run_ui(profile: Any, *, theme: Any = None, mouse: bool = True, keymap: Any = None) -> None:
         calls.append((profile, {"theme": theme, "mouse": mouse, "keymap": keymap}))
 
-    monkeypatch.setattr(tui.app, "run_ui", run_ui)
+    monkeypatch.setattr(ui_app, "run_ui", run_ui)
     config = tmp_path / "config.toml"
     config.write_text(
         'default = "b"\ntheme = "ansi-light"\n'

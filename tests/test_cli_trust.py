@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from core import DeadLetterQueue, Entry
+from celery_morgue.core import DeadLetterQueue, Entry
+from celery_morgue.tui.demo.processes import RedisServer
 from tests.conftest import Worker, wait_for
 from tests.test_cli import Morgue, make_entry, one_error_line
-from tui.demo.processes import RedisServer
 
 
 @pytest.fixture

@@ -14,11 +14,11 @@ import pytest
 import redis
 from celery import Celery
 
-from core import DeadLetterQueue
-from core.zombies import active_tasks
+from celery_morgue.core import DeadLetterQueue
+from celery_morgue.core.zombies import active_tasks
+from celery_morgue.tui.demo.processes import group_pids, pid_alive
+from celery_morgue.tui.demo.tasks import DEMO_GRACE, DEMO_HARD_LIMIT
 from tests.conftest import REPO, wait_for
-from tui.demo.processes import group_pids, pid_alive
-from tui.demo.tasks import DEMO_GRACE, DEMO_HARD_LIMIT
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
@@ -28,7 +28,7 @@ def test_demo_shows_failures_and_a_zombie_then_cleans_up(
     config = tmp_path / "config.toml"
     env = {**os.environ, "MORGUE_CONFIG": str(config), "TMPDIR": str(tmp_path)}
     demo = subprocess.Popen(
-        [sys.executable, "-m", "tui.cli", "demo", "--headless"],
+        [sys.executable, "-m", "celery_morgue.tui.cli", "demo", "--headless"],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
@@ -95,7 +95,7 @@ def test_closing_the_demos_terminal_stops_everything(tmp_path: Path) -> None:
     pid, terminal = pty.fork()
     if pid == 0:  # the child: the demo with the UI, on the pseudo-terminal
         os.chdir(REPO)
-        os.execve(sys.executable, [sys.executable, "-m", "tui.cli", "demo"], env)  # noqa: S606
+        os.execve(sys.executable, [sys.executable, "-m", "celery_morgue.tui.cli", "demo"], env)  # noqa: S606
     services: set[int] = set()
     try:
         # Keep reading the screen so the UI never blocks on a full terminal.

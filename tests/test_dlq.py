@@ -10,10 +10,10 @@ import time
 import pytest
 import redis
 
-from core import DeadLetterQueue, DLQError, EntryNotFound
-from core.entry import Entry, build_entry
+from celery_morgue.core import DeadLetterQueue, DLQError, EntryNotFound
+from celery_morgue.core.entry import Entry, build_entry
+from celery_morgue.tui.demo.processes import RedisServer
 from tests.conftest import REPO, wait_for
-from tui.demo.processes import RedisServer
 
 
 def make_entry(task_id: str, queue: str = "celery", **overrides: object) -> Entry:
@@ -89,7 +89,7 @@ def test_entries_without_a_failure_id_fall_back_to_the_task_id(redis_client: red
 def test_remembered_failures_are_bounded(
     redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("core.dlq.SEEN_LIMIT", 50)
+    monkeypatch.setattr("celery_morgue.core.dlq.SEEN_LIMIT", 50)
     dlq = DeadLetterQueue(redis_client, max_entries=5)
     dlq.add_many(make_entry(f"t{n}", failure_id=f"f{n}") for n in range(300))
     assert dlq.size("celery") == 5
@@ -231,7 +231,7 @@ def test_clear_up_to_keeps_what_arrived_later(redis_client: redis.Redis) -> None
 
 WRITER = """
 import sys, redis
-from core import DeadLetterQueue
+from celery_morgue.core import DeadLetterQueue
 from tests.test_dlq import make_entry
 dlq = DeadLetterQueue(redis.Redis.from_url(sys.argv[1]), max_entries=1_000_000)
 count = int(sys.argv[2])

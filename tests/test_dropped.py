@@ -12,10 +12,10 @@ from collections.abc import Callable
 import redis
 from kombu import Connection, Exchange, Producer, Queue
 
-from core import DeadLetterQueue, Entry
-from core.zombies import CLEANUP_TASK, revoke_tasks
+from celery_morgue.core import DeadLetterQueue, Entry
+from celery_morgue.core.zombies import CLEANUP_TASK, revoke_tasks
+from celery_morgue.tui.demo.processes import RedisServer
 from tests.conftest import Worker, wait_for
-from tui.demo.processes import RedisServer
 
 
 def entries_of(dlq: DeadLetterQueue, queue: str = "celery") -> list[Entry]:

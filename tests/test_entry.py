@@ -9,8 +9,8 @@ import uuid
 
 import pytest
 
-from core.entry import ARGS_LIMIT, MESSAGE_LIMIT, TRACEBACK_LIMIT, Entry, build_entry
-from core.jsonable import STRING_LIMIT
+from celery_morgue.core.entry import ARGS_LIMIT, MESSAGE_LIMIT, TRACEBACK_LIMIT, Entry, build_entry
+from celery_morgue.core.jsonable import STRING_LIMIT
 
 
 def build(**overrides: object) -> Entry:
@@ -272,7 +272,7 @@ def test_a_list_containing_itself_is_stored() -> None:
 def test_a_huge_chain_is_dropped_visibly_and_the_entry_stays_readable() -> None:
     """The first step of a chain of thousands of signatures fails: the entry must still be
     one a reader accepts, and requeue must not silently send it without the rest."""
-    from core.entry import ENTRY_LIMIT, Entry, build_entry
+    from celery_morgue.core.entry import ENTRY_LIMIT, Entry, build_entry
 
     signature = {"task": "proj.step", "args": ["x" * 300], "kwargs": {}, "options": {}}
     entry = build_entry(

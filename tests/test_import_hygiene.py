@@ -8,17 +8,25 @@ import sys
 
 import pytest
 
-import core
+from celery_morgue import core
 from tests.conftest import REPO
 
-CORE_MODULES = sorted(
-    ["core"] + [f"core.{info.name}" for info in pkgutil.iter_modules(core.__path__)]
+# core/package_root is the source of celery_morgue/__init__.py, not a module of core.
+CORE_SUBMODULES = sorted(
+    f"celery_morgue.core.{info.name}"
+    for info in pkgutil.iter_modules(core.__path__)
+    if info.name != "package_root"
 )
+CORE_MODULES = ["celery_morgue", "celery_morgue.core", *CORE_SUBMODULES]
 FORBIDDEN = ("textual", "rich")
 
 
 def test_core_has_the_modules_this_test_expects() -> None:
-    assert {"core.dlq", "core.capture", "core.install"} <= set(CORE_MODULES)
+    assert {
+        "celery_morgue.core.dlq",
+        "celery_morgue.core.capture",
+        "celery_morgue.core.install",
+    } <= set(CORE_MODULES)
 
 
 @pytest.mark.parametrize("module", CORE_MODULES)
@@ -38,14 +46,14 @@ def test_importing_core_module_loads_no_ui_library(module: str) -> None:
 # What `celery` loads for every command (the plugin) and what scripts run: no textual, until a
 # command starts the UI or the demo.
 CLI_MODULES = [
-    "tui.cli",
-    "tui.cli.groups",
-    "tui.cli.dlq_commands",
-    "tui.cli.cluster_commands",
-    "tui.cli.profile_commands",
-    "tui.profiles",
-    "tui.config_file",
-    "tui.connection",
+    "celery_morgue.tui.cli",
+    "celery_morgue.tui.cli.groups",
+    "celery_morgue.tui.cli.dlq_commands",
+    "celery_morgue.tui.cli.cluster_commands",
+    "celery_morgue.tui.cli.profile_commands",
+    "celery_morgue.tui.profiles",
+    "celery_morgue.tui.config_file",
+    "celery_morgue.tui.connection",
 ]
 
 

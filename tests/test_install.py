@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from celery import Celery, signals
 
-import core
-from core.urls import RedisURLError, redact_url, resolve_redis_url
+from celery_morgue import core
+from celery_morgue.core.urls import RedisURLError, redact_url, resolve_redis_url
 
 
 def receivers_of(signal: object) -> int:

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.jsonable import (
+from celery_morgue.core.jsonable import (
     DEPTH_LIMIT,
     MORE_PATHS,
     PATHS_LIMIT,

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from core.entry import build_entry
-from tests.test_cli import Morgue, one_error_line
-from tui.config_file import (
+from celery_morgue.core.entry import build_entry
+from celery_morgue.tui.config_file import (
     CONFIG_ENV,
     Config,
     ConfigError,
@@ -24,16 +23,17 @@ from tui.config_file import (
     save_config,
     update_config,
 )
-from tui.connection import connect_profile
-from tui.demo.processes import RedisServer
-from tui.profiles import (
+from celery_morgue.tui.connection import connect_profile
+from celery_morgue.tui.demo.processes import RedisServer
+from celery_morgue.tui.profiles import (
     Profile,
     ProfileError,
     validate_field,
     validate_keymap,
     validate_profile_fields,
 )
-from tui.screens.profile_draft import TEXT_FIELDS, FormValues, check_form
+from celery_morgue.tui.screens.profile_draft import TEXT_FIELDS, FormValues, check_form
+from tests.test_cli import Morgue, one_error_line
 
 EXAMPLE = """\
 default = "prod"

@@ -18,14 +18,21 @@ import pytest
 import redis
 from celery import Celery
 
-from core.broadcast import control
-from core.capture import FailureCapture
-from core.dlq import DeadLetterQueue
-from core.options import Options
-from core.reaper import Reaper, RunLock, policy
-from core.spool import spool_for
-from core.worker_limits import ACTIVE_COMMAND
-from core.zombies import CLEANUP_TASK, ActiveTask, ClusterSnapshot, active_tasks, build_snapshot
+from celery_morgue.core.broadcast import control
+from celery_morgue.core.capture import FailureCapture
+from celery_morgue.core.dlq import DeadLetterQueue
+from celery_morgue.core.options import Options
+from celery_morgue.core.reaper import Reaper, RunLock, policy
+from celery_morgue.core.spool import spool_for
+from celery_morgue.core.worker_limits import ACTIVE_COMMAND
+from celery_morgue.core.zombies import (
+    CLEANUP_TASK,
+    ActiveTask,
+    ClusterSnapshot,
+    active_tasks,
+    build_snapshot,
+)
+from celery_morgue.tui.demo.processes import RedisServer, pid_alive
 from tests.conftest import Worker, wait_for
 from tests.test_cli import Morgue
 from tests.test_zombies import (
@@ -37,7 +44,6 @@ from tests.test_zombies import (
     reports,
     zombie_ids,
 )
-from tui.demo.processes import RedisServer, pid_alive
 
 SKIPPED_REPORT = "dlq@reaper:skipped"
 RUN_LOCK = "dlq@reaper:lock"
@@ -387,9 +393,9 @@ def test_the_worker_logs_its_reaping_policy_once_at_start(cluster: Cluster) -> N
 
 
 def test_enter_on_a_task_in_the_ui_shows_its_limit_and_where_it_comes_from() -> None:
-    from tui.app import MorgueApp
-    from tui.messages import ClusterRefreshed
-    from tui.profiles import Profile
+    from celery_morgue.tui.app import MorgueApp
+    from celery_morgue.tui.messages import ClusterRefreshed
+    from celery_morgue.tui.profiles import Profile
 
     def task(task_id: str, limit: float, source: str, origin: str) -> ActiveTask:
         return ActiveTask(

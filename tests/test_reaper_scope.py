@@ -13,16 +13,16 @@ from typing import Any
 import pytest
 import redis
 
-from core.broadcast import control
-from core.reaper import RunLock
-from core.revoke import kill_jobs, revoke_tasks
-from core.worker_limits import ACTIVE_COMMAND, dlq_identity
-from core.zombies import ActiveTask, active_tasks, build_snapshot
+from celery_morgue.core.broadcast import control
+from celery_morgue.core.reaper import RunLock
+from celery_morgue.core.revoke import kill_jobs, revoke_tasks
+from celery_morgue.core.worker_limits import ACTIVE_COMMAND, dlq_identity
+from celery_morgue.core.zombies import ActiveTask, active_tasks, build_snapshot
+from celery_morgue.tui.demo.processes import RedisServer, pid_alive
 from tests.conftest import Worker, wait_for
 from tests.test_cli import Morgue
 from tests.test_reaper_limits import by_id, local_reaper, on_db
 from tests.test_zombies import Cluster, make_cluster, reports, zombie_ids
-from tui.demo.processes import RedisServer, pid_alive
 
 
 @pytest.fixture(scope="module")

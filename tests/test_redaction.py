@@ -19,9 +19,9 @@ import pytest
 import redis
 from celery import Celery
 
-import core
-from core.dlq import DeadLetterQueue
-from core.urls import (
+from celery_morgue import core
+from celery_morgue.core.dlq import DeadLetterQueue
+from celery_morgue.core.urls import (
     UNPARSEABLE,
     RedisURLError,
     normalise_redis_url,
@@ -30,12 +30,12 @@ from core.urls import (
     resolve_redis_url,
     url_passwords,
 )
-from core.zombies import ClusterUnavailable, active_tasks
+from celery_morgue.core.zombies import ClusterUnavailable, active_tasks
+from celery_morgue.tui.connection import connect_profile, scrub, with_password
+from celery_morgue.tui.demo.processes import RedisServer
+from celery_morgue.tui.profiles import Profile
 from tests.conftest import REPO
 from tests.test_cli import Morgue, child_env, make_entry, one_error_line
-from tui.connection import connect_profile, scrub, with_password
-from tui.demo.processes import RedisServer
-from tui.profiles import Profile
 
 SECRET = "S3cretPw"  # noqa: S105 - the test password
 REDIS_FAILOVER = f"redis://:{SECRET}@127.0.0.1:1;redis://:{SECRET}@127.0.0.1:2"
@@ -210,7 +210,7 @@ def test_a_crash_prints_a_scrubbed_traceback(tmp_path: Path) -> None:
     script = textwrap.dedent(
         f"""
         import click
-        from tui.cli.session import MorgueGroup, ProfileSession
+        from celery_morgue.tui.cli.session import MorgueGroup, ProfileSession
 
         @click.group(cls=MorgueGroup)
         @click.pass_context
@@ -300,7 +300,7 @@ def test_capture_and_reaper_logs_never_hold_a_password(
 
 
 def test_the_profile_form_takes_every_password_out_of_a_failover_url() -> None:
-    from tui.screens.profile_draft import split_password
+    from celery_morgue.tui.screens.profile_draft import split_password
 
     bare, password = split_password("redis://:S3cretPw@a:1/0;redis://:S3cretPw@b:2/0")
     assert "S3cretPw" not in bare

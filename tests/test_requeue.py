@@ -10,7 +10,7 @@ import pytest
 import redis
 from kombu.exceptions import OperationalError
 
-from core import DeadLetterQueue, LossyEntryError
+from celery_morgue.core import DeadLetterQueue, LossyEntryError
 from tests.conftest import Worker, wait_for
 from tests.test_capture import wait_for_entry
 
@@ -117,7 +117,7 @@ def test_requeue_sends_what_the_original_message_carried(
 def test_two_requeues_of_one_entry_publish_it_once(
     worker: Worker, redis_client: redis.Redis
 ) -> None:
-    from core import DLQError
+    from celery_morgue.core import DLQError
     from tests.test_dlq import make_entry
 
     dlq = DeadLetterQueue(redis_client)

@@ -15,10 +15,10 @@ import redis
 from celery import Celery
 from kombu import Exchange, Queue
 
-from core import AlreadyRequeued, DeadLetterQueue, UnreadableEntry, UnroutableEntry
-from core.dlq import REQUEUED_FROM_HEADER
+from celery_morgue.core import AlreadyRequeued, DeadLetterQueue, UnreadableEntry, UnroutableEntry
+from celery_morgue.core.dlq import REQUEUED_FROM_HEADER
+from celery_morgue.tui.demo.processes import RedisServer
 from tests.test_dlq import make_entry
-from tui.demo.processes import RedisServer
 
 # No worker consumes these queues: what is published stays in their Redis lists.
 QUEUE = "nobody-consumes"

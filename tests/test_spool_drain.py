@@ -17,18 +17,29 @@ import pytest
 import redis
 from celery import Celery
 
-import core
-from core import DeadLetterQueue
-from core.capture import FailureCapture
-from core.entry import Entry
-from core.options import Options
-from core.spool import REPLAY_BATCH, Spool, spool_for
-from core.spool_drain import BACKOFF_BASE, BACKOFF_MAX, IDLE_SECONDS, SpoolDrain, SpoolDrainStep
-from core.spool_state import SpoolState, spool_backlogs, spool_states, write_spool_state
+from celery_morgue import core
+from celery_morgue.core import DeadLetterQueue
+from celery_morgue.core.capture import FailureCapture
+from celery_morgue.core.entry import Entry
+from celery_morgue.core.options import Options
+from celery_morgue.core.spool import REPLAY_BATCH, Spool, spool_for
+from celery_morgue.core.spool_drain import (
+    BACKOFF_BASE,
+    BACKOFF_MAX,
+    IDLE_SECONDS,
+    SpoolDrain,
+    SpoolDrainStep,
+)
+from celery_morgue.core.spool_state import (
+    SpoolState,
+    spool_backlogs,
+    spool_states,
+    write_spool_state,
+)
+from celery_morgue.tui.demo.processes import RedisServer
+from celery_morgue.tui.widgets.status import Status
 from tests.conftest import REPO, Worker, wait_for
 from tests.test_dlq import make_entry
-from tui.demo.processes import RedisServer
-from tui.widgets.status import Status
 
 
 @pytest.fixture
@@ -290,7 +301,7 @@ def test_the_dropped_count_is_reported_once_redis_answers(
     assert dropped > 0
 
     drain = SpoolDrain(capture, worker="w@test", host="host-a")
-    with caplog.at_level(logging.ERROR, logger="core.spool_drain"):
+    with caplog.at_level(logging.ERROR, logger="celery_morgue.core.spool_drain"):
         for _ in range(100):
             drain.step()
             if not capture.spool.pending():
@@ -387,7 +398,7 @@ def test_hosts_with_a_backlog_are_listed_by_queues_and_the_status_line(
     assert _keys(redis_client, "gone") == []  # the reader forgot it
 
     env = {**os.environ, "PYTHONPATH": str(REPO), "MORGUE_CONFIG": str(tmp_path / "c.toml")}
-    run = [sys.executable, "-m", "tui.cli", "--url", redis_server.url, "queues"]
+    run = [sys.executable, "-m", "celery_morgue.tui.cli", "--url", redis_server.url, "queues"]
     human = subprocess.run(run, env=env, capture_output=True, text=True, timeout=60, check=True)
     assert human.stdout.splitlines() == [
         "the DLQ is empty",

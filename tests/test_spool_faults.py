@@ -17,15 +17,15 @@ import pytest
 import redis
 from celery import Celery
 
-from core import DeadLetterQueue
-from core.capture import FailureCapture
-from core.entry import Entry
-from core.options import Options
-from core.spool import Spool, spool_for
-from core.spool_drain import SpoolDrain
+from celery_morgue.core import DeadLetterQueue
+from celery_morgue.core.capture import FailureCapture
+from celery_morgue.core.entry import Entry
+from celery_morgue.core.options import Options
+from celery_morgue.core.spool import Spool, spool_for
+from celery_morgue.core.spool_drain import SpoolDrain
+from celery_morgue.tui.demo.processes import RedisServer
 from tests.conftest import Worker, wait_for
 from tests.test_dlq import make_entry
-from tui.demo.processes import RedisServer
 
 
 @pytest.fixture
@@ -120,13 +120,15 @@ def test_a_transient_refusal_keeps_the_spool_and_the_backoff(
     assert capture.spool.pending() and capture.circuit_open(), "OOM is Redis away, not poison"
     capture.close_circuit()
     drain = SpoolDrain(capture, host="host-o")
-    with caplog.at_level(logging.DEBUG, logger="core.spool_drain"):
+    with caplog.at_level(logging.DEBUG, logger="celery_morgue.core.spool_drain"):
         for _ in range(6):
             drain.step()
     assert capture.spool.status().pending == 1 and not rejected(capture.spool)
     assert capture.circuit_open()  # held: writes would fail too
     warnings = [
-        r for r in caplog.records if r.name == "core.spool_drain" and r.levelno >= logging.WARNING
+        r
+        for r in caplog.records
+        if r.name == "celery_morgue.core.spool_drain" and r.levelno >= logging.WARNING
     ]
     assert [r.getMessage().split(":")[1].strip() for r in warnings] == ["spool replay deferred"]
     # PING answered every time, yet the backoff was not reset: "answers again" is never said.
@@ -279,7 +281,7 @@ def test_an_acl_that_refuses_writes_keeps_entries_waiting_in_the_spool(
     redis_server: RedisServer, redis_client: redis.Redis
 ) -> None:
     """NOPERM refuses every entry alike until someone fixes the ACL: not a poison entry."""
-    from core.spool_drain import redis_away
+    from celery_morgue.core.spool_drain import redis_away
 
     redis_client.execute_command("ACL", "SETUSER", "readonly-morgue", "on", ">pw", "~*", "+@read")
     try:

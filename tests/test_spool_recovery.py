@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import redis
 
-from core import DeadLetterQueue
-from core.entry import Entry
-from core.spool import Spool, spool_for
+from celery_morgue.core import DeadLetterQueue
+from celery_morgue.core.entry import Entry
+from celery_morgue.core.spool import Spool, spool_for
+from celery_morgue.tui.demo.processes import RedisServer
 from tests.conftest import Worker, wait_for
 from tests.test_dlq import make_entry
-from tui.demo.processes import RedisServer
 
 
 def into(dlq: DeadLetterQueue) -> Callable[[list[Entry]], int]:
@@ -107,8 +107,8 @@ def test_spooled_entries_past_their_retention_are_not_replayed(
 
     from celery import Celery
 
-    from core.capture import FailureCapture
-    from core.options import Options
+    from celery_morgue.core.capture import FailureCapture
+    from celery_morgue.core.options import Options
 
     capture = FailureCapture(
         Celery("retention"), redis_server.url, Options(spool_dir=tmp_path, retention=60)
@@ -136,8 +136,8 @@ def test_a_bad_spool_never_reaches_the_worker(
 ) -> None:
     from celery import Celery
 
-    from core.capture import FailureCapture
-    from core.options import Options
+    from celery_morgue.core.capture import FailureCapture
+    from celery_morgue.core.options import Options
 
     capture = FailureCapture(Celery("bad-spool"), redis_server.url, Options(spool_dir=tmp_path))
     with open(capture.spool.path, "wb") as handle:

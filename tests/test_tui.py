@@ -17,19 +17,19 @@ import pytest
 import redis
 from textual.pilot import Pilot
 
-from core import DeadLetterQueue
-from core.entry import Entry
+from celery_morgue.core import DeadLetterQueue
+from celery_morgue.core.entry import Entry
+from celery_morgue.tui.app import MorgueApp
+from celery_morgue.tui.demo.processes import RedisServer
+from celery_morgue.tui.profiles import Profile
+from celery_morgue.tui.screens.confirm import ConfirmScreen, RevokeConfirmScreen
+from celery_morgue.tui.screens.dashboard import DashboardScreen
+from celery_morgue.tui.screens.entry import EntryScreen
+from celery_morgue.tui.screens.help import HelpScreen
+from celery_morgue.tui.widgets.dlq_pane import DLQPane
 from tests.conftest import Worker, wait_for
 from tests.test_capture import wait_for_entry
 from tests.test_dlq import make_entry
-from tui.app import MorgueApp
-from tui.demo.processes import RedisServer
-from tui.profiles import Profile
-from tui.screens.confirm import ConfirmScreen, RevokeConfirmScreen
-from tui.screens.dashboard import DashboardScreen
-from tui.screens.entry import EntryScreen
-from tui.screens.help import HelpScreen
-from tui.widgets.dlq_pane import DLQPane
 
 SIZE = (80, 24)
 PAUSE_MS = 8000
@@ -657,7 +657,7 @@ def test_reconnects_after_redis_restarts(tmp_path: Any) -> None:
     finally:
         pid = server.pid
         server.close()
-        from tui.demo.processes import group_pids
+        from celery_morgue.tui.demo.processes import group_pids
 
         assert not group_pids(pid)
 

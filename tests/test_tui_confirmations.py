@@ -16,8 +16,15 @@ from textual.containers import VerticalScroll
 from textual.pilot import Pilot
 from textual.screen import Screen
 
-from core import DeadLetterQueue
-from core.dlq import RequeueReport
+from celery_morgue.core import DeadLetterQueue
+from celery_morgue.core.dlq import RequeueReport
+from celery_morgue.tui.app import MorgueApp
+from celery_morgue.tui.demo.processes import RedisServer
+from celery_morgue.tui.screens.confirm import ConfirmScreen, RevokeConfirmScreen
+from celery_morgue.tui.screens.dashboard import DashboardScreen
+from celery_morgue.tui.screens.dashboard_actions import requeue_all_done
+from celery_morgue.tui.screens.entry import EntryScreen
+from celery_morgue.tui.screens.help import HelpScreen
 from tests.conftest import Worker
 from tests.test_dlq import make_entry
 from tests.test_tui import (
@@ -32,13 +39,6 @@ from tests.test_tui import (
     with_app,
 )
 from tests.test_tui_snapshots import ENTRIES, feed_dashboard, make_app
-from tui.app import MorgueApp
-from tui.demo.processes import RedisServer
-from tui.screens.confirm import ConfirmScreen, RevokeConfirmScreen
-from tui.screens.dashboard import DashboardScreen
-from tui.screens.dashboard_actions import requeue_all_done
-from tui.screens.entry import EntryScreen
-from tui.screens.help import HelpScreen
 
 # A queue no test worker consumes: if a requeue slipped through, nothing would run it.
 QUEUE = "confirm-q"

@@ -10,8 +10,13 @@ import uuid
 import redis
 from textual.pilot import Pilot
 
-from core import DeadLetterQueue
-from core.entry import Entry
+from celery_morgue.core import DeadLetterQueue
+from celery_morgue.core.entry import Entry
+from celery_morgue.tui.app import MorgueApp
+from celery_morgue.tui.demo.processes import RedisServer
+from celery_morgue.tui.screens.confirm import ConfirmScreen
+from celery_morgue.tui.screens.dashboard import DashboardScreen
+from celery_morgue.tui.screens.entry import EntryScreen
 from tests.test_dlq import make_entry
 from tests.test_tui import (
     notices,
@@ -23,11 +28,6 @@ from tests.test_tui import (
     with_app,
 )
 from tests.test_tui_paging import settle
-from tui.app import MorgueApp
-from tui.demo.processes import RedisServer
-from tui.screens.confirm import ConfirmScreen
-from tui.screens.dashboard import DashboardScreen
-from tui.screens.entry import EntryScreen
 
 # A queue no test worker consumes: whatever a requeue sends stays in its broker list.
 QUEUE = "entries-q"

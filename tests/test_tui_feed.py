@@ -16,13 +16,13 @@ import pytest
 import redis
 from textual.pilot import Pilot
 
-from core import DeadLetterQueue
+from celery_morgue.core import DeadLetterQueue
+from celery_morgue.tui.app import MorgueApp
+from celery_morgue.tui.demo.processes import RedisServer
+from celery_morgue.tui.monitor import PAGE_SIZE
+from celery_morgue.tui.widgets.dlq_pane import DLQPane
 from tests.test_dlq import make_entry
 from tests.test_tui import open_queue, profile_for, screen_text, with_app
-from tui.app import MorgueApp
-from tui.demo.processes import RedisServer
-from tui.monitor import PAGE_SIZE
-from tui.widgets.dlq_pane import DLQPane
 
 QUEUE = "feed-q"
 # Pauses of 50 ms: far more than the refreshes (every 0.2 s) need, and bounded.

@@ -10,7 +10,13 @@ import time
 import redis
 from textual.pilot import Pilot
 
-from core import DeadLetterQueue
+from celery_morgue.core import DeadLetterQueue
+from celery_morgue.tui.app import MorgueApp
+from celery_morgue.tui.demo.processes import RedisServer
+from celery_morgue.tui.monitor import PAGE_SIZE
+from celery_morgue.tui.screens.confirm import ConfirmScreen
+from celery_morgue.tui.screens.dashboard import DashboardScreen
+from celery_morgue.tui.widgets.dlq_pane import DLQPane
 from tests.test_dlq import make_entry
 from tests.test_tui import (
     add_entries,
@@ -22,12 +28,6 @@ from tests.test_tui import (
     until,
     with_app,
 )
-from tui.app import MorgueApp
-from tui.demo.processes import RedisServer
-from tui.monitor import PAGE_SIZE
-from tui.screens.confirm import ConfirmScreen
-from tui.screens.dashboard import DashboardScreen
-from tui.widgets.dlq_pane import DLQPane
 
 
 def newest_first(ids: list[str]) -> list[str]:

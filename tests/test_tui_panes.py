@@ -12,14 +12,14 @@ from collections.abc import Awaitable, Callable
 
 from textual.pilot import Pilot
 
-from core.backoff import calculate_backoff
-from core.dlq import Page, QueueInfo
-from core.entry import Entry
+from celery_morgue.core.backoff import calculate_backoff
+from celery_morgue.core.dlq import Page, QueueInfo
+from celery_morgue.core.entry import Entry
+from celery_morgue.tui.app import MorgueApp
+from celery_morgue.tui.messages import DeadLettersRefreshed, PageLoaded, RedisUnavailable
+from celery_morgue.tui.polling import RECONNECT_MAX, reconnect_delay
+from celery_morgue.tui.widgets.dlq_pane import DLQPane
 from tests.test_tui_snapshots import NOW, PROFILE, frozen_clock
-from tui.app import MorgueApp
-from tui.messages import DeadLettersRefreshed, PageLoaded, RedisUnavailable
-from tui.polling import RECONNECT_MAX, reconnect_delay
-from tui.widgets.dlq_pane import DLQPane
 
 
 def entry(n: int) -> Entry:
@@ -185,7 +185,7 @@ def test_reconnect_delays_come_from_core_backoff() -> None:
 
 
 def test_ages_fit_their_column_at_every_scale() -> None:
-    from tui.cells import AGE_WIDTH, format_age
+    from celery_morgue.tui.cells import AGE_WIDTH, format_age
 
     samples = [0, 59, 60, 599, 600, 3_599, 3_600, 35_999, 36_000, 86_399, 86_400, 10**6, 10**9]
     for seconds in samples:

@@ -20,19 +20,19 @@ from hypothesis import strategies as st
 from textual.pilot import Pilot
 from textual.widgets import Checkbox, DataTable, Input, Static
 
-from core import DeadLetterQueue
+from celery_morgue.core import DeadLetterQueue
+from celery_morgue.tui.app import MorgueApp
+from celery_morgue.tui.config_file import Config, save_config
+from celery_morgue.tui.connection import Connection, connect_profile, with_password
+from celery_morgue.tui.demo.processes import RedisServer
+from celery_morgue.tui.profiles import Profile
+from celery_morgue.tui.screens.confirm import ConfirmScreen
+from celery_morgue.tui.screens.dashboard import DashboardScreen
+from celery_morgue.tui.screens.profile_draft import check_form, initial_values
+from celery_morgue.tui.screens.profile_form import ProfileForm
+from celery_morgue.tui.screens.profiles import ProfilesScreen
 from tests.test_dlq import make_entry
 from tests.test_tui import SIZE, notices, profile_for, run, screen_text, until
-from tui.app import MorgueApp
-from tui.config_file import Config, save_config
-from tui.connection import Connection, connect_profile, with_password
-from tui.demo.processes import RedisServer
-from tui.profiles import Profile
-from tui.screens.confirm import ConfirmScreen
-from tui.screens.dashboard import DashboardScreen
-from tui.screens.profile_draft import check_form, initial_values
-from tui.screens.profile_form import ProfileForm
-from tui.screens.profiles import ProfilesScreen
 
 # A password no test environment holds: it must never reach the screen or, unless chosen, a file.
 TYPED_PASSWORD = "Typed-Pw-7319"  # noqa: S105 - the test password
@@ -572,15 +572,15 @@ def test_the_cli_hands_the_ui_its_config_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Only the UI's entry point is replaced: this checks what `morgue --config` hands it.
-    import tui.app
-    from tui.cli.groups import cli
+    from celery_morgue.tui import app as ui_app
+    from celery_morgue.tui.cli.groups import cli
 
     handed: list[Path | None] = []
 
     def run_ui(profile: Profile, *, config_path: Path | None = None, **options: Any) -> None:
         handed.append(config_path)
 
-    monkeypatch.setattr(tui.app, "run_ui", run_ui)
+    monkeypatch.setattr(ui_app, "run_ui", run_ui)
     monkeypatch.delenv("MORGUE_CONFIG", raising=False)
     path = tmp_path / "elsewhere.toml"
     runner = CliRunner()

@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 from textual.pilot import Pilot
 
-from core.dlq import Page, QueueInfo
-from core.entry import Entry, UnreadableEntry
-from core.zombies import ActiveTask, ClusterSnapshot
-from tui.app import MorgueApp
-from tui.config_file import Config, save_config
-from tui.messages import ClusterRefreshed, DeadLettersRefreshed
-from tui.profiles import Profile
+from celery_morgue.core.dlq import Page, QueueInfo
+from celery_morgue.core.entry import Entry, UnreadableEntry
+from celery_morgue.core.zombies import ActiveTask, ClusterSnapshot
+from celery_morgue.tui.app import MorgueApp
+from celery_morgue.tui.config_file import Config, save_config
+from celery_morgue.tui.messages import ClusterRefreshed, DeadLettersRefreshed
+from celery_morgue.tui.profiles import Profile
 
 NOW = 1_800_000_000.0  # 2027-01-15 08:00:00 UTC
 # Nothing listens here: with polling off the app never connects.

@@ -15,10 +15,10 @@ import pytest
 import redis
 from celery import Celery
 
-from core.dlq import DeadLetterQueue
-from core.entry import Entry, build_entry
-from core.spool import spool_for
-from core.zombies import (
+from celery_morgue.core.dlq import DeadLetterQueue
+from celery_morgue.core.entry import Entry, build_entry
+from celery_morgue.core.spool import spool_for
+from celery_morgue.core.zombies import (
     CLEANUP_TASK,
     ActiveTask,
     ClusterUnavailable,
@@ -26,8 +26,8 @@ from core.zombies import (
     build_snapshot,
     revoke_tasks,
 )
+from celery_morgue.tui.demo.processes import RedisServer, free_port, pid_alive
 from tests.conftest import Worker, wait_for
-from tui.demo.processes import RedisServer, free_port, pid_alive
 
 LAST_REPORT = "dlq@reaper:last"
 SIGNALLED = "dlq@reaper:signalled"

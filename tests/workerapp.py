@@ -15,7 +15,7 @@ import redis
 from celery import Celery, signals
 from celery.exceptions import Reject
 
-import core
+from celery_morgue import core
 
 BROKER = os.environ["MORGUE_TEST_BROKER"]
 
@@ -143,7 +143,9 @@ def record_revoked(
 @app.task(bind=True, max_retries=2)
 def retries_with_backoff(self, runs_key: str, base: float, max_delay: float) -> None:
     """Always fails; records each run as ``{"retries": n, "at": epoch}`` on list ``runs_key``."""
-    from core.backoff import retry_with_backoff  # here, so this addition stays at the file's end
+    from celery_morgue.core.backoff import (
+        retry_with_backoff,  # here, so this addition stays at the file's end
+    )
 
     _redis().rpush(runs_key, json.dumps({"retries": self.request.retries, "at": time.time()}))
     retry_with_backoff(self, RuntimeError("x"), base=base, max_delay=max_delay)

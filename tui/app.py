@@ -12,19 +12,19 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.theme import BUILTIN_THEMES, Theme
 
-from tui.cells import SYSTEM_CLOCK, Clock
-from tui.config_file import config_path as default_config_path
-from tui.connection import Connection
-from tui.monitor import DEFAULT_CONNECT, ConnectionFactory, Monitor
-from tui.profiles import Profile
-from tui.screens.confirm import ConfirmScreen, RevokeConfirmScreen
-from tui.screens.dashboard import DashboardScreen
-from tui.screens.entry import EntryScreen
-from tui.screens.help import HelpScreen, HelpSection
-from tui.screens.profile_form import ProfileForm
-from tui.screens.profiles import ProfilesScreen, Switch
-from tui.widgets.pane import TablePane
-from tui.widgets.tables import LiveTable
+from celery_morgue.tui.cells import SYSTEM_CLOCK, Clock
+from celery_morgue.tui.config_file import config_path as default_config_path
+from celery_morgue.tui.connection import Connection
+from celery_morgue.tui.monitor import DEFAULT_CONNECT, ConnectionFactory, Monitor
+from celery_morgue.tui.profiles import Profile
+from celery_morgue.tui.screens.confirm import ConfirmScreen, RevokeConfirmScreen
+from celery_morgue.tui.screens.dashboard import DashboardScreen
+from celery_morgue.tui.screens.entry import EntryScreen
+from celery_morgue.tui.screens.help import HelpScreen, HelpSection
+from celery_morgue.tui.screens.profile_form import ProfileForm
+from celery_morgue.tui.screens.profiles import ProfilesScreen, Switch
+from celery_morgue.tui.widgets.pane import TablePane
+from celery_morgue.tui.widgets.tables import LiveTable
 
 
 class UnknownThemeError(ValueError):

@@ -18,12 +18,12 @@ from rich.bar import Bar
 from rich.color import Color as RichColor
 from rich.text import Text
 
-from core.dlq import StoredEntry
-from core.entry import UnreadableEntry
-from core.zombies import ActiveTask
+from celery_morgue.core.dlq import StoredEntry
+from celery_morgue.core.entry import UnreadableEntry
+from celery_morgue.core.zombies import ActiveTask
 
 # The CLI's escaping, so the UI and `morgue dlq show` show the same text for the same entry.
-from tui.literal import printable as printable
+from celery_morgue.tui.literal import printable as printable
 
 Clock = Callable[[], float]
 """Seconds since the epoch; injected so that ages and times can be frozen in tests."""

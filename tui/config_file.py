@@ -19,7 +19,12 @@ from typing import Any
 import platformdirs
 import tomli_w
 
-from tui.profiles import Profile, ProfileError, validate_keymap, validate_profile_fields
+from celery_morgue.tui.profiles import (
+    Profile,
+    ProfileError,
+    validate_keymap,
+    validate_profile_fields,
+)
 
 APP_NAME = "celery-morgue"
 CONFIG_ENV = "MORGUE_CONFIG"

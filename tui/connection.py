@@ -17,9 +17,16 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import redis
 from celery import Celery
 
-from core.dlq import DeadLetterQueue
-from core.urls import connect, is_url_list, redact_url, redact_urls, split_urls, url_passwords
-from tui.profiles import Profile, ProfileError
+from celery_morgue.core.dlq import DeadLetterQueue
+from celery_morgue.core.urls import (
+    connect,
+    is_url_list,
+    redact_url,
+    redact_urls,
+    split_urls,
+    url_passwords,
+)
+from celery_morgue.tui.profiles import Profile, ProfileError
 
 
 def _password(profile: Profile, field: str, environ: Mapping[str, str]) -> str | None:

@@ -11,8 +11,8 @@ from typing import Literal
 
 from textual.message import Message
 
-from core.dlq import Page, QueueInfo
-from core.zombies import ClusterSnapshot
+from celery_morgue.core.dlq import Page, QueueInfo
+from celery_morgue.core.zombies import ClusterSnapshot
 
 Severity = Literal["information", "warning", "error"]
 

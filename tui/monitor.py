@@ -13,12 +13,12 @@ from dataclasses import dataclass
 
 import redis
 
-from core import zombies
-from core.dlq import DeadLetterQueue, Page, QueueInfo, RequeueReport
-from core.spool_state import spool_backlogs
-from core.zombies import ActiveTask, ClusterSnapshot, RevokeReport
-from tui.connection import Connection, connect_profile
-from tui.profiles import Profile
+from celery_morgue.core import zombies
+from celery_morgue.core.dlq import DeadLetterQueue, Page, QueueInfo, RequeueReport
+from celery_morgue.core.spool_state import spool_backlogs
+from celery_morgue.core.zombies import ActiveTask, ClusterSnapshot, RevokeReport
+from celery_morgue.tui.connection import Connection, connect_profile
+from celery_morgue.tui.profiles import Profile
 
 # Entries per page; a tall terminal shows about 60, and a page costs one XREVRANGE.
 PAGE_SIZE = 100

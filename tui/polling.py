@@ -11,7 +11,7 @@ from collections.abc import Callable
 from textual.message_pump import MessagePump
 from textual.timer import Timer
 
-from core.backoff import calculate_backoff
+from celery_morgue.core.backoff import calculate_backoff
 
 RECONNECT_BASE = 1.0
 RECONNECT_MAX = 30.0

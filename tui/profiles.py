@@ -17,8 +17,8 @@ from urllib.parse import urlsplit
 
 from kombu.transport import TRANSPORT_ALIASES
 
-from core.dlq import DEFAULT_PREFIX
-from core.urls import REDIS_SCHEMES, is_url_list, redact_url, url_passwords
+from celery_morgue.core.dlq import DEFAULT_PREFIX
+from celery_morgue.core.urls import REDIS_SCHEMES, is_url_list, redact_url, url_passwords
 
 DEFAULT_REFRESH = 2.0
 DEFAULT_INSPECT_TIMEOUT = 1.0

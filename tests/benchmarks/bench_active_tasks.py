@@ -25,8 +25,8 @@ from celery import Celery
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from core.zombies import active_tasks
-from tui.demo.processes import (
+from celery_morgue.core.zombies import active_tasks
+from celery_morgue.tui.demo.processes import (
     ManagedProcess,
     RedisServer,
     celery_argv,

@@ -23,10 +23,10 @@ from celery import Celery
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from core.capture import FailureCapture
-from core.dlq import DeadLetterQueue
-from core.options import Options
-from tui.demo.processes import RedisServer
+from celery_morgue.core.capture import FailureCapture
+from celery_morgue.core.dlq import DeadLetterQueue
+from celery_morgue.core.options import Options
+from celery_morgue.tui.demo.processes import RedisServer
 
 
 def per_call(action: Callable[[int], object], count: int, offset: int) -> float:

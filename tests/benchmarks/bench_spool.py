@@ -69,7 +69,7 @@ if os.environ.get("MORGUE_BENCH_GAPS"):
 
     app.steps["consumer"].add(GapTimer)
 
-    from core import spool_drain
+    from celery_morgue.core import spool_drain
 
     _step = spool_drain.SpoolDrain.step
     longest_step = [0.0]
@@ -111,10 +111,15 @@ def longest(path: Path, start: float, end: float, what: str = "gap") -> float:
 def run(entries: int, workdir: Path) -> None:
     import redis
 
-    from core.dlq import DeadLetterQueue
-    from core.spool import spool_for
+    from celery_morgue.core.dlq import DeadLetterQueue
+    from celery_morgue.core.spool import spool_for
+    from celery_morgue.tui.demo.processes import (
+        ManagedProcess,
+        RedisServer,
+        celery_argv,
+        wait_for_workers,
+    )
     from tests.test_dlq import make_entry
-    from tui.demo.processes import ManagedProcess, RedisServer, celery_argv, wait_for_workers
 
     broker = RedisServer()
     dlq_server = RedisServer()

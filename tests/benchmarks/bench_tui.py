@@ -46,8 +46,8 @@ def rss_mb() -> float:
 def measure(url: str, prefix: str) -> dict[str, float]:
     from textual.pilot import Pilot
 
-    from tui.app import MorgueApp
-    from tui.profiles import Profile
+    from celery_morgue.tui.app import MorgueApp
+    from celery_morgue.tui.profiles import Profile
 
     before_app = rss_mb()
     profile = Profile(name="bench", url=url, prefix=prefix, refresh=0.5, inspect_timeout=0.5)
@@ -97,8 +97,8 @@ def measure(url: str, prefix: str) -> dict[str, float]:
 def fill(url: str, prefix: str, queues: int, per_queue: int) -> float:
     import redis
 
-    from core.dlq import DeadLetterQueue
-    from core.entry import Entry
+    from celery_morgue.core.dlq import DeadLetterQueue
+    from celery_morgue.core.entry import Entry
 
     client = redis.Redis.from_url(url)
     dlq = DeadLetterQueue(client, prefix=prefix, max_entries=max(per_queue, 1))
@@ -162,7 +162,7 @@ def main() -> None:
         print(json.dumps(measure(*args.child)))
         return
 
-    from tui.demo.processes import RedisServer
+    from celery_morgue.tui.demo.processes import RedisServer
 
     cases = [("empty", "bench-empty:", 0), ("small", "bench-small:", 10)]
     cases.append(("big", "bench-big:", args.entries))

@@ -4,6 +4,6 @@ Importing this package must stay cheap and free of textual: `celery` loads it as
 every command it runs, workers included.
 """
 
-from tui.cli.groups import celery_morgue, cli, main
+from celery_morgue.tui.cli.groups import celery_morgue, cli, main
 
 __all__ = ["celery_morgue", "cli", "main"]

@@ -1,3 +1,3 @@
-from tui.cli import main
+from celery_morgue.tui.cli import main
 
 main()

@@ -9,14 +9,14 @@ from typing import Any
 
 import click
 
-from core.zombies import (
+from celery_morgue.core.zombies import (
     SOURCE_INSPECT,
     ActiveTask,
     ClusterSnapshot,
     active_tasks,
     revoke_tasks,
 )
-from tui.cli.output import (
+from celery_morgue.tui.cli.output import (
     Column,
     emit_json,
     format_seconds,
@@ -24,7 +24,7 @@ from tui.cli.output import (
     render_table,
     terminal_width,
 )
-from tui.cli.session import Failure, Session, confirm, pass_session
+from celery_morgue.tui.cli.session import Failure, Session, confirm, pass_session
 
 ZOMBIE_MARK = "ZOMBIE"
 # After the limit source of a task from a worker without morgue_active (no core.install).

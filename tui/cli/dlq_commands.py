@@ -7,9 +7,9 @@ from typing import Any
 
 import click
 
-from core.dlq import DeadLetterQueue, RequeueReport, StoredEntry, check_entry_id
-from core.entry import Entry, UnreadableEntry
-from core.errors import (
+from celery_morgue.core.dlq import DeadLetterQueue, RequeueReport, StoredEntry, check_entry_id
+from celery_morgue.core.entry import Entry, UnreadableEntry
+from celery_morgue.core.errors import (
     AlreadyRequeued,
     DLQError,
     EntryBusy,
@@ -19,8 +19,8 @@ from core.errors import (
     UnreadableEntryError,
     UnroutableEntry,
 )
-from core.spool_state import spool_backlogs
-from tui.cli.output import (
+from celery_morgue.core.spool_state import spool_backlogs
+from celery_morgue.tui.cli.output import (
     Column,
     emit_json,
     format_time,
@@ -28,8 +28,8 @@ from tui.cli.output import (
     plural,
     render_table,
 )
-from tui.cli.session import Failure, Session, confirm, pass_session
-from tui.literal import printable
+from celery_morgue.tui.cli.session import Failure, Session, confirm, pass_session
+from celery_morgue.tui.literal import printable
 
 MAX_LIMIT = 10_000
 

@@ -9,10 +9,17 @@ from typing import Any
 
 import click
 
-from tui.cli.cluster_commands import tasks, zombies
-from tui.cli.dlq_commands import dlq, queues
-from tui.cli.profile_commands import profiles
-from tui.cli.session import BadUsage, CelerySession, Failure, MorgueGroup, ProfileSession, Session
+from celery_morgue.tui.cli.cluster_commands import tasks, zombies
+from celery_morgue.tui.cli.dlq_commands import dlq, queues
+from celery_morgue.tui.cli.profile_commands import profiles
+from celery_morgue.tui.cli.session import (
+    BadUsage,
+    CelerySession,
+    Failure,
+    MorgueGroup,
+    ProfileSession,
+    Session,
+)
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -24,7 +31,7 @@ def open_ui(session: Session, theme: str | None, mouse: bool) -> None:
     profile = session.profile()
     try:
         # Imported here: textual is heavy, and `celery` loads this module for every command.
-        from tui.app import UnknownThemeError, run_ui
+        from celery_morgue.tui.app import UnknownThemeError, run_ui
     except ImportError as exc:
         raise Failure(f"the UI is not available: {exc}") from None
     options: dict[str, Any] = {"theme": theme or session.theme(), "mouse": mouse}
@@ -58,10 +65,10 @@ def ui(ctx: click.Context, theme: str | None, no_mouse: bool) -> None:
 def demo(headless: bool, theme: str | None, no_mouse: bool) -> None:
     """A private Redis, a worker and failing tasks, with the UI on top (Ctrl+C ends it)."""
     try:
-        from tui.demo.runner import run_demo
+        from celery_morgue.tui.demo.runner import run_demo
     except ImportError as exc:
         raise Failure(f"the demo is not available: {exc}") from None
-    from tui.demo.processes import ServiceError
+    from celery_morgue.tui.demo.processes import ServiceError
 
     try:
         run_demo(theme=theme, mouse=not no_mouse, headless=headless)

@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from tui.literal import printable
+from celery_morgue.tui.literal import printable
 
 ELLIPSIS = "…"
 DEFAULT_WIDTH = 80

@@ -7,11 +7,11 @@ from typing import Any
 
 import click
 
-from tui.cli.output import Column, emit_json, key_values, render_table
-from tui.cli.session import BadUsage, Failure, ProfileSession, confirm
-from tui.config_file import Config, ConfigError, UnknownProfileError, update_config
-from tui.literal import printable
-from tui.profiles import Profile, ProfileError, has_password, validate_profile_fields
+from celery_morgue.tui.cli.output import Column, emit_json, key_values, render_table
+from celery_morgue.tui.cli.session import BadUsage, Failure, ProfileSession, confirm
+from celery_morgue.tui.config_file import Config, ConfigError, UnknownProfileError, update_config
+from celery_morgue.tui.literal import printable
+from celery_morgue.tui.profiles import Profile, ProfileError, has_password, validate_profile_fields
 
 pass_profiles = click.make_pass_decorator(ProfileSession)
 

@@ -21,10 +21,10 @@ import click
 import redis
 from kombu.exceptions import OperationalError as KombuOperationalError
 
-from core.errors import DLQError
-from core.urls import RedisURLError, redact_url, resolve_redis_url
-from core.zombies import ClusterUnavailable
-from tui.config_file import (
+from celery_morgue.core.errors import DLQError
+from celery_morgue.core.urls import RedisURLError, redact_url, resolve_redis_url
+from celery_morgue.core.zombies import ClusterUnavailable
+from celery_morgue.tui.config_file import (
     Config,
     ConfigError,
     NoProfileError,
@@ -32,8 +32,13 @@ from tui.config_file import (
     config_path,
     load_config,
 )
-from tui.connection import Connection, connect_profile, first_url, scrub
-from tui.profiles import Profile, ProfileError, validate_field, validate_profile_fields
+from celery_morgue.tui.connection import Connection, connect_profile, first_url, scrub
+from celery_morgue.tui.profiles import (
+    Profile,
+    ProfileError,
+    validate_field,
+    validate_profile_fields,
+)
 
 # The `--url` alone profile's name, shown in messages.
 URL_PROFILE = "url"
@@ -207,7 +212,7 @@ class CelerySession(Session):
 
     def profile(self) -> Profile:
         if self._profile is None:
-            from core.install import installation_of
+            from celery_morgue.core.install import installation_of
 
             installation = installation_of(self.app)
             try:

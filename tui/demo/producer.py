@@ -12,7 +12,7 @@ import os
 import random
 import time
 
-from tui.demo.tasks import (
+from celery_morgue.tui.demo.tasks import (
     charge_card,
     generate_report,
     parse_invoice,

@@ -21,15 +21,15 @@ from typing import Self
 
 from celery import Celery
 
-from tui.demo.processes import (
+from celery_morgue.tui.demo.processes import (
     ManagedProcess,
     RedisServer,
     ServiceError,
     celery_argv,
     wait_for_workers,
 )
-from tui.demo.tasks import DEMO_GRACE, DEMO_HARD_LIMIT
-from tui.profiles import Profile
+from celery_morgue.tui.demo.tasks import DEMO_GRACE, DEMO_HARD_LIMIT
+from celery_morgue.tui.profiles import Profile
 
 WORKER_NAME = "demo@localhost"
 
@@ -73,7 +73,7 @@ class Demo:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [repo_root, env.get("PYTHONPATH")]))
         self.worker = ManagedProcess(
             celery_argv(
-                "tui.demo.tasks",
+                "celery_morgue.tui.demo.tasks",
                 "worker",
                 "--beat",
                 "--schedule",
@@ -98,7 +98,7 @@ class Demo:
         self.worker.start()
         self._wait_for_worker(timeout)
         self.producer = ManagedProcess(
-            [sys.executable, "-m", "tui.demo.producer"],
+            [sys.executable, "-m", "celery_morgue.tui.demo.producer"],
             env=env,
             cwd=self.directory,
             log_path=self.directory / "producer.log",
@@ -175,7 +175,7 @@ def run_demo(*, theme: str | None = None, mouse: bool = True, headless: bool = F
                 print(json.dumps({"url": demo.redis.url, "pids": demo.pids()}), flush=True)
                 while True:
                     time.sleep(3600)
-            from tui.app import run_ui
+            from celery_morgue.tui.app import run_ui
 
             run_ui(demo.profile, theme=theme, mouse=mouse)
         finally:

@@ -1,7 +1,7 @@
 """The demo's Celery app: a small shop whose tasks fail in every way celery-morgue handles.
 
-Run by the demo's worker (``celery -A tui.demo.tasks worker -B``); the broker comes from
-``MORGUE_DEMO_BROKER``. The demo's hard limit is short so zombies show up within seconds.
+Run by the demo's worker (``celery -A celery_morgue.tui.demo.tasks worker -B``); the broker
+comes from ``MORGUE_DEMO_BROKER``. The demo's hard limit is short so zombies show up within seconds.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 from celery import Celery
 
-import core
+from celery_morgue import core
 
 DEMO_HARD_LIMIT = 8.0
 DEMO_GRACE = 2.0

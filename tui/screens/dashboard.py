@@ -16,9 +16,9 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.widgets import ContentSwitcher, Footer, Input, OptionList, Static
 
-from core.urls import redact_url
-from tui.cells import Clock, format_clock_time
-from tui.messages import (
+from celery_morgue.core.urls import redact_url
+from celery_morgue.tui.cells import Clock, format_clock_time
+from celery_morgue.tui.messages import (
     ClusterFailed,
     ClusterRefreshed,
     DeadLettersRefreshed,
@@ -26,14 +26,14 @@ from tui.messages import (
     PageLoaded,
     RedisUnavailable,
 )
-from tui.monitor import PAGE_SIZE, Monitor, is_connection_error
-from tui.polling import PollSchedule
-from tui.profiles import Profile
-from tui.screens.dashboard_actions import DLQ_ACTIONS, TASK_ACTIONS, DashboardActions
-from tui.widgets.dlq_pane import DLQPane
-from tui.widgets.queue_list import QueueList
-from tui.widgets.status import Banner, Status, StatusLine
-from tui.widgets.tasks_pane import TasksPane
+from celery_morgue.tui.monitor import PAGE_SIZE, Monitor, is_connection_error
+from celery_morgue.tui.polling import PollSchedule
+from celery_morgue.tui.profiles import Profile
+from celery_morgue.tui.screens.dashboard_actions import DLQ_ACTIONS, TASK_ACTIONS, DashboardActions
+from celery_morgue.tui.widgets.dlq_pane import DLQPane
+from celery_morgue.tui.widgets.queue_list import QueueList
+from celery_morgue.tui.widgets.status import Banner, Status, StatusLine
+from celery_morgue.tui.widgets.tasks_pane import TasksPane
 
 Context = Literal["dlq", "tasks"]
 

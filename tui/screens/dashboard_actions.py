@@ -20,27 +20,27 @@ from textual.app import SystemCommand
 from textual.binding import Binding
 from textual.widgets import DataTable
 
-from core.dlq import StoredEntry
-from core.entry import Entry, UnreadableEntry
-from core.errors import DLQError
-from core.zombies import ActiveTask
-from tui.cells import Clock, entry_age, not_requeueable, one_line, printable
-from tui.messages import ActionDone
-from tui.monitor import Monitor
-from tui.polling import PollSchedule
-from tui.profiles import Profile
-from tui.screens.confirm import ConfirmScreen, RevokeConfirmScreen
-from tui.screens.entry import EntryAction, EntryScreen
-from tui.screens.outcomes import (
+from celery_morgue.core.dlq import StoredEntry
+from celery_morgue.core.entry import Entry, UnreadableEntry
+from celery_morgue.core.errors import DLQError
+from celery_morgue.core.zombies import ActiveTask
+from celery_morgue.tui.cells import Clock, entry_age, not_requeueable, one_line, printable
+from celery_morgue.tui.messages import ActionDone
+from celery_morgue.tui.monitor import Monitor
+from celery_morgue.tui.polling import PollSchedule
+from celery_morgue.tui.profiles import Profile
+from celery_morgue.tui.screens.confirm import ConfirmScreen, RevokeConfirmScreen
+from celery_morgue.tui.screens.entry import EntryAction, EntryScreen
+from celery_morgue.tui.screens.outcomes import (
     entry_name,
     plural,
     requeue_all_done,
     requeue_refused,
     revoke_summary,
 )
-from tui.screens.readonly import GuardedScreen
-from tui.widgets.dlq_pane import DLQPane
-from tui.widgets.tasks_pane import TasksPane
+from celery_morgue.tui.screens.readonly import GuardedScreen
+from celery_morgue.tui.widgets.dlq_pane import DLQPane
+from celery_morgue.tui.widgets.tasks_pane import TasksPane
 
 DLQ_ACTIONS = frozenset({"clear_queue", "delete_entry", "requeue_entry", "requeue_queue"})
 TASK_ACTIONS = frozenset({"revoke", "revoke_zombies"})

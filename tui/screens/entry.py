@@ -18,9 +18,9 @@ from textual.containers import VerticalScroll
 from textual.reactive import reactive
 from textual.widgets import Footer, Static
 
-from core.dlq import StoredEntry
-from core.entry import Entry, UnreadableEntry
-from tui.cells import (
+from celery_morgue.core.dlq import StoredEntry
+from celery_morgue.core.entry import Entry, UnreadableEntry
+from celery_morgue.tui.cells import (
     REASON_TEXT,
     Clock,
     iso_with_age,
@@ -28,7 +28,7 @@ from tui.cells import (
     printable,
     stored_epoch,
 )
-from tui.screens.readonly import GuardedScreen
+from celery_morgue.tui.screens.readonly import GuardedScreen
 
 EntryAction = Literal["delete", "requeue"]
 HIDDEN_NOTE = "The caller hid the raw arguments behind these reprs: v shows them."

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from core.dlq import RequeueReport, StoredEntry
-from core.entry import UnreadableEntry
-from core.errors import DLQError, EntryNotFound
-from core.zombies import RevokeReport
-from tui.cells import printable
-from tui.messages import ActionDone, Severity
+from celery_morgue.core.dlq import RequeueReport, StoredEntry
+from celery_morgue.core.entry import UnreadableEntry
+from celery_morgue.core.errors import DLQError, EntryNotFound
+from celery_morgue.core.zombies import RevokeReport
+from celery_morgue.tui.cells import printable
+from celery_morgue.tui.messages import ActionDone, Severity
 
 # How many task ids a line lists before "and N more".
 LISTED_IDS = 3

@@ -14,9 +14,9 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-from core.urls import is_url_list
-from tui.connection import with_password
-from tui.profiles import (
+from celery_morgue.core.urls import is_url_list
+from celery_morgue.tui.connection import with_password
+from celery_morgue.tui.profiles import (
     PROFILE_FIELDS,
     Profile,
     ProfileError,

@@ -19,9 +19,9 @@ from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Label, Static
 
-from tui.config_file import ConfigError
-from tui.profiles import Profile
-from tui.screens.profile_draft import (
+from celery_morgue.tui.config_file import ConfigError
+from celery_morgue.tui.profiles import Profile
+from celery_morgue.tui.screens.profile_draft import (
     TEXT_FIELDS,
     FormValues,
     ProfileDraft,

@@ -21,13 +21,13 @@ from textual.containers import Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
-from core.urls import redact_url
-from tui.config_file import Config, ConfigError, load_config, update_config
-from tui.connection import Connection, with_password
-from tui.profiles import Profile, ProfileError
-from tui.screens.confirm import ConfirmScreen
-from tui.screens.profile_draft import ProfileDraft
-from tui.screens.profile_form import ProfileForm
+from celery_morgue.core.urls import redact_url
+from celery_morgue.tui.config_file import Config, ConfigError, load_config, update_config
+from celery_morgue.tui.connection import Connection, with_password
+from celery_morgue.tui.profiles import Profile, ProfileError
+from celery_morgue.tui.screens.confirm import ConfirmScreen
+from celery_morgue.tui.screens.profile_draft import ProfileDraft
+from celery_morgue.tui.screens.profile_form import ProfileForm
 
 DEFAULT_MARK = "*"
 SHOWN_MARK = "▶"

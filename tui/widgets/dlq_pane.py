@@ -14,8 +14,8 @@ from rich.text import Text
 from textual.message import Message
 from textual.widgets import DataTable
 
-from core.dlq import Page, StoredEntry
-from tui.cells import (
+from celery_morgue.core.dlq import Page, StoredEntry
+from celery_morgue.tui.cells import (
     AGE_WIDTH,
     SHORT_ID,
     TASK_NAME_WIDTH,
@@ -24,9 +24,9 @@ from tui.cells import (
     entry_matches,
     stream_order,
 )
-from tui.monitor import PAGE_SIZE, RELOAD_CAP
-from tui.widgets.pane import TablePane
-from tui.widgets.tables import ColumnSpec
+from celery_morgue.tui.monitor import PAGE_SIZE, RELOAD_CAP
+from celery_morgue.tui.widgets.pane import TablePane
+from celery_morgue.tui.widgets.tables import ColumnSpec
 
 # Ask for the next page when the cursor is this close to the last loaded row.
 LOOKAHEAD = 10

@@ -12,7 +12,7 @@ from textual.containers import Vertical
 from textual.reactive import reactive
 from textual.widgets import Input, Static
 
-from tui.widgets.tables import ColumnSpec, LiveTable
+from celery_morgue.tui.widgets.tables import ColumnSpec, LiveTable
 
 
 class FilterInput(Input):

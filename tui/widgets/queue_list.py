@@ -10,7 +10,7 @@ from textual.binding import Binding, BindingType
 from textual.widgets import OptionList
 from textual.widgets.option_list import Option
 
-from core.dlq import QueueInfo
+from celery_morgue.core.dlq import QueueInfo
 
 NAME_WIDTH = 10
 COUNT_WIDTH = 6

@@ -7,8 +7,8 @@ from dataclasses import dataclass, replace
 from rich.text import Text
 from textual.widgets import Static
 
-from tui.cells import format_clock_time
-from tui.literal import printable
+from celery_morgue.tui.cells import format_clock_time
+from celery_morgue.tui.literal import printable
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from textual.geometry import Size
 from textual.message import Message
 from textual.widgets import DataTable
 
-from tui.cells import Keyed
+from celery_morgue.tui.cells import Keyed
 
 # The flexible column never gets narrower than this, even in a terminal too narrow for it.
 MIN_FLEX_WIDTH = 12

@@ -12,8 +12,8 @@ from textual import on
 from textual.color import Color, ColorParseError
 from textual.widgets import DataTable
 
-from core.zombies import SOURCE_INSPECT, ActiveTask, ClusterSnapshot
-from tui.cells import (
+from celery_morgue.core.zombies import SOURCE_INSPECT, ActiveTask, ClusterSnapshot
+from celery_morgue.tui.cells import (
     AGE_WIDTH,
     BAR_WIDTH,
     SHORT_ID,
@@ -27,8 +27,8 @@ from tui.cells import (
     task_matches,
     unreachable_cells,
 )
-from tui.widgets.pane import TablePane
-from tui.widgets.tables import ColumnSpec
+from celery_morgue.tui.widgets.pane import TablePane
+from celery_morgue.tui.widgets.tables import ColumnSpec
 
 COLUMNS = [
     ColumnSpec("Worker", "worker", WORKER_WIDTH),

@@ -1,0 +1,1 @@
+../../../core/package_root/__init__.py
