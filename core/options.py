@@ -18,6 +18,8 @@ DEFAULT_HARD_LIMIT = 300.0
 DEFAULT_GRACE = 30.0
 DEFAULT_REAP_INTERVAL = 300.0
 DEFAULT_REAP_SIGNALS = ("SIGTERM", "SIGKILL")
+# The longest wait for a worker that does not answer an inspect or a revoke.
+DEFAULT_INSPECT_TIMEOUT = 1.0
 
 
 def signal_number(name: str) -> int:
@@ -51,7 +53,7 @@ class Options:
     reap_interval: float | None = DEFAULT_REAP_INTERVAL  # beat period; None: no beat entry
     reap_signals: tuple[str, ...] = DEFAULT_REAP_SIGNALS  # one more per run a task survives
     reap_dry_run: bool = False  # list zombies, revoke nothing
-    inspect_timeout: float = 1.0  # the longest wait for a worker that does not answer
+    inspect_timeout: float = DEFAULT_INSPECT_TIMEOUT
     # Also reap workers that do not say they write to this DLQ: no core.install there (asked
     # with inspect) or an older celery-morgue. Workers of another DLQ are never reaped.
     reap_uninstalled_workers: bool = False

@@ -17,7 +17,7 @@ from functools import partial
 from typing import Any, Protocol
 
 from celery_morgue.core.broadcast import control
-from celery_morgue.core.options import signal_number
+from celery_morgue.core.options import DEFAULT_INSPECT_TIMEOUT, signal_number
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def revoke_tasks(
     tasks: Iterable[RunningTask],
     *,
     signal: str = "SIGTERM",
-    timeout: float = 1.0,
+    timeout: float = DEFAULT_INSPECT_TIMEOUT,
     keepalive: Keepalive | None = None,
 ) -> RevokeReport:
     """``revoke(terminate=True)`` each task on its own worker, and sort the workers' answers.
@@ -131,7 +131,7 @@ def kill_jobs(
     tasks: Iterable[tuple[str, str]],
     *,
     signal: str = "SIGKILL",
-    timeout: float = 1.0,
+    timeout: float = DEFAULT_INSPECT_TIMEOUT,
     keepalive: Keepalive | None = None,
 ) -> RevokeReport:
     """Signal the pool process still running each ``(task id, worker)``, even one Celery forgot.

@@ -40,6 +40,7 @@ from celery_morgue.core.broadcast import (
     nobody_listens,
     ping,
 )
+from celery_morgue.core.options import DEFAULT_GRACE, DEFAULT_HARD_LIMIT, DEFAULT_INSPECT_TIMEOUT
 from celery_morgue.core.revoke import RevokeReport, revoke_tasks
 from celery_morgue.core.worker_limits import ACTIVE_COMMAND
 
@@ -343,9 +344,9 @@ def _age_order(task: ActiveTask) -> tuple[bool, float, str]:
 def active_tasks(
     app: Any,
     *,
-    hard_limit: float | None = 300.0,
-    grace: float = 30.0,
-    timeout: float = 1.0,
+    hard_limit: float | None = DEFAULT_HARD_LIMIT,
+    grace: float = DEFAULT_GRACE,
+    timeout: float = DEFAULT_INSPECT_TIMEOUT,
     now: float | None = None,
     worker_defaults: bool = False,
 ) -> ClusterSnapshot:

@@ -18,12 +18,10 @@ from urllib.parse import urlsplit
 from kombu.transport import TRANSPORT_ALIASES
 
 from celery_morgue.core.dlq import DEFAULT_PREFIX
+from celery_morgue.core.options import DEFAULT_GRACE, DEFAULT_HARD_LIMIT, DEFAULT_INSPECT_TIMEOUT
 from celery_morgue.core.urls import REDIS_SCHEMES, is_url_list, redact_url, url_passwords
 
 DEFAULT_REFRESH = 2.0
-DEFAULT_INSPECT_TIMEOUT = 1.0
-DEFAULT_HARD_LIMIT = 300.0
-DEFAULT_GRACE = 30.0
 DEFAULT_TIMEOUT = 3.0
 
 _PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
