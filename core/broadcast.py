@@ -21,6 +21,7 @@ from kombu.exceptions import OperationalError
 from kombu.messaging import Consumer
 
 from celery_morgue.core.urls import redact_urls
+from celery_morgue.core.wording import one_line
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +81,6 @@ def _broker_text(app: Any, conn: Any) -> str:
     if isinstance(url, str | list | tuple) and url:
         return redact_urls(url)  # every host of a failover list
     return str(conn.as_uri())  # kombu masks the password
-
-
-def one_line(exc: BaseException) -> str:
-    """``exc`` as one line for a report or an error message: its name when it has no text."""
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
 
 
 def nobody_listens(conn: Any) -> bool:

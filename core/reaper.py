@@ -32,10 +32,11 @@ from typing import Any
 
 import redis
 
-from celery_morgue.core.broadcast import ClusterUnavailable, one_line
+from celery_morgue.core.broadcast import ClusterUnavailable
 from celery_morgue.core.dlq import namespace_for
 from celery_morgue.core.options import Options
 from celery_morgue.core.revoke import RevokeReport, kill_jobs, revoke_tasks
+from celery_morgue.core.wording import one_line
 from celery_morgue.core.worker_limits import dlq_identity
 from celery_morgue.core.zombies import CLEANUP_TASK, ActiveTask, ClusterSnapshot, active_tasks
 

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from celery_morgue.core.broadcast import control
 from celery_morgue.core.options import DEFAULT_INSPECT_TIMEOUT, signal_number
+from celery_morgue.core.wording import one_line
 
 log = logging.getLogger(__name__)
 
@@ -84,16 +85,12 @@ def _sort_reply(report: RevokeReport, ids: list[str], reply: Any, prefix: str) -
         return
     if "error" in reply:
         for task_id in ids:
-            report.refused[task_id] = _one_line_text(reply["error"])
+            report.refused[task_id] = one_line(reply["error"])
         return
     text = str(reply.get("ok", ""))
     done = set(text.removeprefix(prefix).split(", ")) if text.startswith(prefix) else set()
     for task_id in ids:
         (report.terminated if task_id in done else report.already_gone).append(task_id)
-
-
-def _one_line_text(value: Any) -> str:
-    return " ".join(str(value).split())
 
 
 def revoke_tasks(

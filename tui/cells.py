@@ -90,7 +90,7 @@ def format_clock_time(epoch: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(epoch))
 
 
-def one_line(text: str, width: int) -> str:
+def clipped_line(text: str, width: int) -> str:
     """The first ``width`` characters of ``text`` on one line, control characters escaped."""
     flat = " ".join(printable(text, keep_newlines=True).split())
     return flat if len(flat) <= width else flat[: width - 1] + "…"
@@ -149,19 +149,19 @@ def entry_age(entry: StoredEntry, now: float) -> str:
 
 def error_text(entry: StoredEntry, width: int) -> Text:
     if isinstance(entry, UnreadableEntry):
-        return Text(one_line(entry.problem, width))
+        return Text(clipped_line(entry.problem, width))
     marker = REASON_MARKERS.get(entry.reason)
     if marker is None:
         exception = entry.exception or "?"
         if not entry.message:
-            return Text(one_line(exception, width))
-        return Text(one_line(f"{exception}: {entry.message}", width))
+            return Text(clipped_line(exception, width))
+        return Text(clipped_line(f"{exception}: {entry.message}", width))
     exception = "" if entry.exception in _RESTATED else entry.exception
     rest = ": ".join(part for part in (exception, entry.message) if part)
     room = width - len(marker) - 1
     if not rest or room < 2:
         return Text(marker[:width], style="bold")
-    return Text.assemble((marker, "bold"), " ", one_line(rest, room))
+    return Text.assemble((marker, "bold"), " ", clipped_line(rest, room))
 
 
 def entry_cells(entry: StoredEntry, now: float, error_width: int) -> dict[str, object]:
@@ -199,7 +199,7 @@ def not_requeueable(entry: UnreadableEntry) -> str:
     """Why ``e`` does nothing to an unreadable entry."""
     return (
         f"Entry {entry.id} cannot be requeued, only shown and deleted. "
-        f"It is unreadable: {one_line(entry.problem, 120)}."
+        f"It is unreadable: {clipped_line(entry.problem, 120)}."
     )
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from celery_morgue.core.wording import plural
 from celery_morgue.core.zombies import (
     SOURCE_INSPECT,
     ActiveTask,
@@ -20,7 +21,6 @@ from celery_morgue.tui.cli.output import (
     Column,
     emit_json,
     format_seconds,
-    plural,
     render_table,
     terminal_width,
 )

@@ -20,12 +20,12 @@ from celery_morgue.core.errors import (
     UnroutableEntry,
 )
 from celery_morgue.core.spool_state import spool_backlogs
+from celery_morgue.core.wording import plural
 from celery_morgue.tui.cli.output import (
     Column,
     emit_json,
     format_time,
     key_values,
-    plural,
     render_table,
 )
 from celery_morgue.tui.cli.session import Failure, Session, confirm, pass_session

@@ -137,11 +137,3 @@ def key_values(pairs: Sequence[tuple[str, str]]) -> str:
         lines.append(f"{key + ':':<{label}}{first}".rstrip())
         lines.extend((" " * label + line).rstrip() for line in rest)
     return "\n".join(lines)
-
-
-def plural(count: int, noun: str) -> str:
-    """``1 entry``, ``2 entries``, ``3 tasks``."""
-    if count == 1:
-        return f"{count} {noun}"
-    many = noun[:-1] + "ies" if noun.endswith("y") and noun[-2:-1] not in "aeiou" else noun + "s"
-    return f"{count} {many}"

@@ -23,6 +23,7 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 
 from celery_morgue.core.errors import DLQError
 from celery_morgue.core.urls import RedisURLError, redact_url, resolve_redis_url
+from celery_morgue.core.wording import one_line
 from celery_morgue.core.zombies import ClusterUnavailable
 from celery_morgue.tui.config_file import (
     Config,
@@ -42,10 +43,6 @@ from celery_morgue.tui.profiles import (
 
 # The `--url` alone profile's name, shown in messages.
 URL_PROFILE = "url"
-
-
-def one_line(message: str) -> str:
-    return " ".join(message.split())
 
 
 class Failure(click.ClickException):

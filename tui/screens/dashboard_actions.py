@@ -23,8 +23,9 @@ from textual.widgets import DataTable
 from celery_morgue.core.dlq import StoredEntry
 from celery_morgue.core.entry import Entry, UnreadableEntry
 from celery_morgue.core.errors import DLQError
+from celery_morgue.core.wording import plural
 from celery_morgue.core.zombies import ActiveTask
-from celery_morgue.tui.cells import Clock, entry_age, not_requeueable, one_line, printable
+from celery_morgue.tui.cells import Clock, clipped_line, entry_age, not_requeueable, printable
 from celery_morgue.tui.messages import ActionDone
 from celery_morgue.tui.monitor import Monitor
 from celery_morgue.tui.polling import PollSchedule
@@ -33,7 +34,6 @@ from celery_morgue.tui.screens.confirm import ConfirmScreen, RevokeConfirmScreen
 from celery_morgue.tui.screens.entry import EntryAction, EntryScreen
 from celery_morgue.tui.screens.outcomes import (
     entry_name,
-    plural,
     requeue_all_done,
     requeue_refused,
     revoke_summary,
@@ -286,7 +286,7 @@ class DashboardActions(GuardedScreen[None]):
         if not zombies:
             self.notify("No zombie tasks.", markup=False)
             return
-        names = ", ".join(one_line(task.name, 40) for task in zombies[:LISTED_TASKS])
+        names = ", ".join(clipped_line(task.name, 40) for task in zombies[:LISTED_TASKS])
         more = f" and {len(zombies) - LISTED_TASKS} more" if len(zombies) > LISTED_TASKS else ""
         question = Text(
             f"Revoke {plural(len(zombies), 'zombie task')} (past their hard limit plus "

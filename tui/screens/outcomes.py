@@ -11,16 +11,13 @@ from collections.abc import Callable, Sequence
 from celery_morgue.core.dlq import RequeueReport, StoredEntry
 from celery_morgue.core.entry import UnreadableEntry
 from celery_morgue.core.errors import DLQError, EntryNotFound
+from celery_morgue.core.wording import plural
 from celery_morgue.core.zombies import RevokeReport
 from celery_morgue.tui.cells import printable
 from celery_morgue.tui.messages import ActionDone, Severity
 
 # How many task ids a line lists before "and N more".
 LISTED_IDS = 3
-
-
-def plural(count: int, word: str, many: str | None = None) -> str:
-    return f"{count:,} {word if count == 1 else (many or word + 's')}"
 
 
 def entry_name(entry: StoredEntry) -> tuple[tuple[str, str], str]:

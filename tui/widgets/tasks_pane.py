@@ -20,8 +20,8 @@ from celery_morgue.tui.cells import (
     STATE_WIDTH,
     WORKER_WIDTH,
     BarColours,
+    clipped_line,
     format_age,
-    one_line,
     printable,
     task_cells,
     task_matches,
@@ -62,8 +62,8 @@ def task_detail(task: ActiveTask) -> str:
         clock = "the worker's own clock"
     pid = f" pid {task.pid}" if task.pid is not None else ""
     lines = [
-        one_line(task.name, DETAIL_WIDTH),
-        one_line(f"on {task.worker}{pid}", DETAIL_WIDTH),
+        clipped_line(task.name, DETAIL_WIDTH),
+        clipped_line(f"on {task.worker}{pid}", DETAIL_WIDTH),
         f"limit {limit}: {source}" if task.limit_known else f"limit: {source}",
         f"age {format_age(task.age)}, by {clock}" if task.age is not None else "not started yet",
     ]
