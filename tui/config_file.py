@@ -60,6 +60,14 @@ class UnknownProfileError(ConfigError):
         self.known = known
 
 
+class ProfileExistsError(ConfigError):
+    """A new profile, or a renamed one, would take the name of another."""
+
+    def __init__(self, name: str, path: Path) -> None:
+        super().__init__(f"profile {name!r} already exists in {path}")
+        self.name = name
+
+
 def config_path(
     explicit: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
 ) -> Path:
@@ -114,6 +122,41 @@ class Config:
             f"{self.path} sets no default profile; pass --profile "
             f"({', '.join(self.names())}) or run `morgue profiles default NAME`"
         )
+
+    # The edits `morgue profiles` and the profiles screen make, in memory: write them with
+    # update_config, which never writes over a file that does not load.
+
+    def save_profile(
+        self, profile: Profile, *, replaces: str | None = None, make_default: bool = False
+    ) -> None:
+        """Add ``profile``, or put it in place of the profile named ``replaces``.
+
+        ``replaces`` is the name the profile had before this edit: its own name to change it,
+        another to rename it (the default follows the rename), None for a new profile. Taking
+        the name of another profile is a ``ProfileExistsError``. The first profile of a file
+        becomes its default, as ``make_default`` makes any.
+        """
+        if profile.name in self.profiles and profile.name != replaces:
+            raise ProfileExistsError(profile.name, self.path)
+        if replaces is not None and replaces != profile.name:
+            self.profiles.pop(replaces, None)  # gone already: someone else removed it
+            if self.default == replaces:
+                self.default = profile.name
+        first = not self.profiles
+        self.profiles[profile.name] = profile
+        if make_default or first:
+            self.default = profile.name
+
+    def remove_profile(self, name: str) -> None:
+        """Remove profile ``name``; removing the default leaves the file without one."""
+        self.get(name)
+        del self.profiles[name]
+        if self.default == name:
+            self.default = None
+
+    def set_default(self, name: str) -> None:
+        self.get(name)
+        self.default = name
 
     def to_toml(self) -> str:
         data: dict[str, Any] = {}

@@ -9,7 +9,13 @@ import click
 
 from celery_morgue.tui.cli.output import Column, emit_json, key_values, render_table
 from celery_morgue.tui.cli.session import BadUsage, Failure, ProfileSession, confirm
-from celery_morgue.tui.config_file import Config, ConfigError, UnknownProfileError, update_config
+from celery_morgue.tui.config_file import (
+    Config,
+    ConfigError,
+    ProfileExistsError,
+    UnknownProfileError,
+    update_config,
+)
 from celery_morgue.tui.literal import printable
 from celery_morgue.tui.profiles import Profile, ProfileError, has_password, validate_profile_fields
 
@@ -44,6 +50,8 @@ def _update(session: ProfileSession, change: Callable[[Config], None]) -> Config
         return update_config(session.config_path, change)
     except UnknownProfileError as exc:
         raise BadUsage(str(exc)) from None
+    except ProfileExistsError as exc:  # only `profiles add` saves a profile
+        raise Failure(f"{exc}; pass --replace to overwrite it") from None
     except ConfigError as exc:
         raise Failure(str(exc)) from None
 
@@ -145,14 +153,7 @@ def add_profile(
         raise BadUsage(f"{FIELD_OPTIONS.get(exc.field, exc.field)}: {exc.message}") from None
 
     def change(config: Config) -> None:
-        if name in config.profiles and not replace:
-            raise ConfigError(
-                f"profile {name!r} already exists in {config.path}; pass --replace to overwrite it"
-            )
-        first = not config.profiles
-        config.profiles[name] = profile
-        if make_default or first:
-            config.default = name
+        config.save_profile(profile, replaces=name if replace else None, make_default=make_default)
 
     config = _update(session, change)
     note = "; it is the default" if config.default == name else ""
@@ -179,14 +180,7 @@ def remove_profile(session: ProfileSession, name: str, yes: bool) -> None:
     except UnknownProfileError as exc:
         raise BadUsage(str(exc)) from None
     confirm(yes, f"Remove profile {name!r} from {session.config_path}?")
-
-    def change(config: Config) -> None:
-        config.get(name)
-        del config.profiles[name]
-        if config.default == name:
-            config.default = None
-
-    _update(session, change)
+    _update(session, lambda config: config.remove_profile(name))
     click.echo(f"removed profile {name!r}")
 
 
@@ -195,10 +189,5 @@ def remove_profile(session: ProfileSession, name: str, yes: bool) -> None:
 @pass_profiles
 def default_profile(session: ProfileSession, name: str) -> None:
     """Make NAME the default profile."""
-
-    def change(config: Config) -> None:
-        config.get(name)
-        config.default = name
-
-    _update(session, change)
+    _update(session, lambda config: config.set_default(name))
     click.echo(f"default profile: {name!r}")

@@ -1,9 +1,10 @@
 """The profiles screen (``p``): the profiles of the config file, to switch to, add, edit, delete.
 
-Writes go through :func:`tui.config_file.update_config`, like `morgue profiles`: atomic, mode
-0600, and never over a file that does not load. The file is read when the screen opens and
-written only when the user adds, edits, deletes or sets the default; the profile the dashboard
-shows (``--url``, the demo) is never written unless the user saves it.
+Writes are the edits of :class:`tui.config_file.Config` that `morgue profiles` makes, through
+:func:`tui.config_file.update_config`: atomic, mode 0600, and never over a file that does not
+load. The file is read when the screen opens and written only when the user adds, edits,
+deletes or sets the default; the profile the dashboard shows (``--url``, the demo) is never
+written unless the user saves it.
 """
 
 from __future__ import annotations
@@ -57,45 +58,6 @@ def live_profile(profile: Profile, passwords: Mapping[str, str]) -> Profile:
             broker_password_env=None,
         )
     return dataclasses.replace(profile, **changes) if changes else profile  # type: ignore[arg-type]
-
-
-def save_draft(path: Path, draft: ProfileDraft) -> Config:
-    """Add or replace the drafted profile; the first one of a file becomes its default."""
-    profile = draft.profile
-
-    def change(config: Config) -> None:
-        if draft.replaces is None and profile.name in config.profiles:
-            raise ConfigError(f"profile {profile.name!r} already exists in {config.path}")
-        if draft.replaces is not None and draft.replaces != profile.name:
-            if profile.name in config.profiles:
-                raise ConfigError(f"profile {profile.name!r} already exists in {config.path}")
-            config.profiles.pop(draft.replaces, None)
-            if config.default == draft.replaces:
-                config.default = profile.name
-        first = not config.profiles
-        config.profiles[profile.name] = profile
-        if first:
-            config.default = profile.name
-
-    return update_config(path, change)
-
-
-def remove_profile(path: Path, name: str) -> Config:
-    def change(config: Config) -> None:
-        config.get(name)
-        del config.profiles[name]
-        if config.default == name:
-            config.default = None
-
-    return update_config(path, change)
-
-
-def make_default(path: Path, name: str) -> Config:
-    def change(config: Config) -> None:
-        config.get(name)
-        config.default = name
-
-    return update_config(path, change)
 
 
 def display_path(path: Path) -> str:
@@ -320,7 +282,10 @@ class ProfilesScreen(Screen[Switch | None]):
         written: list[Config] = []
 
         def save(draft: ProfileDraft) -> None:
-            written.append(save_draft(self.path, draft))
+            def change(config: Config) -> None:
+                config.save_profile(draft.profile, replaces=draft.replaces)
+
+            written.append(update_config(self.path, change))
 
         def closed(draft: ProfileDraft | None) -> None:
             if draft is None or not written:
@@ -351,7 +316,7 @@ class ProfilesScreen(Screen[Switch | None]):
         def confirmed(answer: bool | None) -> None:
             if answer:
                 deleted = f"Deleted profile {profile.name!r}."
-                self._write(lambda: remove_profile(self.path, profile.name), deleted, None)
+                self._write(lambda config: config.remove_profile(profile.name), deleted, None)
 
         self.app.push_screen(ConfirmScreen("Delete profile", question, "Delete"), confirmed)
 
@@ -361,11 +326,11 @@ class ProfilesScreen(Screen[Switch | None]):
         profile = self._selected()
         if profile is not None:
             done = f"{profile.name!r} is the default profile."
-            self._write(lambda: make_default(self.path, profile.name), done, profile.name)
+            self._write(lambda config: config.set_default(profile.name), done, profile.name)
 
-    def _write(self, write: Callable[[], Config], done: str, select: str | None) -> None:
+    def _write(self, change: Callable[[Config], None], done: str, select: str | None) -> None:
         try:
-            config = write()
+            config = update_config(self.path, change)
         except ConfigError as exc:
             self.notify(f"Not saved: {exc}", severity="error", markup=False)
             self.reload()
