@@ -16,7 +16,7 @@ import celery_morgue
 from celery_morgue import core
 from celery_morgue.core import DeadLetterQueue, Entry
 from celery_morgue.tui.demo.processes import RedisServer
-from tests.conftest import Worker, wait_for
+from tests.helpers import Worker, wait_for
 
 PROJECT_APP = """
 import os
@@ -76,12 +76,13 @@ def test_a_project_with_its_own_core_captures_and_runs_morgue(
     start_worker: Callable[..., Worker],
 ) -> None:
     project = make_project(tmp_path / "thatproj")
-    worker = start_worker(redis_server.url, app="thatproj", project=project, queues="celery")
-    worker.control_app.send_task("thatproj.parse_invoice", args=[17])
+    # Its own queue: the suite's shared worker consumes "celery" and knows no thatproj task.
+    worker = start_worker(redis_server.url, app="thatproj", project=project, queues="invoices")
+    worker.control_app.send_task("thatproj.parse_invoice", args=[17], queue="invoices")
 
     dlq = DeadLetterQueue(redis_client)
-    wait_for(lambda: dlq.size("celery") == 1, timeout=30)
-    [entry] = dlq.page("celery").items
+    wait_for(lambda: dlq.size("invoices") == 1, timeout=30)
+    [entry] = dlq.page("invoices").items
     assert isinstance(entry, Entry)
     assert (entry.task, entry.exception, entry.args) == (
         "thatproj.parse_invoice",
@@ -102,4 +103,4 @@ def test_a_project_with_its_own_core_captures_and_runs_morgue(
     )
     assert result.returncode == 0, result.stderr
     queues = {queue["queue"]: queue["total"] for queue in json.loads(result.stdout)}
-    assert queues == {"celery": 1}
+    assert queues == {"invoices": 1}
