@@ -35,6 +35,7 @@ import redis
 from celery_morgue.core.broadcast import ClusterUnavailable
 from celery_morgue.core.dlq import namespace_for
 from celery_morgue.core.options import Options
+from celery_morgue.core.reap_report import ReapReport, SkippedReap
 from celery_morgue.core.revoke import RevokeReport, kill_jobs, revoke_tasks
 from celery_morgue.core.wording import one_line
 from celery_morgue.core.worker_limits import dlq_identity
@@ -210,7 +211,7 @@ class Reaper:
         hard_limit: float | None = None,
         grace: float | None = None,
         dry_run: bool | None = None,
-    ) -> dict[str, Any]:
+    ) -> ReapReport | SkippedReap:
         """Reap, trim the DLQ, replay the spool; return (and log, and keep) what was done.
 
         While another run holds the run lock, nothing but a report that this one skipped.
@@ -226,13 +227,13 @@ class Reaper:
         }
         options = replace(self.options, **overrides) if overrides else self.options
         lock = self.lock(options)
-        errors: list[str] = []
+        lock_errors: list[str] = []
         try:
             held: bool | None = lock.acquire()
         except (redis.RedisError, OSError) as exc:
             # No lock without Redis; reaping matters more than the rare overlap it prevents.
             held = None
-            errors.append(f"run lock: {one_line(exc)}; ran without it")
+            lock_errors.append(f"run lock: {one_line(exc)}; ran without it")
         if held is False:
             return self._skipped(options, lock)
         keepalive = lock.renew if held else None
@@ -246,9 +247,10 @@ class Reaper:
                 # An override for this run applies to every worker; else each its own options.
                 worker_defaults=hard_limit is None and grace is None,
             )
-            report["errors"][:0] = errors
-            if _still_ours(report, keepalive):
-                self._housekeeping(report)
+            errors = [*lock_errors, *report.errors]
+            if _still_ours(errors, keepalive):
+                report = self._housekeeping(report, errors)
+            report = replace(report, errors=tuple(errors))
             self._publish(report, options)
             return report
         finally:
@@ -258,55 +260,56 @@ class Reaper:
                 except (redis.RedisError, OSError) as exc:
                     log.warning("celery-morgue: reaper: could not release the run lock: %s", exc)
 
-    def _skipped(self, options: Options, lock: RunLock) -> dict[str, Any]:
+    def _skipped(self, options: Options, lock: RunLock) -> SkippedReap:
         """Another run holds the lock: say so (returned, logged, kept), and do nothing else."""
         try:
             holder = lock.holder()
         except (redis.RedisError, OSError):
             holder = None
-        report: dict[str, Any] = {
-            "ran_at": dt.datetime.now(dt.UTC).isoformat(),
-            "status": "skipped",
-            "reason": "another run holds the reaper lock",
-            "holder": holder,
-            "dry_run": options.reap_dry_run,
-        }
+        report = SkippedReap(
+            ran_at=dt.datetime.now(dt.UTC).isoformat(),
+            dry_run=options.reap_dry_run,
+            holder=holder,
+        )
         log.info(
             "celery-morgue: reaper: skipped, another run is under way (%s)",
             json.dumps(holder, sort_keys=True),
         )
         try:
             key = f"{namespace_for(options.prefix)}reaper:skipped"
-            self.capture.dlq.client.set(key, json.dumps(report), ex=_LAST_REPORT_TTL)
+            self.capture.dlq.client.set(key, json.dumps(report.as_dict()), ex=_LAST_REPORT_TTL)
         except (redis.RedisError, OSError) as exc:
             log.warning("celery-morgue: could not keep the skipped run's report: %s", exc)
         return report
 
-    def _housekeeping(self, report: dict[str, Any]) -> None:
+    def _housekeeping(self, report: ReapReport, errors: list[str]) -> ReapReport:
         """Replay this host's spool, then apply retention to queues nobody writes to."""
-        report["spool_replayed"] = self.capture.replay_spool()
+        replayed = self.capture.replay_spool()
         try:
-            report["dlq_remaining"] = self.capture.dlq.trim()
+            remaining: dict[str, int] | None = self.capture.dlq.trim()
         except (redis.RedisError, OSError) as exc:
-            report["errors"].append(f"DLQ trim: {one_line(exc)}")
+            errors.append(f"DLQ trim: {one_line(exc)}")
+            remaining = None
+        return replace(report, spool_replayed=replayed, dlq_remaining=remaining)
 
-    def _publish(self, report: dict[str, Any], options: Options) -> None:
+    def _publish(self, report: ReapReport, options: Options) -> None:
         summary = (
-            f"{len(report['zombies'])} zombie(s); "
+            f"{len(report.zombies)} zombie(s); "
             + "; ".join(
-                f"{name}: {len(r['terminated'])} terminated, {len(r['already_gone'])} gone, "
-                f"{len(r['refused'])} refused, {len(r['no_reply'])} no reply"
-                for name, r in report["signals"].items()
+                f"{name}: {len(r.terminated)} terminated, {len(r.already_gone)} gone, "
+                f"{len(r.refused)} refused, {len(r.no_reply)} no reply"
+                for name, r in report.signals.items()
             )
-            + (" (dry run)" if report["dry_run"] else "")
+            + (" (dry run)" if report.dry_run else "")
         )
         log.info("celery-morgue: reaper: %s", summary)
-        for error in report["errors"]:
+        for error in report.errors:
             log.warning("celery-morgue: reaper: %s", error)
-        log.info("celery-morgue: reaper report: %s", json.dumps(report, sort_keys=True))
+        data = report.as_dict()
+        log.info("celery-morgue: reaper report: %s", json.dumps(data, sort_keys=True))
         try:
             key = f"{namespace_for(options.prefix)}reaper:last"
-            self.capture.dlq.client.set(key, json.dumps(report), ex=_LAST_REPORT_TTL)
+            self.capture.dlq.client.set(key, json.dumps(data), ex=_LAST_REPORT_TTL)
         except (redis.RedisError, OSError) as exc:
             log.warning("celery-morgue: could not keep the reaper report: %s", exc)
 
@@ -314,19 +317,19 @@ class Reaper:
 _LOCK_LOST = "run lock lost: another run may act now; this one stopped"
 
 
-def _still_ours(report: dict[str, Any], keepalive: Callable[[], bool] | None) -> bool:
-    """Renew the run lock before a step that acts; False (reported once) when it was lost."""
+def _still_ours(errors: list[str], keepalive: Callable[[], bool] | None) -> bool:
+    """Renew the run lock before a step that acts; False (in ``errors`` once) when it was lost."""
     if keepalive is None:
         return True
-    if _LOCK_LOST in report["errors"]:
+    if _LOCK_LOST in errors:
         return False
     try:
         kept = keepalive()
     except (redis.RedisError, OSError) as exc:
-        report["errors"].append(f"run lock: {one_line(exc)}")
+        errors.append(f"run lock: {one_line(exc)}")
         return True  # Redis away: carry on as a run without the lock would
     if not kept:
-        report["errors"].append(_LOCK_LOST)
+        errors.append(_LOCK_LOST)
     return kept
 
 
@@ -364,7 +367,7 @@ def reap(
     *,
     dlq: str,
     worker_defaults: bool = True,
-) -> dict[str, Any]:
+) -> ReapReport:
     """One reaper pass: signal each zombie, escalating for those signalled on earlier runs.
 
     Only the zombies of workers of the DLQ ``dlq`` (see :func:`not_reaped_because`); with
@@ -376,17 +379,8 @@ def reap(
     when it answers False the run stops signalling.
     """
     signals = options.reap_signals
-    report: dict[str, Any] = {
-        "ran_at": dt.datetime.now(dt.UTC).isoformat(),
-        "status": "completed",
-        "dry_run": options.reap_dry_run,
-        "hard_limit": options.hard_limit,
-        "grace": options.grace,
-        "signals": {name: RevokeReport().as_dict() for name in dict.fromkeys(signals)},
-        "zombies": [],
-        "skipped": [],
-        "errors": [],
-    }
+    ran_at = dt.datetime.now(dt.UTC).isoformat()
+    results = {name: RevokeReport() for name in dict.fromkeys(signals)}
     try:
         snapshot = active_tasks(
             app,
@@ -397,20 +391,25 @@ def reap(
         )
     except ClusterUnavailable as exc:
         # Not raised: a failing cleanup would land in the DLQ it keeps, every interval.
-        report["errors"].append(str(exc))
-        report["workers"], report["unreachable"] = [], []
-        return report
+        return ReapReport(
+            ran_at=ran_at,
+            dry_run=options.reap_dry_run,
+            hard_limit=options.hard_limit,
+            grace=options.grace,
+            signals=results,
+            errors=(str(exc),),
+        )
     now = snapshot.taken_at.timestamp()
-    report["workers"] = snapshot.workers
-    report["unreachable"] = snapshot.unreachable
-    report["dlq"] = dlq
+    errors: list[str] = []
     try:
         signalled = memory.load(now)
     except (redis.RedisError, OSError) as exc:
-        report["errors"].append(f"reaper memory: {one_line(exc)}")
+        errors.append(f"reaper memory: {one_line(exc)}")
         signalled = {}
 
     listed = {task.id for task in snapshot.tasks}
+    zombies: list[dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = []
     by_signal: dict[str, list[ActiveTask]] = {}
     for task in snapshot.zombies:
         record = signalled.get(task.id)
@@ -420,9 +419,9 @@ def reap(
         entry = {**task.as_dict(), "signal": signal, "step": step}
         reason = not_reaped_because(snapshot, task.worker, dlq, options.reap_uninstalled_workers)
         if reason is not None:
-            report["skipped"].append({**entry, "reason": reason})
+            skipped.append({**entry, "reason": reason})
             continue
-        report["zombies"].append(entry)
+        zombies.append(entry)
         by_signal.setdefault(signal, []).append(task)
 
     # Signalled earlier, no longer listed: gone, or a process still running what Celery forgot.
@@ -434,43 +433,57 @@ def reap(
         step = int(record.get("step", 0)) + 1
         forgotten.setdefault(signals[min(step, len(signals) - 1)], []).append((task_id, worker))
 
+    followed_up = None
     if options.reap_dry_run:
-        report["followed_up"] = [
+        followed_up = tuple(
             {"id": task_id, "worker": worker, "signal": signal}
             for signal, pairs in forgotten.items()
             for task_id, worker in pairs
-        ]
-        return report
+        )
+    else:
 
-    def renewed() -> bool:
-        return _still_ours(report, keepalive)
+        def renewed() -> bool:
+            return _still_ours(errors, keepalive)
 
-    steps = {entry["id"]: entry["step"] for entry in report["zombies"]}
-    for signal, tasks in by_signal.items():
-        if _LOCK_LOST in report["errors"]:
-            return report
-        result = _guarded(report, revoke_tasks, app, tasks, signal, options, renewed)
-        _merge(report, signal, result)
-        for task in tasks:
-            if task.id in result.terminated:
-                _remember(report, memory, task.id, task.worker, steps[task.id], now)
-            elif task.id in result.already_gone or task.id in result.refused:
-                _forget(report, memory, [task.id])
-    for signal, pairs in forgotten.items():
-        if _LOCK_LOST in report["errors"]:
-            return report
-        result = _guarded(report, kill_jobs, app, pairs, signal, options, renewed)
-        _merge(report, signal, result)
-        for task_id, worker in pairs:
-            if task_id in result.terminated:
-                step = int(signalled[task_id].get("step", 0)) + 1
-                _remember(report, memory, task_id, worker, step, now)
-        _forget(report, memory, result.already_gone + list(result.refused))
-    return report
+        steps = {entry["id"]: entry["step"] for entry in zombies}
+        for signal, tasks in by_signal.items():
+            if _LOCK_LOST in errors:
+                break
+            result = _guarded(errors, revoke_tasks, app, tasks, signal, options, renewed)
+            results[signal].extend(result)
+            for task in tasks:
+                if task.id in result.terminated:
+                    _remember(errors, memory, task.id, task.worker, steps[task.id], now)
+                elif task.id in result.already_gone or task.id in result.refused:
+                    _forget(errors, memory, [task.id])
+        for signal, pairs in forgotten.items():
+            if _LOCK_LOST in errors:
+                break
+            result = _guarded(errors, kill_jobs, app, pairs, signal, options, renewed)
+            results[signal].extend(result)
+            for task_id, worker in pairs:
+                if task_id in result.terminated:
+                    step = int(signalled[task_id].get("step", 0)) + 1
+                    _remember(errors, memory, task_id, worker, step, now)
+            _forget(errors, memory, result.already_gone + list(result.refused))
+    return ReapReport(
+        ran_at=ran_at,
+        dry_run=options.reap_dry_run,
+        hard_limit=options.hard_limit,
+        grace=options.grace,
+        signals=results,
+        zombies=tuple(zombies),
+        skipped=tuple(skipped),
+        errors=tuple(errors),
+        workers=tuple(snapshot.workers),
+        unreachable=tuple(snapshot.unreachable),
+        dlq=dlq,
+        followed_up=followed_up,
+    )
 
 
 def _guarded(
-    report: dict[str, Any],
+    errors: list[str],
     call: Callable[..., RevokeReport],
     app: Any,
     tasks: Any,
@@ -484,31 +497,25 @@ def _guarded(
             app, tasks, signal=signal, timeout=options.inspect_timeout, keepalive=keepalive
         )
     except ClusterUnavailable as exc:
-        report["errors"].append(str(exc))
+        errors.append(str(exc))
         return RevokeReport()
     return result
 
 
-def _merge(report: dict[str, Any], signal: str, result: RevokeReport) -> None:
-    merged = RevokeReport(**report["signals"][signal])
-    merged.extend(result)
-    report["signals"][signal] = merged.as_dict()
-
-
 def _remember(
-    report: dict[str, Any], memory: SignalMemory, task_id: str, worker: str, step: int, now: float
+    errors: list[str], memory: SignalMemory, task_id: str, worker: str, step: int, now: float
 ) -> None:
     try:
         memory.remember(task_id, worker, step, now)
     except (redis.RedisError, OSError) as exc:
-        report["errors"].append(f"reaper memory: {one_line(exc)}")
+        errors.append(f"reaper memory: {one_line(exc)}")
 
 
-def _forget(report: dict[str, Any], memory: SignalMemory, task_ids: list[str]) -> None:
+def _forget(errors: list[str], memory: SignalMemory, task_ids: list[str]) -> None:
     try:
         memory.forget(task_ids)
     except (redis.RedisError, OSError) as exc:
-        report["errors"].append(f"reaper memory: {one_line(exc)}")
+        errors.append(f"reaper memory: {one_line(exc)}")
 
 
 def register_cleanup_task(app: Any, reaper: Reaper) -> Any:
@@ -519,7 +526,8 @@ def register_cleanup_task(app: Any, reaper: Reaper) -> Any:
         grace: float | None = None,
         dry_run: bool | None = None,
     ) -> dict[str, Any]:
-        return reaper.run(hard_limit=hard_limit, grace=grace, dry_run=dry_run)
+        # A dict of JSON types: result backends store what a task returns.
+        return reaper.run(hard_limit=hard_limit, grace=grace, dry_run=dry_run).as_dict()
 
     return app.task(name=CLEANUP_TASK, shared=False, ignore_result=True)(cleanup_zombie_tasks)
 

@@ -22,6 +22,7 @@ from celery_morgue.core.broadcast import control
 from celery_morgue.core.capture import FailureCapture
 from celery_morgue.core.dlq import DeadLetterQueue
 from celery_morgue.core.options import Options
+from celery_morgue.core.reap_report import ReapReport
 from celery_morgue.core.reaper import Reaper, RunLock, policy
 from celery_morgue.core.spool import spool_for
 from celery_morgue.core.worker_limits import ACTIVE_COMMAND
@@ -249,7 +250,7 @@ def test_two_runs_at_once_act_once(cluster: Cluster, tmp_path: Path) -> None:
     spooled = entry_for("spooled-by-a", "celery")
     spool_for(tmp_path / "spool", cluster.redis.url, "dlq:").append(spooled)
     results: list[dict[str, Any]] = []
-    run_a = threading.Thread(target=lambda: results.append(first.run()))
+    run_a = threading.Thread(target=lambda: results.append(first.run().as_dict()))
     run_a.start()
     try:
         held = wait_for(lambda: cluster.client.get(RUN_LOCK), timeout=10)
@@ -354,10 +355,10 @@ def test_without_a_default_a_task_with_no_limit_is_never_reaped(
         cluster.redis.url, cluster.redis.url, tmp_path / "spool", hard_limit=None, grace=0
     )
     report = reaper.run()
-    assert report["status"] == "completed"
-    assert report["hard_limit"] is None
-    assert zombie_ids(report) == []
-    assert reports(report, "SIGTERM")["terminated"] == []
+    assert isinstance(report, ReapReport)
+    assert report.hard_limit is None
+    assert report.zombies == ()
+    assert report.signals["SIGTERM"].terminated == []
     assert cluster.listed(unlimited) is not None and pid_alive(pid)
     assert json.loads(cluster.client.get(LAST_REPORT) or b"{}")["hard_limit"] is None
 

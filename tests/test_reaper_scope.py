@@ -94,7 +94,7 @@ def test_the_reaper_ends_only_its_own_dlqs_tasks_with_their_own_hard_limit(
     # The reported reproduction: hard_limit=3, grace=1. Nothing of ours is past 330 s; the
     # other app's task is a zombie, and is left alone.
     reaper = local_reaper(url, url, tmp_path / "spool", hard_limit=3, grace=1)
-    report = reaper.run()
+    report = reaper.run().as_dict()
     assert report["status"] == "completed"
     assert report["dlq"] == dlq_identity("dlq:", url)
     assert zombie_ids(report) == []
@@ -103,7 +103,7 @@ def test_the_reaper_ends_only_its_own_dlqs_tasks_with_their_own_hard_limit(
     assert reports(report, "SIGTERM")["terminated"] == []
 
     # An override for one run applies to every worker but the one installed with None.
-    forced = reaper.run(hard_limit=2, grace=0)
+    forced = reaper.run(hard_limit=2, grace=0).as_dict()
     assert zombie_ids(forced) == [ours]
     reasons = skipped(forced)
     assert set(reasons) == {theirs, elsewhere}
@@ -118,7 +118,7 @@ def test_the_reaper_ends_only_its_own_dlqs_tasks_with_their_own_hard_limit(
     opted = local_reaper(
         url, url, tmp_path / "spool2", hard_limit=3, grace=1, reap_uninstalled_workers=True
     )
-    taken = opted.run()
+    taken = opted.run().as_dict()
     assert zombie_ids(taken) == [theirs]
     assert reports(taken, "SIGTERM")["terminated"] == [theirs]
     wait_for(lambda: not pid_alive(pids[theirs]), timeout=10)

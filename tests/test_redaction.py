@@ -270,7 +270,7 @@ def test_the_reaper_report_never_holds_a_password(
     key = "redacted@reaper:last"
     redis_client.delete(key)
     with caplog.at_level(logging.DEBUG):
-        report = installation.reaper.run()
+        report = installation.reaper.run().as_dict()
     assert report["errors"], report
     stored = redis_client.get(key)
     assert stored is not None
