@@ -32,15 +32,16 @@ from celery_morgue.tui.demo.processes import RedisServer
 from celery_morgue.tui.profiles import Profile
 from celery_morgue.tui.screens.confirm import ConfirmScreen
 from celery_morgue.tui.screens.profiles import ProfilesScreen
-from tests.test_tui import profile_for, until
-from tests.test_tui_profiles import (
+from tests.helpers import (
     fill,
     mode,
     open_form,
     open_profiles,
+    profile_for,
     read_config,
     saved,
     select,
+    until,
     with_profiles_app,
     write_config,
 )
