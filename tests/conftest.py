@@ -1,125 +1,104 @@
-"""Fixtures: a real redis-server and real prefork Celery workers, all stopped by pid."""
+"""Fixtures: a real redis-server and real prefork Celery workers, all stopped by pid.
+
+Tests are marked by what they start, so a tier can be left out: ``redis`` (a redis-server),
+``worker`` (a `celery worker`), ``slow``. The marks follow from the fixtures a test uses; a test
+that starts a server or a worker in its body carries the mark itself, and one that does so
+without it fails, so ``-m "not redis"`` never starts a redis-server.
+
+Under pytest-xdist every xdist worker is its own process with its own session: its own
+redis-server, its own shared ``worker``, and ports picked free by each.
+"""
 
 from __future__ import annotations
 
+import functools
 import os
-import signal
-import sys
-import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
-from celery import Celery
 
-from celery_morgue.tui.demo.processes import (
-    ManagedProcess,
-    RedisServer,
-    ServiceError,
-    celery_argv,
-    group_pids,
-    wait_for_workers,
-)
-
-REPO = Path(__file__).resolve().parent.parent
+from celery_morgue.core import DeadLetterQueue
+from celery_morgue.tui.demo.processes import RedisServer, group_pids
+from tests.helpers import Cluster, Morgue, Worker, make_cluster
 
 # Keep the developer's own environment out of the tests.
 for _variable in ("TEXTUAL_THEME", "NO_COLOR", "MORGUE_CONFIG"):
     os.environ.pop(_variable, None)
 
 
-def wait_for(
-    predicate: Callable[[], object], timeout: float = 15.0, interval: float = 0.05
-) -> object:
-    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout}s: {predicate}")
-        time.sleep(interval)
+# -- marks ------------------------------------------------------------------------------------
+
+# A fixture is a tier's when what it returns or yields is built on these (by its annotation):
+# a RedisServer, a Worker, or a Cluster of workers.
+TIER_OF_ANNOTATION = {"redis": ("RedisServer",), "worker": ("Worker", "Cluster")}
+# Workers need a broker: a worker test is a redis test too.
+IMPLIED = {"worker": ("redis",), "redis": ()}
 
 
-class Worker:
-    """A `celery worker -P <pool>` subprocess for tests/workerapp.py (or another test app:
-    ``app="tests.plainworkerapp"``, one without core.install), run from ``project`` with only
-    that folder on PYTHONPATH, as `celery -A` runs from a project's root."""
+def _fixture_tiers(item: pytest.Item) -> set[str]:
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return set()
+    tiers: set[str] = set()
+    for definitions in info.name2fixturedefs.values():
+        for definition in definitions:
+            annotation = str(getattr(definition.func, "__annotations__", {}).get("return", ""))
+            for tier, names in TIER_OF_ANNOTATION.items():
+                if any(name in annotation for name in names):
+                    tiers.add(tier)
+    return tiers
 
-    def __init__(
-        self,
-        broker_url: str,
-        log_dir: Path,
-        *,
-        pool: str = "prefork",
-        concurrency: int = 2,
-        queues: str = "celery,other",
-        env: dict[str, str] | None = None,
-        extra: tuple[str, ...] = (),
-        app: str = "tests.workerapp",
-        project: Path = REPO,
-    ) -> None:
-        self.name = f"w{uuid.uuid4().hex[:8]}@localhost"
-        self.broker_url = broker_url
-        self.log_path = log_dir / f"{self.name}.log"
-        self.spool_dir = log_dir / f"spool-{self.name}"
-        environment = {
-            **os.environ,
-            "PYTHONPATH": str(project),
-            "MORGUE_TEST_BROKER": broker_url,
-            "MORGUE_SPOOL_DIR": str(self.spool_dir),
-            **(env or {}),
-        }
-        argv = celery_argv(
-            app,
-            "worker",
-            "-P",
-            pool,
-            "-c",
-            str(concurrency),
-            "-n",
-            self.name,
-            "-Q",
-            queues,
-            "--loglevel",
-            "INFO",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-            *extra,
-        )
-        self.process = ManagedProcess(argv, env=environment, cwd=project, log_path=self.log_path)
-        self.control_app = Celery("tests-control", broker=broker_url)
-        self.control_app.conf.update(task_serializer="json", accept_content=["json"])
 
-    def start(self, timeout: float = 30.0) -> None:
-        self.process.start()
-        try:
-            wait_for_workers(self.control_app, [self.name], [self.process], timeout)
-        except ServiceError:
-            self.stop()
-            raise
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        tiers = _fixture_tiers(item) | {m.name for m in item.iter_markers() if m.name in IMPLIED}
+        for tier in list(tiers):
+            tiers.update(IMPLIED[tier])
+        for tier in sorted(tiers):
+            if item.get_closest_marker(tier) is None:
+                item.add_marker(tier)
 
-    def log(self) -> str:
-        return self.process.log_tail(4000)
 
-    def child_pids(self) -> list[int]:
-        return [pid for pid in group_pids(self.process.pid) if pid != self.process.pid]
+_current: list[pytest.Item] = []
 
-    def stop(self) -> None:
-        if self.process.process is None:
-            return
-        self.process.stop(signal.SIGTERM, timeout=15)
-        self.control_app.close()
-        leftover = group_pids(self.process.pid)
-        assert not leftover, f"worker processes left behind: {leftover}"
 
-    def send(self, task: str, *args: object, **options: object) -> str:
-        result = self.control_app.send_task(f"tests.workerapp.{task}", args=list(args), **options)
-        return str(result.id)
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
+    _current.append(item)
+    try:
+        return (yield)
+    finally:
+        _current.pop()
+
+
+def _only_under(marker: str, what: str, start: Callable[..., None]) -> Callable[..., None]:
+    """``start``, refused in a test not marked ``marker`` (fixtures run within a test too)."""
+
+    @functools.wraps(start)
+    def checked(self: object, *args: object, **kwargs: object) -> None:
+        item = _current[-1] if _current else None
+        if item is not None and item.get_closest_marker(marker) is None:
+            pytest.fail(
+                f"{item.nodeid} starts {what} but is not marked {marker!r}: use a fixture that "
+                f"provides one, or @pytest.mark.{marker}",
+                pytrace=False,
+            )
+        start(self, *args, **kwargs)
+
+    return checked
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    patch = pytest.MonkeyPatch()
+    patch.setattr(RedisServer, "start", _only_under("redis", "a redis-server", RedisServer.start))
+    patch.setattr(Worker, "start", _only_under("worker", "a celery worker", Worker.start))
+    config.add_cleanup(patch.undo)
+
+
+# -- Redis ------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="session")
@@ -140,6 +119,21 @@ def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
         client.delete(key)
     yield client
     client.close()
+
+
+@pytest.fixture
+def dlq(redis_client: redis.Redis) -> DeadLetterQueue:
+    return DeadLetterQueue(redis_client)
+
+
+@pytest.fixture(scope="module")
+def private_redis() -> Iterator[RedisServer]:
+    """A broker of the module's own: no other module's worker answers its pings."""
+    with RedisServer() as server:
+        yield server
+
+
+# -- workers ----------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="session")
@@ -173,5 +167,14 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
 
 
 @pytest.fixture
-def python() -> str:
-    return sys.executable
+def cluster(private_redis: RedisServer, start_worker: Callable[..., Worker]) -> Iterator[Cluster]:
+    """Workers of this test on the module's own broker, and a control app to watch them."""
+    yield from make_cluster(private_redis, start_worker)
+
+
+# -- the command line -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def morgue(tmp_path: Path) -> Morgue:
+    return Morgue(tmp_path / "config.toml")

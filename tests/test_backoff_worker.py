@@ -12,7 +12,7 @@ import redis
 
 from celery_morgue.core import DeadLetterQueue, Entry
 from celery_morgue.core.backoff import calculate_backoff
-from tests.conftest import Worker, wait_for
+from tests.helpers import Worker, wait_for
 
 BASE = 0.5
 MAX_DELAY = 0.8  # below base * 2: the second retry is capped

@@ -15,7 +15,7 @@ from celery import Celery
 from celery_morgue import core
 from celery_morgue.core.zombies import CLEANUP_TASK
 from celery_morgue.tui.demo.processes import ManagedProcess, RedisServer, celery_argv, group_pids
-from tests.conftest import REPO, Worker, wait_for
+from tests.helpers import REPO, Worker, wait_for
 
 USER_ENTRY = {"task": "proj.nightly", "schedule": 86400.0}
 

@@ -9,22 +9,8 @@ from pathlib import Path
 
 import redis
 
-from celery_morgue.core import DeadLetterQueue, Entry
-from tests.conftest import Worker, wait_for
-
-
-def entries_for(dlq: DeadLetterQueue, queue: str, task_id: str) -> list[Entry]:
-    return [
-        entry
-        for entry in dlq.iter_entries(queue)
-        if isinstance(entry, Entry) and entry.task_id == task_id
-    ]
-
-
-def wait_for_entry(dlq: DeadLetterQueue, queue: str, task_id: str, timeout: float = 20) -> Entry:
-    found = wait_for(lambda: entries_for(dlq, queue, task_id), timeout=timeout)
-    assert isinstance(found, list)
-    return found[0]
+from celery_morgue.core import DeadLetterQueue
+from tests.helpers import Worker, entries_for, wait_for, wait_for_entry
 
 
 def test_a_raising_task_is_captured_with_its_details(

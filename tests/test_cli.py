@@ -1,8 +1,10 @@
-"""The `morgue` command line, run as a user runs it: a subprocess against real Redis and workers.
+"""The `morgue` command line against real Redis and workers, run in this process with click's
+CliRunner; the real entry points (`python -m celery_morgue.tui.cli` on a terminal, `celery -A
+proj morgue`) run as subprocesses.
 
 Exit statuses under test: 0 done; 1 the work could not be done (one line on stderr, no
 traceback); 2 usage error, including a destructive command without --yes when stdin is not a
-terminal (the tests' stdin is /dev/null).
+terminal (CliRunner's stdin is not one).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -28,13 +30,20 @@ from click.testing import CliRunner
 
 from celery_morgue import core
 from celery_morgue.core import DeadLetterQueue
-from celery_morgue.core.entry import build_entry
 from celery_morgue.tui.cli import cli
 from celery_morgue.tui.cli.output import cell_width
 from celery_morgue.tui.cli.session import CelerySession
 from celery_morgue.tui.demo.processes import RedisServer, free_port
-from tests.conftest import REPO, Worker, wait_for
-from tests.test_capture import wait_for_entry
+from tests.helpers import (
+    REPO,
+    Morgue,
+    Worker,
+    child_env,
+    make_entry,
+    one_error_line,
+    wait_for,
+    wait_for_entry,
+)
 
 ENTRY_KEYS = {
     "id",
@@ -68,98 +77,6 @@ PROFILE_KEYS = {
 TASK_KEYS = {"id", "task", "worker", "age", "hard_limit", "zombie"}
 
 
-def child_env(config: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        # The developer's terminal width and config must not leak in.
-        if key not in ("COLUMNS", "LINES", "MORGUE_CONFIG", "MORGUE_PROFILE")
-    }
-    env.update(
-        {
-            "MORGUE_CONFIG": str(config),
-            "XDG_CONFIG_HOME": str(config.parent / "xdg"),
-            "PYTHONPATH": str(REPO),
-        }
-    )
-    env.update(extra or {})
-    return env
-
-
-class Morgue:
-    """Runs `python -m celery_morgue.tui.cli ...` with the config in a temporary folder; keeps a
-    transcript."""
-
-    def __init__(self, config: Path) -> None:
-        self.config = config
-        self.transcript: list[str] = []
-
-    def argv(self, args: Sequence[str]) -> list[str]:
-        return [sys.executable, "-m", "celery_morgue.tui.cli", *args]
-
-    def __call__(
-        self, *args: str, env: dict[str, str] | None = None, timeout: float = 90
-    ) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            self.argv(args),
-            env=child_env(self.config, env),
-            cwd=REPO,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        self.transcript += [result.stdout, result.stderr]
-        return result
-
-    def json(self, *args: str, env: dict[str, str] | None = None) -> Any:
-        result = self(*args, "--json", env=env)
-        assert result.returncode == 0, result.stderr
-        return json.loads(result.stdout)
-
-
-@pytest.fixture
-def morgue(tmp_path: Path) -> Morgue:
-    return Morgue(tmp_path / "config.toml")
-
-
-@pytest.fixture
-def dlq(redis_client: redis.Redis) -> DeadLetterQueue:
-    return DeadLetterQueue(redis_client)
-
-
-def make_entry(
-    queue: str = "celery",
-    *,
-    task: str = "tests.workerapp.boom",
-    message: str = "it broke",
-    args: Any = ("a",),
-    traceback: str = "Traceback (most recent call last):\nValueError: it broke\n",
-) -> Any:
-    return build_entry(
-        task_id=str(uuid.uuid4()),
-        task=task,
-        queue=queue,
-        args=args,
-        kwargs={},
-        exception=ValueError(message),
-        traceback=traceback,
-        retries=0,
-        hostname="w@host",
-        delivery_info={"routing_key": queue},
-        root_id=None,
-        parent_id=None,
-    )
-
-
-def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, f"expected one line on stderr, got: {result.stderr!r}"
-    assert "Traceback" not in result.stderr
-    return lines[0]
-
-
 def assert_fits(text: str, width: int = 80) -> None:
     for line in text.splitlines():
         assert cell_width(line) <= width, f"{cell_width(line)} columns: {line!r}"
@@ -179,7 +96,7 @@ def test_no_config_and_no_url_says_how_to_add_a_profile(morgue: Morgue) -> None:
 def test_url_alone_works_without_a_config_file(
     morgue: Morgue, redis_server: RedisServer, dlq: DeadLetterQueue
 ) -> None:
-    dlq.add(make_entry("celery"))
+    dlq.add(make_entry(queue="celery"))
     data = morgue.json("--url", redis_server.url, "queues")
     assert [row["queue"] for row in data] == ["celery"]
     assert not morgue.config.exists()
@@ -264,7 +181,7 @@ def test_dlq_show_in_json_and_literally_in_text(
 ) -> None:
     hostile = "red \x1b[31mALERT\x1b[0m \u202egnp.exe [bold]x[/bold]"
     entry = make_entry(
-        "celery",
+        queue="celery",
         message=hostile,
         args=[hostile, 2],
         traceback=f"Traceback (most recent call last):\n  line\nValueError: {hostile}\n",
@@ -289,7 +206,7 @@ def test_dlq_show_in_json_and_literally_in_text(
 def test_unknown_queue_and_entry_fail_with_one_line(
     morgue: Morgue, redis_server: RedisServer, dlq: DeadLetterQueue
 ) -> None:
-    dlq.add(make_entry("celery"))
+    dlq.add(make_entry(queue="celery"))
     url = ["--url", redis_server.url]
     for args in (["dlq", "list", "nope"], ["dlq", "show", "nope", "1-0"]):
         result = morgue(*url, *args)
@@ -336,7 +253,7 @@ def test_clear_refuses_without_yes_naming_queue_and_count(
     morgue: Morgue, redis_server: RedisServer, dlq: DeadLetterQueue
 ) -> None:
     for _ in range(3):
-        dlq.add(make_entry("other"))
+        dlq.add(make_entry(queue="other"))
     url = ["--url", redis_server.url]
     refused = morgue(*url, "dlq", "clear", "other")
     assert refused.returncode == 2
@@ -386,13 +303,13 @@ def run_in_terminal(
 def test_clear_on_a_terminal_asks_and_keeps_what_arrived_meanwhile(
     morgue: Morgue, redis_server: RedisServer, dlq: DeadLetterQueue
 ) -> None:
-    first = [dlq.add(make_entry("celery")) for _ in range(2)]
+    first = [dlq.add(make_entry(queue="celery")) for _ in range(2)]
     late: list[str] = []
     code, out, err = run_in_terminal(
         morgue.argv(["--url", redis_server.url, "dlq", "clear", "celery"]),
         child_env(morgue.config),
         b"y\n",
-        lambda: late.append(dlq.add(make_entry("celery"))),
+        lambda: late.append(dlq.add(make_entry(queue="celery"))),
     )
     assert code == 0, err
     assert f"Clear queue 'celery': delete its 2 entries (up to {first[-1]}" in err
@@ -403,7 +320,7 @@ def test_clear_on_a_terminal_asks_and_keeps_what_arrived_meanwhile(
 def test_a_no_on_the_terminal_changes_nothing(
     morgue: Morgue, redis_server: RedisServer, dlq: DeadLetterQueue
 ) -> None:
-    entry_id = dlq.add(make_entry("celery"))
+    entry_id = dlq.add(make_entry(queue="celery"))
     code, _out, err = run_in_terminal(
         morgue.argv(["--url", redis_server.url, "dlq", "delete", "celery", entry_id]),
         child_env(morgue.config),
@@ -451,8 +368,8 @@ def test_requeue_refuses_lossy_entries_unless_told(
 ) -> None:
     # Nobody consumes "parked": what requeue sends stays in its Redis list to be counted.
     redis_client.delete("parked")
-    lossy = dlq.add(make_entry("parked", task="tests.workerapp.odd_arguments", args=[{1, 2}]))
-    exact = dlq.add(make_entry("parked", args=["fine"]))
+    lossy = dlq.add(make_entry(queue="parked", task="tests.workerapp.odd_arguments", args=[{1, 2}]))
+    exact = dlq.add(make_entry(queue="parked", args=["fine"]))
     url = ["--url", redis_server.url]
 
     refused = morgue(*url, "dlq", "requeue", "parked", lossy, "--yes")
@@ -528,7 +445,7 @@ def test_profile_round_trip_leaves_a_0600_file(morgue: Morgue, redis_server: Red
 def test_the_default_profile_is_used_and_unknown_ones_are_listed(
     morgue: Morgue, redis_server: RedisServer, dlq: DeadLetterQueue
 ) -> None:
-    dlq.add(make_entry("celery"))
+    dlq.add(make_entry(queue="celery"))
     morgue("profiles", "add", "local", "--url", redis_server.url)
     morgue("profiles", "add", "dead", "--url", f"redis://127.0.0.1:{free_port()}/0")
     assert [row["queue"] for row in morgue.json("queues")] == ["celery"]
@@ -604,7 +521,7 @@ def test_unknown_keys_are_one_line_errors(morgue: Morgue) -> None:
 def test_a_readonly_profile_refuses_every_destructive_command(
     morgue: Morgue, redis_server: RedisServer, dlq: DeadLetterQueue
 ) -> None:
-    entry_id = dlq.add(make_entry("celery"))
+    entry_id = dlq.add(make_entry(queue="celery"))
     morgue("profiles", "add", "ro", "--url", redis_server.url, "--readonly")
     for args in (
         ["dlq", "delete", "celery", entry_id, "--yes"],
@@ -639,7 +556,7 @@ def test_a_password_from_password_env_is_never_printed(
     client = redis.Redis.from_url(locked_redis.url, password=PASSWORD)
     locked = DeadLetterQueue(client)
     client.delete("parked")
-    ids = [locked.add(make_entry("celery", message=f"failure {n}")) for n in range(4)]
+    ids = [locked.add(make_entry(queue="celery", message=f"failure {n}")) for n in range(4)]
     env = {"LOCKED_PW": PASSWORD}
     added = morgue(
         "profiles", "add", "locked", "--url", locked_redis.url, "--password-env", "LOCKED_PW"
@@ -785,7 +702,7 @@ def test_tasks_and_zombies_from_a_real_worker(
 def test_celery_plugin_uses_the_apps_broker_and_dlq(
     redis_server: RedisServer, dlq: DeadLetterQueue, tmp_path: Path
 ) -> None:
-    entry_id = dlq.add(make_entry("celery"))
+    entry_id = dlq.add(make_entry(queue="celery"))
     env = child_env(tmp_path / "absent.toml", {"MORGUE_TEST_BROKER": redis_server.url})
 
     def celery(*args: str) -> subprocess.CompletedProcess[str]:
@@ -874,8 +791,6 @@ def test_the_ui_gets_the_resolved_profile_theme_mouse_and_keymap(
 def test_requeue_all_with_the_broker_down_fails_and_keeps_the_entries(
     morgue: Morgue, redis_server: RedisServer, dlq: DeadLetterQueue
 ) -> None:
-    from tests.test_dlq import make_entry
-
     dlq.add_many([make_entry("a"), make_entry("b")])
     added = morgue(
         "profiles",

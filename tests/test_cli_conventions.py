@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from importlib.metadata import version
 from pathlib import Path
 
 import pytest
 
-from tests.test_cli import Morgue
+from tests.helpers import Morgue, child_env
 
 
-@pytest.fixture
-def morgue(tmp_path: Path) -> Morgue:
-    return Morgue(tmp_path / "config.toml")
-
-
-def test_version(morgue: Morgue) -> None:
-    result = morgue("--version")
+def test_the_console_script_prints_its_version(tmp_path: Path) -> None:
+    # The installed `morgue` script itself, next to this interpreter, as a user runs it.
+    script = Path(sys.executable).parent / "morgue"
+    result = subprocess.run(
+        [str(script), "--version"],
+        env=child_env(tmp_path / "config.toml"),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"morgue, version {version('celery-morgue')}"
 

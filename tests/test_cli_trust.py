@@ -3,21 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import pytest
 import redis
 
 from celery_morgue.core import DeadLetterQueue, Entry
 from celery_morgue.tui.demo.processes import RedisServer
-from tests.conftest import Worker, wait_for
-from tests.test_cli import Morgue, make_entry, one_error_line
-
-
-@pytest.fixture
-def morgue(tmp_path: Path) -> Morgue:
-    return Morgue(tmp_path / "config.toml")
-
+from tests.helpers import Morgue, Worker, make_entry, one_error_line, wait_for
 
 HOSTILE = "[bold red]x[/] \x1b[31m"
 QUEUE = "trust-nobody-consumes"
@@ -39,9 +30,9 @@ def test_a_malformed_entry_among_good_ones(
 ) -> None:
     dlq = DeadLetterQueue(redis_client)
     # A queue no worker consumes: requeued entries do not come back as new failures.
-    good = [dlq.add(make_entry(QUEUE)) for _ in range(2)]
+    good = [dlq.add(make_entry(queue=QUEUE)) for _ in range(2)]
     bad = add_malformed(redis_client, QUEUE)
-    good.append(dlq.add(make_entry(QUEUE)))
+    good.append(dlq.add(make_entry(queue=QUEUE)))
     url = ["--url", redis_server.url]
 
     listed = morgue.json(*url, "dlq", "list", QUEUE)

@@ -18,7 +18,10 @@ from celery_morgue.core import DeadLetterQueue
 from celery_morgue.core.zombies import active_tasks
 from celery_morgue.tui.demo.processes import group_pids, pid_alive
 from celery_morgue.tui.demo.tasks import DEMO_GRACE, DEMO_HARD_LIMIT
-from tests.conftest import REPO, wait_for
+from tests.helpers import REPO, wait_for
+
+# The demo starts its own redis-server and worker, in processes conftest cannot watch.
+pytestmark = [pytest.mark.redis, pytest.mark.worker, pytest.mark.slow]
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])

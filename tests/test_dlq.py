@@ -11,28 +11,8 @@ import pytest
 import redis
 
 from celery_morgue.core import DeadLetterQueue, DLQError, EntryNotFound
-from celery_morgue.core.entry import Entry, build_entry
 from celery_morgue.tui.demo.processes import RedisServer
-from tests.conftest import REPO, wait_for
-
-
-def make_entry(task_id: str, queue: str = "celery", **overrides: object) -> Entry:
-    fields: dict[str, object] = {
-        "task_id": task_id,
-        "task": "proj.tasks.example",
-        "queue": queue,
-        "args": [1, "two"],
-        "kwargs": {"three": 3},
-        "exception": ValueError(f"failure of {task_id}"),
-        "traceback": "Traceback (most recent call last):\nValueError",
-        "retries": 0,
-        "hostname": "w1@host",
-        "delivery_info": {"exchange": "", "routing_key": queue, "priority": 0},
-        "root_id": task_id,
-        "parent_id": None,
-    }
-    fields.update(overrides)
-    return build_entry(**fields)  # type: ignore[arg-type]
+from tests.helpers import REPO, make_entry, wait_for
 
 
 def test_add_then_read_back(redis_client: redis.Redis) -> None:
@@ -232,7 +212,7 @@ def test_clear_up_to_keeps_what_arrived_later(redis_client: redis.Redis) -> None
 WRITER = """
 import sys, redis
 from celery_morgue.core import DeadLetterQueue
-from tests.test_dlq import make_entry
+from tests.helpers import make_entry
 dlq = DeadLetterQueue(redis.Redis.from_url(sys.argv[1]), max_entries=1_000_000)
 count = int(sys.argv[2])
 for n in range(count):

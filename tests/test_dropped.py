@@ -15,7 +15,7 @@ from kombu import Connection, Exchange, Producer, Queue
 from celery_morgue.core import DeadLetterQueue, Entry
 from celery_morgue.core.zombies import CLEANUP_TASK, revoke_tasks
 from celery_morgue.tui.demo.processes import RedisServer
-from tests.conftest import Worker, wait_for
+from tests.helpers import Worker, wait_for
 
 
 def entries_of(dlq: DeadLetterQueue, queue: str = "celery") -> list[Entry]:

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from celery_morgue import core
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 # core/package_root is the source of celery_morgue/__init__.py, not a module of core.
 CORE_SUBMODULES = sorted(

@@ -33,7 +33,7 @@ from celery_morgue.tui.profiles import (
     validate_profile_fields,
 )
 from celery_morgue.tui.screens.profile_draft import TEXT_FIELDS, FormValues, check_form
-from tests.test_cli import Morgue, one_error_line
+from tests.helpers import Morgue, one_error_line
 
 EXAMPLE = """\
 default = "prod"

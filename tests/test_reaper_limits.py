@@ -10,7 +10,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +19,10 @@ import redis
 from celery import Celery
 
 from celery_morgue.core.broadcast import control
-from celery_morgue.core.capture import FailureCapture
 from celery_morgue.core.dlq import DeadLetterQueue
 from celery_morgue.core.options import Options
 from celery_morgue.core.reap_report import ReapReport
-from celery_morgue.core.reaper import Reaper, RunLock, policy
+from celery_morgue.core.reaper import RunLock, policy
 from celery_morgue.core.spool import spool_for
 from celery_morgue.core.worker_limits import ACTIVE_COMMAND
 from celery_morgue.core.zombies import (
@@ -34,41 +33,23 @@ from celery_morgue.core.zombies import (
     build_snapshot,
 )
 from celery_morgue.tui.demo.processes import RedisServer, pid_alive
-from tests.conftest import Worker, wait_for
-from tests.test_cli import Morgue
-from tests.test_zombies import (
+from tests.helpers import (
     LAST_REPORT,
     SIGNALLED,
     Cluster,
-    entry_for,
-    make_cluster,
+    Morgue,
+    Worker,
+    by_id,
+    local_reaper,
+    make_entry,
+    on_db,
     reports,
+    wait_for,
     zombie_ids,
 )
 
 SKIPPED_REPORT = "dlq@reaper:skipped"
 RUN_LOCK = "dlq@reaper:lock"
-
-
-@pytest.fixture(scope="module")
-def private_redis() -> Iterator[RedisServer]:
-    """A broker of this module's own: no other test's worker answers its pings."""
-    with RedisServer() as server:
-        yield server
-
-
-@pytest.fixture
-def cluster(private_redis: RedisServer, start_worker: Callable[..., Worker]) -> Iterator[Cluster]:
-    yield from make_cluster(private_redis, start_worker)
-
-
-@pytest.fixture
-def morgue(tmp_path: Path) -> Morgue:
-    return Morgue(tmp_path / "config.toml")
-
-
-def by_id(snapshot: ClusterSnapshot) -> dict[str, ActiveTask]:
-    return {task.id: task for task in snapshot.tasks}
 
 
 def inspected_the_old_way(app: Celery, workers: list[str], now: float) -> ClusterSnapshot:
@@ -83,19 +64,6 @@ def inspected_the_old_way(app: Celery, workers: list[str], now: float) -> Cluste
         grace=0,
         now=now,
     )
-
-
-def local_reaper(broker_url: str, dlq_url: str, spool_dir: Path, **options: Any) -> Reaper:
-    """A reaper run in this process, as a worker's cleanup task runs one (same code)."""
-    app = Celery("reaper-here", broker=broker_url)
-    app.conf.update(task_serializer="json", accept_content=["json"])
-    parsed = Options(spool_dir=spool_dir, reap_interval=None, **options)
-    return Reaper(app, parsed, FailureCapture(app, dlq_url, parsed))
-
-
-def on_db(url: str, db: int) -> str:
-    base, _, _ = url.rpartition("/")
-    return f"{base}/{db}"
 
 
 # -- the limit the worker enforces -----------------------------------------------------------
@@ -247,7 +215,7 @@ def test_two_runs_at_once_act_once(cluster: Cluster, tmp_path: Path) -> None:
     first = local_reaper(
         on_db(cluster.redis.url, 1), cluster.redis.url, tmp_path / "spool", inspect_timeout=8
     )
-    spooled = entry_for("spooled-by-a", "celery")
+    spooled = make_entry("spooled-by-a")
     spool_for(tmp_path / "spool", cluster.redis.url, "dlq:").append(spooled)
     results: list[dict[str, Any]] = []
     run_a = threading.Thread(target=lambda: results.append(first.run().as_dict()))

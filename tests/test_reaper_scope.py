@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 import redis
 
 from celery_morgue.core.broadcast import control
@@ -19,27 +18,17 @@ from celery_morgue.core.revoke import kill_jobs, revoke_tasks
 from celery_morgue.core.worker_limits import ACTIVE_COMMAND, dlq_identity
 from celery_morgue.core.zombies import ActiveTask, active_tasks, build_snapshot
 from celery_morgue.tui.demo.processes import RedisServer, pid_alive
-from tests.conftest import Worker, wait_for
-from tests.test_cli import Morgue
-from tests.test_reaper_limits import by_id, local_reaper, on_db
-from tests.test_zombies import Cluster, make_cluster, reports, zombie_ids
-
-
-@pytest.fixture(scope="module")
-def private_redis() -> Iterator[RedisServer]:
-    """A broker of this module's own: no other test's worker answers its pings."""
-    with RedisServer() as server:
-        yield server
-
-
-@pytest.fixture
-def cluster(private_redis: RedisServer, start_worker: Callable[..., Worker]) -> Iterator[Cluster]:
-    yield from make_cluster(private_redis, start_worker)
-
-
-@pytest.fixture
-def morgue(tmp_path: Path) -> Morgue:
-    return Morgue(tmp_path / "config.toml")
+from tests.helpers import (
+    Cluster,
+    Morgue,
+    Worker,
+    by_id,
+    local_reaper,
+    on_db,
+    reports,
+    wait_for,
+    zombie_ids,
+)
 
 
 def skipped(report: dict[str, Any]) -> dict[str, str]:

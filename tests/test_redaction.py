@@ -1,23 +1,23 @@
 """Passwords never shown: every URL of a failover list, on every path that prints or stores one.
 
-The output paths are run for real: the `morgue` command as a subprocess, a reaper run whose
-report is read back from the test Redis, and the log records of capture and reaper.
+The output paths are run for real: the `morgue` command (in this process, with CliRunner), a
+reaper run whose report is read back from the test Redis, and the log records of capture and
+reaper.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import subprocess
-import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
+import click
 import pytest
 import redis
 from celery import Celery
+from click.testing import CliRunner
 
 from celery_morgue import core
 from celery_morgue.core.dlq import DeadLetterQueue
@@ -31,11 +31,11 @@ from celery_morgue.core.urls import (
     url_passwords,
 )
 from celery_morgue.core.zombies import ClusterUnavailable, active_tasks
+from celery_morgue.tui.cli.session import MorgueGroup, ProfileSession
 from celery_morgue.tui.connection import connect_profile, scrub, with_password
 from celery_morgue.tui.demo.processes import RedisServer
 from celery_morgue.tui.profiles import Profile
-from tests.conftest import REPO
-from tests.test_cli import Morgue, child_env, make_entry, one_error_line
+from tests.helpers import Morgue, make_entry, one_error_line
 
 SECRET = "S3cretPw"  # noqa: S105 - the test password
 REDIS_FAILOVER = f"redis://:{SECRET}@127.0.0.1:1;redis://:{SECRET}@127.0.0.1:2"
@@ -138,11 +138,6 @@ def test_a_connection_scrubs_every_password_it_knows() -> None:
 # -- the command line ------------------------------------------------------------------------
 
 
-@pytest.fixture
-def morgue(tmp_path: Path) -> Morgue:
-    return Morgue(tmp_path / "config.toml")
-
-
 def assert_never_shown(morgue: Morgue) -> None:
     everything = "\n".join(morgue.transcript)
     assert SECRET not in everything
@@ -153,7 +148,7 @@ def assert_never_shown(morgue: Morgue) -> None:
 def test_the_cli_never_shows_a_failover_brokers_passwords(
     morgue: Morgue, redis_server: RedisServer, redis_client: redis.Redis, broker: str
 ) -> None:
-    entry_id = DeadLetterQueue(redis_client).add(make_entry("celery"))
+    entry_id = DeadLetterQueue(redis_client).add(make_entry(queue="celery"))
     added = morgue("profiles", "add", "x", "--url", redis_server.url, "--broker-url", broker)
     assert added.returncode == 0, added.stderr
     assert SECRET in morgue.config.read_text()  # stored, as asked; never shown
@@ -207,35 +202,20 @@ def test_the_cli_never_shows_the_passwords_of_a_failover_dlq_url(morgue: Morgue)
 
 def test_a_crash_prints_a_scrubbed_traceback(tmp_path: Path) -> None:
     # A bug (an error no command translates) still shows its traceback, without passwords.
-    script = textwrap.dedent(
-        f"""
-        import click
-        from celery_morgue.tui.cli.session import MorgueGroup, ProfileSession
-
-        @click.group(cls=MorgueGroup)
-        @click.pass_context
-        def root(ctx):
-            ctx.obj = ProfileSession(None, "x", None)
-
-        @root.command()
-        def boom():
-            raise RuntimeError("cannot use " + {REDIS_FAILOVER!r} + " with " + {SECRET!r})
-
-        root.main(["boom"], prog_name="morgue")
-        """
-    )
     config = tmp_path / "config.toml"
     config.write_text(f'[profiles.x]\nurl = "redis://h"\nbroker_url = "{REDIS_FAILOVER}"\n')
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        env=child_env(config),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 1
+
+    @click.group(cls=MorgueGroup)
+    @click.pass_context
+    def root(ctx: click.Context) -> None:
+        ctx.obj = ProfileSession(str(config), "x", None)
+
+    @root.command()
+    def boom() -> None:
+        raise RuntimeError(f"cannot use {REDIS_FAILOVER} with {SECRET}")
+
+    result = CliRunner().invoke(root, ["boom"], prog_name="morgue", catch_exceptions=False)
+    assert result.exit_code == 1
     assert "Traceback" in result.stderr
     assert f"RuntimeError: cannot use {redact_url(REDIS_FAILOVER)} with ***" in result.stderr
     assert SECRET not in result.stdout + result.stderr
@@ -291,7 +271,7 @@ def test_capture_and_reaper_logs_never_hold_a_password(
     )
     assert SECRET in installation.redis_url
     with caplog.at_level(logging.DEBUG):
-        installation.capture.store(make_entry("celery"))
+        installation.capture.store(make_entry(queue="celery"))
         installation.reaper.run()
     assert "spooled" in caplog.text
     assert "redis://:***@127.0.0.1:1" in caplog.text

@@ -11,8 +11,7 @@ import redis
 from kombu.exceptions import OperationalError
 
 from celery_morgue.core import DeadLetterQueue, LossyEntryError
-from tests.conftest import Worker, wait_for
-from tests.test_capture import wait_for_entry
+from tests.helpers import Worker, make_entry, wait_for, wait_for_entry
 
 
 def test_requeue_round_trip(worker: Worker, redis_client: redis.Redis) -> None:
@@ -63,8 +62,6 @@ def test_entry_stays_when_the_broker_is_unreachable(redis_client: redis.Redis) -
     from celery import Celery
 
     dlq = DeadLetterQueue(redis_client)
-    from tests.test_dlq import make_entry
-
     entry_id = dlq.add(make_entry("t1"))
     dead = Celery("dead", broker="redis://127.0.0.1:1/0")
     dead.conf.broker_connection_retry = False
@@ -118,7 +115,6 @@ def test_two_requeues_of_one_entry_publish_it_once(
     worker: Worker, redis_client: redis.Redis
 ) -> None:
     from celery_morgue.core import DLQError
-    from tests.test_dlq import make_entry
 
     dlq = DeadLetterQueue(redis_client)
     entry_id = dlq.add(make_entry("busy"))

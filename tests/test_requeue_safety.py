@@ -18,7 +18,7 @@ from kombu import Exchange, Queue
 from celery_morgue.core import AlreadyRequeued, DeadLetterQueue, UnreadableEntry, UnroutableEntry
 from celery_morgue.core.dlq import REQUEUED_FROM_HEADER
 from celery_morgue.tui.demo.processes import RedisServer
-from tests.test_dlq import make_entry
+from tests.helpers import make_entry
 
 # No worker consumes these queues: what is published stays in their Redis lists.
 QUEUE = "nobody-consumes"

@@ -5,10 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
-import os
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -38,8 +35,7 @@ from celery_morgue.core.spool_state import (
 )
 from celery_morgue.tui.demo.processes import RedisServer
 from celery_morgue.tui.widgets.status import Status
-from tests.conftest import REPO, Worker, wait_for
-from tests.test_dlq import make_entry
+from tests.helpers import Morgue, Worker, make_entry, wait_for
 
 
 @pytest.fixture
@@ -381,7 +377,7 @@ def test_install_adds_the_drain_to_the_workers_consumer(tmp_path: Path) -> None:
 
 
 def test_hosts_with_a_backlog_are_listed_by_queues_and_the_status_line(
-    redis_server: RedisServer, redis_client: redis.Redis, tmp_path: Path
+    redis_server: RedisServer, redis_client: redis.Redis, morgue: Morgue
 ) -> None:
     write_spool_state(
         redis_client,
@@ -397,17 +393,13 @@ def test_hosts_with_a_backlog_are_listed_by_queues_and_the_status_line(
     assert [(state.host, state.pending) for state in backlogs] == [("host1", 12)]
     assert _keys(redis_client, "gone") == []  # the reader forgot it
 
-    env = {**os.environ, "PYTHONPATH": str(REPO), "MORGUE_CONFIG": str(tmp_path / "c.toml")}
-    run = [sys.executable, "-m", "celery_morgue.tui.cli", "--url", redis_server.url, "queues"]
-    human = subprocess.run(run, env=env, capture_output=True, text=True, timeout=60, check=True)
+    human = morgue("--url", redis_server.url, "queues")
+    assert human.returncode == 0, human.stderr
     assert human.stdout.splitlines() == [
         "the DLQ is empty",
         "spool on host1: 12 pending (6,800 bytes)",
     ]
-    as_json = subprocess.run(
-        [*run, "--json"], env=env, capture_output=True, text=True, timeout=60, check=True
-    )
-    assert as_json.stdout.strip() == "[]"  # still an array of queues
+    assert morgue.json("--url", redis_server.url, "queues") == []  # still an array of queues
 
     hosts = tuple((state.host, state.pending) for state in backlogs)
     status = Status(profile="p", url="redis://x", spool=hosts)

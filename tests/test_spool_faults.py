@@ -24,8 +24,7 @@ from celery_morgue.core.options import Options
 from celery_morgue.core.spool import Spool, spool_for
 from celery_morgue.core.spool_drain import SpoolDrain
 from celery_morgue.tui.demo.processes import RedisServer
-from tests.conftest import Worker, wait_for
-from tests.test_dlq import make_entry
+from tests.helpers import Worker, make_entry, wait_for
 
 
 @pytest.fixture

@@ -12,8 +12,7 @@ from celery_morgue.core import DeadLetterQueue
 from celery_morgue.core.entry import Entry
 from celery_morgue.core.spool import Spool, spool_for
 from celery_morgue.tui.demo.processes import RedisServer
-from tests.conftest import Worker, wait_for
-from tests.test_dlq import make_entry
+from tests.helpers import Worker, make_entry, wait_for
 
 
 def into(dlq: DeadLetterQueue) -> Callable[[list[Entry]], int]:

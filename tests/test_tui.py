@@ -5,12 +5,9 @@ No pytest asyncio plugin here: each test runs its own event loop with ``asyncio.
 
 from __future__ import annotations
 
-import asyncio
-import html
 import json
-import re
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -21,123 +18,29 @@ from celery_morgue.core import DeadLetterQueue
 from celery_morgue.core.entry import Entry
 from celery_morgue.tui.app import MorgueApp
 from celery_morgue.tui.demo.processes import RedisServer
-from celery_morgue.tui.profiles import Profile
 from celery_morgue.tui.screens.confirm import ConfirmScreen, RevokeConfirmScreen
 from celery_morgue.tui.screens.dashboard import DashboardScreen
 from celery_morgue.tui.screens.entry import EntryScreen
 from celery_morgue.tui.screens.help import HelpScreen
-from celery_morgue.tui.widgets.dlq_pane import DLQPane
-from tests.conftest import Worker, wait_for
-from tests.test_capture import wait_for_entry
-from tests.test_dlq import make_entry
-
-SIZE = (80, 24)
-PAUSE_MS = 8000
-
-
-def profile_for(url: str, **overrides: Any) -> Profile:
-    settings: dict[str, Any] = {
-        "name": "test",
-        "url": url,
-        "refresh": 0.5,
-        "inspect_timeout": 0.5,
-    }
-    settings.update(overrides)
-    return Profile(**settings)
-
-
-def run(scenario: Coroutine[Any, Any, None]) -> None:
-    asyncio.run(scenario)
-
-
-async def until(
-    pilot: Pilot[None], predicate: Callable[[], object], timeout: float = 20.0, what: str = ""
-) -> None:
-    """Let the app run until ``predicate()`` is true; fail the test after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {timeout}s: {what or predicate}")
-        await pilot.pause(0.05)
-
-
-def dashboard(app: MorgueApp) -> DashboardScreen:
-    return app.dashboard
-
-
-def pane(app: MorgueApp, queue: str) -> DLQPane | None:
-    return app.dashboard.pane(queue)
-
-
-def loaded(app: MorgueApp, queue: str) -> bool:
-    found = pane(app, queue)
-    return found is not None and found.loaded_once and found.table.row_count > 0
-
-
-def notices(app: MorgueApp) -> list[str]:
-    return [notification.message for notification in app._notifications]
-
-
-_SVG_TEXT = re.compile(
-    r'<text[^>]* x="(?P<x>[0-9.]+)"[^>]*clip-path="url\(#[^)]*-line-(?P<line>\d+)\)">'
-    r"(?P<text>[^<]*)</text>"
+from tests.helpers import (
+    Worker,
+    add_entries,
+    loaded,
+    make_entry,
+    notices,
+    open_queue,
+    pane,
+    profile_for,
+    screen_text,
+    select_entry,
+    until,
+    wait_for,
+    wait_for_entry,
+    wait_redis,
+    with_app,
 )
-# Rich's SVG export puts each cell 12.2 units to the right of the one before.
-_CELL_WIDTH = 12.2
 
-
-def screen_text(app: MorgueApp) -> str:
-    """What the terminal shows, as lines of text, read back from Textual's SVG export."""
-    lines: dict[int, dict[int, str]] = {}
-    for match in _SVG_TEXT.finditer(app.export_screenshot()):
-        column = round(float(match["x"]) / _CELL_WIDTH)
-        text = html.unescape(match["text"]).replace("\xa0", " ")
-        row = lines.setdefault(int(match["line"]), {})
-        for offset, char in enumerate(text):
-            row[column + offset] = char
-    return "\n".join(
-        "".join(row.get(i, " ") for i in range(max(row) + 1)) if row else ""
-        for _, row in sorted(lines.items())
-    )
-
-
-async def open_queue(pilot: Pilot[None], app: MorgueApp, queue: str) -> DLQPane:
-    """Highlight ``queue`` in the queue list and wait for its pane to fill."""
-    queue_list = app.dashboard.queue_list
-    await until(pilot, lambda: queue in queue_list.names, what=f"queue {queue} listed")
-    queue_list.highlighted = queue_list.names.index(queue)
-    await until(pilot, lambda: loaded(app, queue), what=f"pane {queue} loaded")
-    found = pane(app, queue)
-    assert found is not None
-    found.table.focus()
-    await pilot.pause()
-    return found
-
-
-async def select_entry(pilot: Pilot[None], found: DLQPane, entry_id: str) -> None:
-    await until(pilot, lambda: entry_id in found.entries, what=f"entry {entry_id} loaded")
-    found.table.move_cursor(row=found.table.get_row_index(entry_id))
-    await pilot.pause()
-    assert found.selected_entry is not None and found.selected_entry.id == entry_id
-
-
-def with_app(
-    profile: Profile,
-    scenario: Callable[[Pilot[None], MorgueApp], Awaitable[None]],
-    size: tuple[int, int] = SIZE,
-    **options: Any,
-) -> None:
-    async def main() -> None:
-        app = MorgueApp(profile, **options)
-        async with app.run_test(size=size) as pilot:
-            await scenario(pilot, app)
-            assert app.is_running, "the app stopped on its own"
-
-    run(main())
-
-
-def add_entries(dlq: DeadLetterQueue, queue: str, count: int, prefix: str = "t") -> list[str]:
-    return dlq.add_many(make_entry(f"{prefix}-{queue}-{n}", queue) for n in range(count))
+PAUSE_MS = 8000
 
 
 # -- what the panes show -------------------------------------------------------------------
@@ -344,19 +247,6 @@ def test_requeue_from_the_detail_runs_the_task_again(
         await until(pilot, lambda: any(record["task_id"] in n for n in notices(app)))
 
     with_app(profile_for(redis_server.url), scenario)
-
-
-async def wait_redis(pilot: Pilot[None], read: Callable[[], Any], timeout: float = 20) -> Any:
-    found: list[Any] = []
-
-    def check() -> bool:
-        value = read()
-        if value:
-            found.append(value)
-        return bool(value)
-
-    await until(pilot, check, timeout=timeout)
-    return found[0]
 
 
 def test_requeue_all_is_confirmed_first(
@@ -610,6 +500,7 @@ def test_keys_are_handled_while_redis_is_paused(
     with_app(profile, scenario)
 
 
+@pytest.mark.redis
 @pytest.mark.slow
 def test_reconnects_after_redis_restarts(tmp_path: Any) -> None:
     server = RedisServer(persistent=True)

@@ -25,10 +25,13 @@ from celery_morgue.tui.screens.dashboard import DashboardScreen
 from celery_morgue.tui.screens.dashboard_actions import requeue_all_done
 from celery_morgue.tui.screens.entry import EntryScreen
 from celery_morgue.tui.screens.help import HelpScreen
-from tests.conftest import Worker
-from tests.test_dlq import make_entry
-from tests.test_tui import (
+from tests.helpers import (
+    ENTRIES,
+    Worker,
     add_entries,
+    feed_dashboard,
+    make_app,
+    make_entry,
     notices,
     open_queue,
     profile_for,
@@ -38,7 +41,6 @@ from tests.test_tui import (
     wait_redis,
     with_app,
 )
-from tests.test_tui_snapshots import ENTRIES, feed_dashboard, make_app
 
 # A queue no test worker consumes: if a requeue slipped through, nothing would run it.
 QUEUE = "confirm-q"

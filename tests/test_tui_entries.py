@@ -17,8 +17,8 @@ from celery_morgue.tui.demo.processes import RedisServer
 from celery_morgue.tui.screens.confirm import ConfirmScreen
 from celery_morgue.tui.screens.dashboard import DashboardScreen
 from celery_morgue.tui.screens.entry import EntryScreen
-from tests.test_dlq import make_entry
-from tests.test_tui import (
+from tests.helpers import (
+    make_entry,
     notices,
     open_queue,
     profile_for,
@@ -26,8 +26,8 @@ from tests.test_tui import (
     select_entry,
     until,
     with_app,
+    workers_done,
 )
-from tests.test_tui_paging import settle
 
 # A queue no test worker consumes: whatever a requeue sends stays in its broker list.
 QUEUE = "entries-q"
@@ -161,7 +161,7 @@ def test_unreadable_entries_are_listed_shown_escaped_and_deleted(
         await pilot.press("e")
         await until(pilot, lambda: len(notices(app)) > before, what="a notice")
         assert "cannot be requeued" in notices(app)[-1]
-        await settle(pilot, 0.5)
+        await workers_done(pilot, app)
         assert isinstance(app.screen, DashboardScreen)
 
         # d deletes it, asking first.
@@ -246,7 +246,7 @@ def test_reasons_show_on_the_rows_and_in_the_detail_at_80x24(
         assert "same name, which the worker did not know" in dialog
         await pilot.press("n")
         await until(pilot, lambda: isinstance(app.screen, DashboardScreen))
-        await settle(pilot, 0.5)
+        await workers_done(pilot, app)
         assert dlq.size(QUEUE) == 4
 
     with_app(profile_for(redis_server.url), scenario)

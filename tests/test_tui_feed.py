@@ -21,8 +21,14 @@ from celery_morgue.tui.app import MorgueApp
 from celery_morgue.tui.demo.processes import RedisServer
 from celery_morgue.tui.monitor import PAGE_SIZE
 from celery_morgue.tui.widgets.dlq_pane import DLQPane
-from tests.test_dlq import make_entry
-from tests.test_tui import open_queue, profile_for, screen_text, with_app
+from tests.helpers import (
+    accept_if_asked,
+    make_entry,
+    open_queue,
+    profile_for,
+    screen_text,
+    with_app,
+)
 
 QUEUE = "feed-q"
 # Pauses of 50 ms: far more than the refreshes (every 0.2 s) need, and bounded.
@@ -189,8 +195,6 @@ def test_g_and_end_go_to_the_newest_and_the_oldest_loaded_entries(
 def test_a_clear_while_scrolled_down_keeps_the_new_entries_not_seen(
     redis_server: RedisServer, redis_client: redis.Redis
 ) -> None:
-    from tests.test_tui_paging import accept_if_asked
-
     dlq = DeadLetterQueue(redis_client)
     old = add(dlq, 0, 10)
 

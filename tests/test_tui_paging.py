@@ -14,19 +14,19 @@ from celery_morgue.core import DeadLetterQueue
 from celery_morgue.tui.app import MorgueApp
 from celery_morgue.tui.demo.processes import RedisServer
 from celery_morgue.tui.monitor import PAGE_SIZE
-from celery_morgue.tui.screens.confirm import ConfirmScreen
-from celery_morgue.tui.screens.dashboard import DashboardScreen
 from celery_morgue.tui.widgets.dlq_pane import DLQPane
-from tests.test_dlq import make_entry
-from tests.test_tui import (
+from tests.helpers import (
+    accept_if_asked,
     add_entries,
     loaded,
+    make_entry,
     notices,
     open_queue,
     pane,
     profile_for,
     until,
     with_app,
+    workers_done,
 )
 
 
@@ -56,21 +56,6 @@ async def scroll_to_end(pilot: Pilot[None], celery: DLQPane) -> None:
         lambda: len(celery.order) > before or celery.exhausted,
         what=f"the page after {before} entries",
     )
-
-
-async def accept_if_asked(pilot: Pilot[None], app: MorgueApp) -> None:
-    """Confirm a dialog if one opened, as a user would; a refused key opens none."""
-    await pilot.pause(0.3)
-    if isinstance(app.screen, ConfirmScreen):
-        await pilot.press("y")
-        await until(pilot, lambda: isinstance(app.screen, DashboardScreen), what="dialog closed")
-
-
-async def settle(pilot: Pilot[None], seconds: float) -> None:
-    """Room for a wrongly started action's worker to reach Redis (never a timing assertion)."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        await pilot.pause(0.1)
 
 
 def test_scrolling_to_the_end_loads_every_older_entry(
@@ -133,7 +118,7 @@ def test_clear_with_a_filter_on_keeps_entries_newer_than_the_rows_shown(
         await until(pilot, lambda: celery.table.row_count == len(rare), what="filtered rows")
         await pilot.press("c")
         await accept_if_asked(pilot, app)
-        await settle(pilot, 1.0)
+        await workers_done(pilot, app)
         left = {entry.id for entry in dlq.page("celery").items}
         assert set(common) <= left, "entries newer than every row shown were cleared"
         # Refused, with a reason, rather than a clear of rows the filter hides.
@@ -162,7 +147,7 @@ def test_a_too_small_terminal_disables_the_destructive_keys(
         await accept_if_asked(pilot, app)
         await pilot.press("c")
         await accept_if_asked(pilot, app)
-        await settle(pilot, 1.0)
+        await workers_done(pilot, app)
         assert dlq.size("celery") == 5
         # Nor does the footer offer them.
         for action in ("delete_entry", "clear_queue", "requeue_entry", "requeue_queue", "revoke"):

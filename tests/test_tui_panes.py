@@ -19,7 +19,7 @@ from celery_morgue.tui.app import MorgueApp
 from celery_morgue.tui.messages import DeadLettersRefreshed, PageLoaded, RedisUnavailable
 from celery_morgue.tui.polling import RECONNECT_MAX, reconnect_delay
 from celery_morgue.tui.widgets.dlq_pane import DLQPane
-from tests.test_tui_snapshots import NOW, PROFILE, frozen_clock
+from tests.helpers import NOW, PROFILE, frozen_clock
 
 
 def entry(n: int) -> Entry:

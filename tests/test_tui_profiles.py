@@ -6,9 +6,7 @@ never read or written.
 
 from __future__ import annotations
 
-import stat
-import tomllib
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +16,10 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from textual.pilot import Pilot
-from textual.widgets import Checkbox, DataTable, Input, Static
+from textual.widgets import Checkbox, Input
 
 from celery_morgue.core import DeadLetterQueue
 from celery_morgue.tui.app import MorgueApp
-from celery_morgue.tui.config_file import Config, save_config
 from celery_morgue.tui.connection import Connection, connect_profile, with_password
 from celery_morgue.tui.demo.processes import RedisServer
 from celery_morgue.tui.profiles import Profile
@@ -31,8 +28,27 @@ from celery_morgue.tui.screens.dashboard import DashboardScreen
 from celery_morgue.tui.screens.profile_draft import check_form, initial_values
 from celery_morgue.tui.screens.profile_form import ProfileForm
 from celery_morgue.tui.screens.profiles import ProfilesScreen
-from tests.test_dlq import make_entry
-from tests.test_tui import SIZE, notices, profile_for, run, screen_text, until
+from tests.helpers import (
+    field_error,
+    fill,
+    form,
+    listed,
+    make_entry,
+    mode,
+    notices,
+    open_form,
+    open_profiles,
+    profile_for,
+    read_config,
+    save,
+    saved,
+    screen_text,
+    select,
+    type_into,
+    until,
+    with_profiles_app,
+    write_config,
+)
 
 # A password no test environment holds: it must never reach the screen or, unless chosen, a file.
 TYPED_PASSWORD = "Typed-Pw-7319"  # noqa: S105 - the test password
@@ -54,108 +70,6 @@ def locked_redis() -> Iterator[RedisServer]:
     server.start()
     yield server
     server.close()
-
-
-def write_config(path: Path, *profiles: Profile, default: str | None = None) -> bytes:
-    save_config(Config(path=path, profiles={p.name: p for p in profiles}, default=default))
-    return path.read_bytes()
-
-
-def read_config(path: Path) -> dict[str, Any]:
-    return tomllib.loads(path.read_text())
-
-
-def mode(path: Path) -> int:
-    return stat.S_IMODE(path.stat().st_mode)
-
-
-def with_profiles_app(
-    profile: Profile,
-    config_path: Path,
-    scenario: Callable[[Pilot[None], MorgueApp], Awaitable[None]],
-    size: tuple[int, int] = SIZE,
-    **options: Any,
-) -> None:
-    async def main() -> None:
-        app = MorgueApp(profile, config_path=config_path, **options)
-        async with app.run_test(size=size) as pilot:
-            await scenario(pilot, app)
-            assert app.is_running, "the app stopped on its own"
-
-    run(main())
-
-
-def profiles_screen(app: MorgueApp) -> ProfilesScreen:
-    screen = app.screen
-    assert isinstance(screen, ProfilesScreen), f"on {type(screen).__name__}"
-    return screen
-
-
-def form(app: MorgueApp) -> ProfileForm:
-    screen = app.screen
-    assert isinstance(screen, ProfileForm), f"on {type(screen).__name__}"
-    return screen
-
-
-def listed(app: MorgueApp) -> dict[str, str]:
-    """Profile name -> its marks column ("*" default, "▶" on the dashboard)."""
-    table: DataTable[Any] = profiles_screen(app).table
-    return {
-        str(table.get_row_at(index)[1]): str(table.get_row_at(index)[0]).strip()
-        for index in range(table.row_count)
-    }
-
-
-async def open_profiles(pilot: Pilot[None], app: MorgueApp) -> ProfilesScreen:
-    await until(pilot, lambda: isinstance(app.screen, DashboardScreen), what="dashboard")
-    await pilot.press("p")
-    await until(pilot, lambda: isinstance(app.screen, ProfilesScreen), what="profiles screen")
-    await pilot.pause()
-    return profiles_screen(app)
-
-
-async def select(pilot: Pilot[None], app: MorgueApp, name: str) -> None:
-    table = profiles_screen(app).table
-    table.move_cursor(row=table.get_row_index(name))
-    await pilot.pause()
-    assert profiles_screen(app).selected_name == name
-
-
-async def open_form(pilot: Pilot[None], app: MorgueApp, key: str) -> ProfileForm:
-    await pilot.press(key)
-    await until(pilot, lambda: isinstance(app.screen, ProfileForm), what="profile form")
-    await pilot.pause()
-    return form(app)
-
-
-async def fill(pilot: Pilot[None], app: MorgueApp, **values: str) -> None:
-    for field, value in values.items():
-        form(app).query_one(f"#{field}", Input).value = value
-    await pilot.pause()
-
-
-async def type_into(pilot: Pilot[None], app: MorgueApp, field: str, text: str) -> None:
-    """Type key by key, as a user does."""
-    box = form(app).query_one(f"#{field}", Input)
-    box.focus()
-    box.value = ""
-    await pilot.pause()
-    await pilot.press(*text)
-
-
-def field_error(app: MorgueApp, field: str) -> str:
-    error = form(app).query_one(f"#{field}-error", Static)
-    return str(error.content) if error.display else ""
-
-
-async def save(pilot: Pilot[None], app: MorgueApp) -> None:
-    await pilot.press("ctrl+s")
-    await pilot.pause()
-
-
-async def saved(pilot: Pilot[None], app: MorgueApp) -> None:
-    await save(pilot, app)
-    await until(pilot, lambda: isinstance(app.screen, ProfilesScreen), what="form closed")
 
 
 # -- the round trip ----------------------------------------------------------------------

@@ -7,7 +7,6 @@ SVGs under tests/__snapshots__/ before committing them.
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import time
 from collections.abc import Iterator
@@ -18,19 +17,20 @@ from textual.pilot import Pilot
 
 from celery_morgue.core.dlq import Page, QueueInfo
 from celery_morgue.core.entry import Entry, UnreadableEntry
-from celery_morgue.core.zombies import ActiveTask, ClusterSnapshot
 from celery_morgue.tui.app import MorgueApp
 from celery_morgue.tui.config_file import Config, save_config
-from celery_morgue.tui.messages import ClusterRefreshed, DeadLettersRefreshed
+from celery_morgue.tui.messages import DeadLettersRefreshed
 from celery_morgue.tui.profiles import Profile
-
-NOW = 1_800_000_000.0  # 2027-01-15 08:00:00 UTC
-# Nothing listens here: with polling off the app never connects.
-PROFILE = Profile(name="prod", url="redis://:s3cret@redis.internal:6379/0", grace=30.0)
-
-
-def frozen_clock() -> float:
-    return NOW
+from tests.helpers import (
+    ENTRIES,
+    NOW,
+    PROFILE,
+    cluster_refreshed,
+    feed_dashboard,
+    frozen_clock,
+    make_app,
+    shop_entry,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -47,118 +47,10 @@ def utc_clock_times() -> Iterator[None]:
     time.tzset()
 
 
-def iso(epoch: float) -> str:
-    return dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat()
-
-
-def entry(n: int, ago: float, task: str, exception: str, message: str, **extra: object) -> Entry:
-    failed = NOW - ago
-    fields: dict[str, object] = {
-        "id": f"{int(failed * 1000)}-0",
-        "task_id": f"{n:08x}-1111-4222-8333-444455556666",
-        "task": task,
-        "queue": "celery",
-        "args": [n, "order"],
-        "kwargs": {"retry": False},
-        "exception": exception,
-        "message": message,
-        "traceback": (
-            "Traceback (most recent call last):\n"
-            '  File "/srv/app/tasks.py", line 42, in charge\n'
-            "    gateway.charge(order)\n"
-            f"{exception}: {message}"
-        ),
-        "retries": 3,
-        "hostname": "celery@worker-1",
-        "failed_at": iso(failed),
-    }
-    fields.update(extra)
-    return Entry(**fields)  # type: ignore[arg-type]
-
-
-ENTRIES = [
-    entry(1, 4, "shop.tasks.charge_card", "PaymentDeclined", "card declined for order 1000"),
-    entry(2, 65, "shop.tasks.parse_invoice", "ValueError", "[red]unexpected[/red] token"),
-    entry(3, 3_700, "shop.tasks.sync_inventory", "ConnectionError", "inventory API timed out"),
-    entry(4, 90_000, "shop.tasks.send_receipt", "SMTPError", "421 try again later"),
-]
-
-TASKS = [
-    ActiveTask(
-        id="aaaaaaaa-0000-4000-8000-000000000001",
-        name="shop.tasks.generate_report",
-        worker="celery@worker-1",
-        pid=4242,
-        started_at=dt.datetime.fromtimestamp(NOW - 400, dt.UTC),
-        age=400.0,
-        hard_limit=300.0,
-        zombie=True,
-        redelivered=False,
-        args="(7,)",
-        kwargs="{}",
-    ),
-    ActiveTask(
-        id="bbbbbbbb-0000-4000-8000-000000000002",
-        name="shop.tasks.rebuild_index",
-        worker="celery@worker-2",
-        pid=4343,
-        started_at=dt.datetime.fromtimestamp(NOW - 250, dt.UTC),
-        age=250.0,
-        hard_limit=300.0,
-        zombie=False,
-        redelivered=False,
-        args="()",
-        kwargs="{}",
-    ),
-    ActiveTask(
-        id="cccccccc-0000-4000-8000-000000000003",
-        name="shop.tasks.send_receipt",
-        worker="celery@worker-1",
-        pid=4244,
-        started_at=dt.datetime.fromtimestamp(NOW - 12, dt.UTC),
-        age=12.0,
-        hard_limit=60.0,
-        zombie=False,
-        redelivered=True,
-        args="(1000,)",
-        kwargs="{}",
-    ),
-]
-
-
-def dead_letters() -> DeadLettersRefreshed:
-    queues = [
-        QueueInfo("celery", 1204, dt.datetime.fromtimestamp(NOW - 90_000, dt.UTC), None),
-        QueueInfo("emails", 3, None, None),
-        QueueInfo("reports", 12_345_678, None, None),
-    ]
-    head = Page(queue="celery", total=1204, items=ENTRIES, next=None)
-    return DeadLettersRefreshed(queues, head, taken_at=NOW)
-
-
-def cluster() -> ClusterRefreshed:
-    snapshot = ClusterSnapshot(
-        tasks=TASKS,
-        workers=["celery@worker-1", "celery@worker-2"],
-        unreachable=["celery@worker-3"],
-        taken_at=dt.datetime.fromtimestamp(NOW, dt.UTC),
-    )
-    return ClusterRefreshed(snapshot)
-
-
-async def feed_dashboard(pilot: Pilot[None]) -> None:
-    app = pilot.app
-    assert isinstance(app, MorgueApp)
-    app.dashboard.post_message(dead_letters())
-    app.dashboard.post_message(cluster())
-    await pilot.pause()
-    await pilot.pause()
-
-
 def dropped_and_unreadable() -> DeadLettersRefreshed:
     """Rows of every kind, as an 80x24 terminal shows them."""
     items: list[Entry | UnreadableEntry] = [
-        entry(
+        shop_entry(
             5,
             2,
             "shop.tasks.charge_card",
@@ -169,7 +61,7 @@ def dropped_and_unreadable() -> DeadLettersRefreshed:
         UnreadableEntry(
             f"{int((NOW - 30) * 1000)}-0", "not JSON (Expecting value: line 1)", "{not json"
         ),
-        entry(
+        shop_entry(
             6,
             40,
             "shop.tasks.old_name",
@@ -177,7 +69,7 @@ def dropped_and_unreadable() -> DeadLettersRefreshed:
             "task 'shop.tasks.old_name' is not registered on worker-1",
             reason="unregistered",
         ),
-        entry(
+        shop_entry(
             7, 50, "shop.tasks.send_receipt", "Expired", "expired before it ran", reason="expired"
         ),
         *ENTRIES[1:],
@@ -185,10 +77,6 @@ def dropped_and_unreadable() -> DeadLettersRefreshed:
     queues = [QueueInfo("celery", len(items), None, None)]
     page = Page(queue="celery", total=len(items), items=items, next=None)
     return DeadLettersRefreshed(queues, page, taken_at=NOW)
-
-
-def make_app(**options: object) -> MorgueApp:
-    return MorgueApp(PROFILE, clock=frozen_clock, poll=False, **options)  # type: ignore[arg-type]
 
 
 def test_dashboard(snap_compare: object) -> None:
@@ -261,7 +149,7 @@ def test_dropped_and_unreadable_rows_at_80x24(snap_compare: object) -> None:
         app = pilot.app
         assert isinstance(app, MorgueApp)
         app.dashboard.post_message(dropped_and_unreadable())
-        app.dashboard.post_message(cluster())
+        app.dashboard.post_message(cluster_refreshed())
         await pilot.pause()
         await pilot.pause()
 
@@ -270,7 +158,7 @@ def test_dropped_and_unreadable_rows_at_80x24(snap_compare: object) -> None:
 
 def test_hidden_arguments_detail(snap_compare: object) -> None:
     """The caller's argsrepr/kwargsrepr, labelled; the raw arguments only after v."""
-    hidden = entry(
+    hidden = shop_entry(
         8,
         5,
         "shop.tasks.charge_card",

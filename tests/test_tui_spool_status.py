@@ -9,7 +9,7 @@ from celery_morgue.core import DeadLetterQueue
 from celery_morgue.core.spool_state import SpoolState, write_spool_state
 from celery_morgue.tui.app import MorgueApp
 from celery_morgue.tui.demo.processes import RedisServer
-from tests.test_tui import add_entries, profile_for, screen_text, until, with_app
+from tests.helpers import add_entries, profile_for, screen_text, until, with_app
 
 
 def test_hosts_with_a_spool_backlog_are_on_the_status_line(

@@ -8,18 +8,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 
 import pytest
 import redis
 from celery import Celery
 
 from celery_morgue.core.dlq import DeadLetterQueue
-from celery_morgue.core.entry import Entry, build_entry
 from celery_morgue.core.spool import spool_for
 from celery_morgue.core.zombies import (
-    CLEANUP_TASK,
     ActiveTask,
     ClusterUnavailable,
     active_tasks,
@@ -27,110 +23,19 @@ from celery_morgue.core.zombies import (
     revoke_tasks,
 )
 from celery_morgue.tui.demo.processes import RedisServer, free_port, pid_alive
-from tests.conftest import Worker, wait_for
-
-LAST_REPORT = "dlq@reaper:last"
-SIGNALLED = "dlq@reaper:signalled"
-
-
-@pytest.fixture(scope="module")
-def private_redis() -> Iterator[RedisServer]:
-    """A broker of this module's own: no other test's worker answers its pings."""
-    with RedisServer() as server:
-        yield server
-
-
-@dataclass
-class Cluster:
-    redis: RedisServer
-    client: redis.Redis
-    app: Celery
-    start_worker: Callable[..., Worker]
-    sent: list[tuple[Worker, str]] = field(default_factory=list)
-
-    def worker(self, **options: object) -> Worker:
-        return self.start_worker(self.redis.url, **options)
-
-    def send(
-        self, worker: Worker, task: str, *args: object, **options: object
-    ) -> tuple[str, float]:
-        """Send ``tests.workerapp.{task}``; returns its id and the wall-clock time it was sent."""
-        sent_at = time.time()
-        task_id = worker.send(task, *args, **options)
-        self.sent.append((worker, task_id))
-        return task_id, sent_at
-
-    def listed(self, task_id: str, **options: float) -> ActiveTask | None:
-        for task in active_tasks(self.app, **options).tasks:
-            if task.id == task_id:
-                return task
-        return None
-
-    def wait_older_than(self, task_id: str, seconds: float) -> ActiveTask:
-        """Wait until the task runs and is older than ``seconds``; return how it is listed."""
-
-        def old_enough() -> ActiveTask | None:
-            task = self.listed(task_id)
-            return task if task and task.age is not None and task.age > seconds else None
-
-        found = wait_for(old_enough, timeout=30 + seconds, interval=0.2)
-        assert isinstance(found, ActiveTask)
-        return found
-
-    def raw_active(self, worker: Worker) -> list[dict[str, object]]:
-        replies = self.app.control.inspect(destination=[worker.name], timeout=5).active() or {}
-        return list(replies.get(worker.name, []))
-
-    def cleanup(self, **overrides: object) -> dict[str, object]:
-        """Run celery_morgue.cleanup_zombie_tasks on a worker; the report it kept in Redis."""
-        self.client.delete(LAST_REPORT)
-        self.app.send_task(CLEANUP_TASK, kwargs=overrides)
-        raw = wait_for(lambda: self.client.get(LAST_REPORT), timeout=30)
-        assert isinstance(raw, bytes)
-        report = json.loads(raw)
-        assert isinstance(report, dict)
-        return report
-
-
-@pytest.fixture
-def cluster(private_redis: RedisServer, start_worker: Callable[..., Worker]) -> Iterator[Cluster]:
-    yield from make_cluster(private_redis, start_worker)
-
-
-def make_cluster(
-    private_redis: RedisServer, start_worker: Callable[..., Worker]
-) -> Iterator[Cluster]:
-    """The ``cluster`` fixture's body, for the modules that run one on a broker of their own."""
-    client = redis.Redis.from_url(private_redis.url)
-    client.flushall()  # no worker of an earlier test is left: its keys can go
-    app = Celery("monitor", broker=private_redis.url)
-    app.conf.update(task_serializer="json", accept_content=["json"])
-    made = Cluster(private_redis, client, app, start_worker)
-    yield made
-    # Sleeping tasks would hold each worker's warm shutdown: end them first.
-    for worker, task_id in made.sent:
-        app.control.revoke(task_id, destination=[worker.name], terminate=True, signal="SIGKILL")
-    app.close()
-    client.close()
-
-
-def reports(report: dict[str, object], signal: str) -> dict[str, object]:
-    signals = report["signals"]
-    assert isinstance(signals, dict)
-    result = signals[signal]
-    assert isinstance(result, dict)
-    return result
-
-
-def zombie_ids(report: dict[str, object]) -> list[str]:
-    zombies = report["zombies"]
-    assert isinstance(zombies, list)
-    return [zombie["id"] for zombie in zombies]
-
+from tests.helpers import (
+    SIGNALLED,
+    Cluster,
+    make_entry,
+    reports,
+    wait_for,
+    zombie_ids,
+)
 
 # -- finding them ----------------------------------------------------------------------
 
 
+@pytest.mark.redis
 def test_no_worker_gives_an_empty_snapshot_without_a_broadcast() -> None:
     with RedisServer() as server:
         app = Celery("lonely", broker=server.url)
@@ -462,8 +367,8 @@ def test_a_threads_worker_refusal_is_reported_not_raised(cluster: Cluster) -> No
 def test_the_cleanup_trims_the_dlq_and_replays_the_spool(cluster: Cluster) -> None:
     worker = cluster.worker(concurrency=1)
     short_lived = DeadLetterQueue(cluster.client, retention=1)
-    short_lived.add(entry_for("expired-task", "stale"))
-    spooled = entry_for("spooled-task", "celery")
+    short_lived.add(make_entry("expired-task", "stale"))
+    spooled = make_entry("spooled-task")
     spool = spool_for(worker.spool_dir, cluster.redis.url, "dlq:")
     spool.append(spooled)
     time.sleep(1.2)  # past the stale entry's retention; nobody writes to that queue again
@@ -479,20 +384,3 @@ def test_the_cleanup_trims_the_dlq_and_replays_the_spool(cluster: Cluster) -> No
     [stored] = dlq.page("celery").items
     assert stored.task_id == "spooled-task"
     assert not spool.pending()
-
-
-def entry_for(task_id: str, queue: str) -> Entry:
-    return build_entry(
-        task_id=task_id,
-        task="tests.workerapp.boom",
-        queue=queue,
-        args=[1],
-        kwargs={},
-        exception=ValueError("boom"),
-        traceback="",
-        retries=0,
-        hostname="test",
-        delivery_info={"routing_key": queue},
-        root_id=None,
-        parent_id=None,
-    )
