@@ -29,6 +29,7 @@ import pytest
 import redis
 from celery import Celery
 from click.testing import CliRunner
+from textual.command import CommandList, CommandPalette
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, Static
 from textual.worker import WorkerError
@@ -452,6 +453,22 @@ async def workers_done(pilot: Pilot[None], app: MorgueApp) -> None:
     await pilot.pause()
 
 
+async def palette_offers(pilot: Pilot[None], app: MorgueApp, text: str) -> None:
+    """Open the command palette, type ``text``, and wait until a match for it is highlighted."""
+    await pilot.press("ctrl+p")
+    await until(pilot, lambda: isinstance(app.screen, CommandPalette), what="the command palette")
+    await pilot.press(*text)
+
+    def highlighted_match() -> bool:
+        commands = app.screen.query_one(CommandList)
+        if commands.highlighted is None:
+            return False
+        prompt = commands.get_option_at_index(commands.highlighted).prompt
+        return text.lower() in str(prompt).lower()
+
+    await until(pilot, highlighted_match, what=f"{text!r} offered by the palette")
+
+
 async def accept_if_asked(pilot: Pilot[None], app: MorgueApp) -> None:
     """Confirm a dialog if the key opened one, as a user would; a refused key opens none."""
     await pilot.pause()  # a dialog is pushed while the key is handled
@@ -742,6 +759,25 @@ def cluster_refreshed() -> ClusterRefreshed:
         taken_at=dt.datetime.fromtimestamp(NOW, dt.UTC),
     )
     return ClusterRefreshed(snapshot)
+
+
+def with_fed_app(
+    scenario: Callable[[Pilot[None], MorgueApp], Awaitable[None]],
+    size: tuple[int, int] = SIZE,
+    feed: Callable[[Pilot[None]], Awaitable[None]] | None = None,
+    **options: Any,
+) -> None:
+    """Run ``scenario`` on ``make_app(**options)`` once it has been fed (``feed_dashboard`` by
+    default): the UI's own behaviour, with no Redis behind it."""
+
+    async def main() -> None:
+        app = make_app(**options)
+        async with app.run_test(size=size) as pilot:
+            await (feed or feed_dashboard)(pilot)
+            await scenario(pilot, app)
+            assert app.is_running, "the app stopped on its own"
+
+    run(main())
 
 
 async def feed_dashboard(pilot: Pilot[None]) -> None:

@@ -15,6 +15,7 @@ import redis
 from textual.pilot import Pilot
 
 from celery_morgue.core import DeadLetterQueue
+from celery_morgue.core.dlq import QueueInfo
 from celery_morgue.core.entry import Entry
 from celery_morgue.tui.app import MorgueApp
 from celery_morgue.tui.demo.processes import RedisServer
@@ -25,19 +26,24 @@ from celery_morgue.tui.screens.help import HelpScreen
 from tests.helpers import (
     Worker,
     add_entries,
+    dead_letters,
     loaded,
     make_entry,
     notices,
     open_queue,
+    palette_offers,
     pane,
     profile_for,
     screen_text,
     select_entry,
+    shop_entry,
     until,
     wait_for,
     wait_for_entry,
     wait_redis,
     with_app,
+    with_fed_app,
+    workers_done,
 )
 
 PAUSE_MS = 8000
@@ -168,7 +174,7 @@ def test_clear_then_no_leaves_the_queue(
         await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
         await pilot.press(key)
         await until(pilot, lambda: isinstance(app.screen, DashboardScreen))
-        await pilot.pause(1.0)  # room for a wrongly started clear to reach Redis
+        await workers_done(pilot, app)  # a wrongly started clear has reached Redis
         assert dlq.size("celery") == 5
 
     with_app(profile_for(redis_server.url), scenario)
@@ -325,6 +331,10 @@ def test_revoke_then_no_leaves_the_task_running(
     task_id = worker.send("sleep", 8)
     profile = profile_for(redis_server.url)
 
+    def active_ids() -> set[str]:
+        replies = worker.control_app.control.inspect(destination=[worker.name], timeout=1).active()
+        return {task["id"] for tasks in (replies or {}).values() for task in tasks}
+
     async def scenario(pilot: Pilot[None], app: MorgueApp) -> None:
         tasks = app.dashboard.tasks_pane
         await until(
@@ -339,9 +349,9 @@ def test_revoke_then_no_leaves_the_task_running(
         await until(pilot, lambda: isinstance(app.screen, RevokeConfirmScreen))
         await pilot.press("n")
         await until(pilot, lambda: isinstance(app.screen, DashboardScreen))
-        await pilot.pause(1.5)
-        snapshot = tasks.snapshot
-        assert snapshot is not None and task_id in {t.id for t in snapshot.tasks}
+        await workers_done(pilot, app)  # a wrongly sent revoke has reached the worker
+        assert task_id in active_ids()
+        assert not any("Revoked" in n for n in notices(app))
 
     with_app(profile, scenario)
     # Leave the shared worker idle for the next test, and its DLQ settled: the terminated task
@@ -375,20 +385,14 @@ def test_readonly_profile_refuses_destructive_keys(
             await pilot.pause()
             assert isinstance(app.screen, DashboardScreen)
         await until(pilot, lambda: any("Read-only profile" in n for n in notices(app)))
-        await pilot.pause(1.0)
+        await workers_done(pilot, app)  # a wrongly started action has reached Redis
         assert dlq.size("celery") == 3
 
     with_app(profile_for(redis_server.url, readonly=True), scenario)
 
 
-def test_keymap_remaps_a_binding_and_help_shows_it(
-    redis_server: RedisServer, redis_client: redis.Redis
-) -> None:
-    dlq = DeadLetterQueue(redis_client)
-    add_entries(dlq, "celery", 2)
-
+def test_keymap_remaps_a_binding_and_help_shows_it() -> None:
     async def scenario(pilot: Pilot[None], app: MorgueApp) -> None:
-        await open_queue(pilot, app, "celery")
         await pilot.press("c")
         await pilot.pause()
         assert isinstance(app.screen, DashboardScreen), "c no longer clears"
@@ -402,60 +406,57 @@ def test_keymap_remaps_a_binding_and_help_shows_it(
         assert "Clear the queue up to the newest entry shown" in help_text
         await pilot.press("escape")
         await until(pilot, lambda: isinstance(app.screen, DashboardScreen))
-        assert dlq.size("celery") == 2
 
-    with_app(profile_for(redis_server.url), scenario, size=(80, 60), keymap={"clear_queue": "x"})
+    with_fed_app(scenario, size=(80, 60), keymap={"clear_queue": "x"})
 
 
-def test_command_palette_offers_the_actions(
-    redis_server: RedisServer, redis_client: redis.Redis
-) -> None:
-    dlq = DeadLetterQueue(redis_client)
-    add_entries(dlq, "celery", 2)
-
+def test_command_palette_offers_the_actions() -> None:
     async def scenario(pilot: Pilot[None], app: MorgueApp) -> None:
-        await open_queue(pilot, app, "celery")
-        await pilot.press("ctrl+p")
-        await pilot.pause(0.3)
-        await pilot.press(*"Clear")
-        await pilot.pause(0.5)
+        await palette_offers(pilot, app, "Clear")
         await pilot.press("enter")
         await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="clear confirm")
         await pilot.press("n")
         await until(pilot, lambda: isinstance(app.screen, DashboardScreen))
 
-    with_app(profile_for(redis_server.url), scenario)
+    with_fed_app(scenario)
 
 
-def test_filter_narrows_the_table_and_escape_clears_it(
-    redis_server: RedisServer, redis_client: redis.Redis
-) -> None:
-    dlq = DeadLetterQueue(redis_client)
-    add_entries(dlq, "celery", 20)
-    needle = dlq.add(make_entry("needle-task", "celery", task="proj.tasks.special"))
+def test_filter_narrows_the_table_and_escape_clears_it() -> None:
+    entries = [
+        shop_entry(n, 60 + n, "shop.tasks.charge_card", "ValueError", f"failure {n}")
+        for n in range(1, 21)
+    ]
+    needle = shop_entry(21, 30, "proj.tasks.special", "ValueError", "the one to find")
+    queues = [QueueInfo("celery", 21, None, None)]
+
+    async def feed(pilot: Pilot[None]) -> None:
+        assert isinstance(pilot.app, MorgueApp)
+        pilot.app.dashboard.post_message(dead_letters([needle, *entries], queues))
+        await pilot.pause()
 
     async def scenario(pilot: Pilot[None], app: MorgueApp) -> None:
-        celery = await open_queue(pilot, app, "celery")
+        celery = pane(app, "celery")
+        assert celery is not None
         await until(pilot, lambda: celery.table.row_count == 21)
+        celery.table.focus()
         await pilot.press("slash")
         await pilot.press(*"special")
         await until(pilot, lambda: celery.table.row_count == 1, what="filtered")
-        assert celery.table.cursor_key == needle
+        assert celery.table.cursor_key == needle.id
         await pilot.press("enter")  # keeps the filter, back to the table
         assert app.focused is celery.table
         await pilot.press("escape")
         await until(pilot, lambda: celery.table.row_count == 21, what="filter cleared")
 
-    with_app(profile_for(redis_server.url), scenario)
+    with_fed_app(scenario, feed=feed)
 
 
-def test_too_small_terminal_shows_a_message(redis_server: RedisServer) -> None:
+def test_too_small_terminal_shows_a_message() -> None:
     async def scenario(pilot: Pilot[None], app: MorgueApp) -> None:
-        await pilot.pause()
         assert app.dashboard.query_one("#too-small").display
         assert "Terminal too small" in screen_text(app)
 
-    with_app(profile_for(redis_server.url), scenario, size=(50, 12))
+    with_fed_app(scenario, size=(50, 12))
 
 
 # -- Redis under real conditions -----------------------------------------------------------
@@ -478,7 +479,7 @@ def test_keys_are_handled_while_redis_is_paused(
         redis_client.execute_command("CLIENT", "PAUSE", str(PAUSE_MS), "ALL")
         paused_until = time.monotonic() + PAUSE_MS / 1000
         board.dlq_poll.run_now()
-        await pilot.pause(0.3)
+        await pilot.pause()
         assert board.dlq_poll.in_flight, "the poll should be stuck on the paused Redis"
         await pilot.press("question_mark")
         await until(pilot, lambda: isinstance(app.screen, HelpScreen), timeout=5)

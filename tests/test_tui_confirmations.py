@@ -29,6 +29,7 @@ from tests.helpers import (
     ENTRIES,
     Worker,
     add_entries,
+    dead_letters,
     feed_dashboard,
     make_app,
     make_entry,
@@ -37,9 +38,12 @@ from tests.helpers import (
     profile_for,
     screen_text,
     select_entry,
+    shop_entry,
     until,
     wait_redis,
     with_app,
+    with_fed_app,
+    workers_done,
 )
 
 # A queue no test worker consumes: if a requeue slipped through, nothing would run it.
@@ -70,7 +74,7 @@ def test_delete_asks_then_no_keeps_and_yes_deletes(
         assert f"Delete proj.tasks.example (t-{QUEUE}-1) from {QUEUE}?" in dialog
         await pilot.press("n")
         await until(pilot, lambda: isinstance(app.screen, DashboardScreen))
-        await pilot.pause(1.0)  # room for a wrongly started delete to reach Redis
+        await workers_done(pilot, app)  # a wrongly started delete has reached Redis
         assert dlq.size(QUEUE) == 3
 
         await pilot.press("d")
@@ -105,7 +109,7 @@ def test_requeue_asks_and_escape_keeps_the_entry(
         await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="requeue dialog")
         await pilot.press("escape")
         await until(pilot, lambda: isinstance(app.screen, DashboardScreen))
-        await pilot.pause(1.0)  # room for a wrongly started requeue to reach Redis
+        await workers_done(pilot, app)  # a wrongly started requeue has reached Redis
         assert dlq.size(QUEUE) == 2
         assert not redis_client.llen(QUEUE), "a task was published"
 
@@ -134,8 +138,9 @@ def test_k_in_the_revoke_dialog_kills_nothing_and_shift_k_kills(
         await pilot.press("r")
         await until(pilot, lambda: isinstance(app.screen, RevokeConfirmScreen), what="dialog")
         await pilot.press("k")
-        await pilot.pause(1.5)  # room for a wrongly sent revoke to reach the worker
+        await workers_done(pilot, app)  # a wrongly sent revoke has reached the worker
         assert isinstance(app.screen, RevokeConfirmScreen), "k closed the dialog"
+        assert not any("SIGKILL" in n for n in notices(app))
         assert task_id in active_ids()
         assert "Kill SIGKILL (K)" in screen_text(app)
 
@@ -226,12 +231,16 @@ def test_bidi_override_from_a_task_is_shown_escaped(
     with_app(profile_for(redis_server.url), scenario, size=(100, 50))
 
 
-def test_held_j_scrolls_detail_and_help_a_line_a_press(
-    redis_server: RedisServer, redis_client: redis.Redis
-) -> None:
-    dlq = DeadLetterQueue(redis_client)
+def test_held_j_scrolls_detail_and_help_a_line_a_press() -> None:
     frames = "\n".join(f"  File 'frame_{n}.py', line {n}" for n in range(120))
-    entry_id = dlq.add(make_entry("long-1", QUEUE, traceback=f"Traceback:\n{frames}\nValueError"))
+    long = shop_entry(
+        1, 4, "shop.tasks.charge_card", "ValueError", "deep", traceback=f"Traceback:\n{frames}"
+    )
+
+    async def feed(pilot: Pilot[None]) -> None:
+        assert isinstance(pilot.app, MorgueApp)
+        pilot.app.dashboard.post_message(dead_letters([long]))
+        await pilot.pause()
 
     async def presses_move_at_once(pilot: Pilot[None], screen: EntryScreen | HelpScreen) -> None:
         scroll = screen.query_one(VerticalScroll)
@@ -249,8 +258,10 @@ def test_held_j_scrolls_detail_and_help_a_line_a_press(
         assert scroll.scroll_y == 7
 
     async def scenario(pilot: Pilot[None], app: MorgueApp) -> None:
-        found = await open_queue(pilot, app, QUEUE)
-        await select_entry(pilot, found, entry_id)
+        found = app.dashboard.pane("celery")
+        assert found is not None
+        found.table.focus()
+        await select_entry(pilot, found, long.id)
         await pilot.press("enter")
         await until(pilot, lambda: isinstance(app.screen, EntryScreen), what="detail opened")
         await pilot.pause()
@@ -264,7 +275,7 @@ def test_held_j_scrolls_detail_and_help_a_line_a_press(
         assert isinstance(app.screen, HelpScreen)
         await presses_move_at_once(pilot, app.screen)
 
-    with_app(profile_for(redis_server.url), scenario, size=(80, 20))
+    with_fed_app(scenario, size=(80, 20), feed=feed)
 
 
 @pytest.mark.parametrize("screen", ["confirm", "entry", "help"])

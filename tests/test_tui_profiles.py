@@ -38,6 +38,7 @@ from tests.helpers import (
     notices,
     open_form,
     open_profiles,
+    palette_offers,
     profile_for,
     read_config,
     save,
@@ -219,22 +220,20 @@ def test_set_default_with_star_and_shift_d(tmp_path: Path, redis_server: RedisSe
     with_profiles_app(alpha, path, scenario)
 
 
-def test_the_command_palette_opens_the_profiles(tmp_path: Path, redis_server: RedisServer) -> None:
+def test_the_command_palette_opens_the_profiles(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
-    alpha = profile_for(redis_server.url, name="alpha")
+    # Polling off: the palette and the screen need no Redis behind the profile.
+    alpha = profile_for("redis://127.0.0.1:1/0", name="alpha")
     write_config(path, alpha, default="alpha")
 
     async def scenario(pilot: Pilot[None], app: MorgueApp) -> None:
         await until(pilot, lambda: isinstance(app.screen, DashboardScreen), what="dashboard")
-        await pilot.press("ctrl+p")
-        await pilot.pause(0.3)
-        await pilot.press(*"Profiles")
-        await pilot.pause(0.5)
+        await palette_offers(pilot, app, "Profiles")
         await pilot.press("enter")
         await until(pilot, lambda: isinstance(app.screen, ProfilesScreen), what="profiles")
         assert listed(app) == {"alpha": "*▶"}
 
-    with_profiles_app(alpha, path, scenario)
+    with_profiles_app(alpha, path, scenario, poll=False)
 
 
 # -- refused values --------------------------------------------------------------------------
