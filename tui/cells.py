@@ -39,6 +39,7 @@ SHORT_ID = 8
 AGE_WIDTH = 5  # format_age never needs more
 STATE_WIDTH = 7  # "ZOMBIE", "redeliv", "waiting"
 BAR_WIDTH = 8
+BAR_STEPS = BAR_WIDTH * 8  # rich draws a bar in eighths of a cell
 # The bar turns from calm to warning when a task has used this share of its hard limit.
 WARNING_SHARE = 0.8
 
@@ -83,6 +84,26 @@ def format_age(seconds: float | None) -> str:
     days, hours = divmod(hours, 24)
     if days < 10:
         return f"{days}d{hours:02d}h"
+    return f"{days}d" if days < 10_000 else f"{days // 365}y"  # a skewed clock, most likely
+
+
+def coarse_age(seconds: float | None) -> str:
+    """An age for a table cell, in its largest unit only: 43s, 12m, 3h, 5d (a skewed clock: 27y).
+
+    A cell is repainted, and sent over the terminal's link, whenever its text changes. Seconds
+    are worth that in an age's first minute, minutes in its first hour; an older row changes
+    once an hour, then once a day. The exact age is in the detail (:func:`format_age`).
+    """
+    if seconds is None:
+        return "—"
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m"
+    if seconds < 86_400:
+        return f"{seconds // 3600}h"
+    days = seconds // 86_400
     return f"{days}d" if days < 10_000 else f"{days // 365}y"  # a skewed clock, most likely
 
 
@@ -144,7 +165,7 @@ def failed_epoch(entry: StoredEntry) -> float:
 
 
 def entry_age(entry: StoredEntry, now: float) -> str:
-    return format_age(now - failed_epoch(entry))
+    return coarse_age(now - failed_epoch(entry))
 
 
 def error_text(entry: StoredEntry, width: int) -> Text:
@@ -218,7 +239,30 @@ class BarColours:
     background: RichColor | str
 
 
-def age_bar(task: ActiveTask, colours: BarColours) -> Bar:
+@dataclass(frozen=True)
+class AgeBar:
+    """A task's age against its hard limit, as a bar, kept in the steps a bar can draw.
+
+    Two bars that would draw the same compare equal (rich's ``Bar`` compares by identity), so
+    a table repaints a task's row only when its bar visibly moves or changes colour.
+    """
+
+    filled: int  # in BAR_STEPS of the limit
+    colour: RichColor | str
+    background: RichColor | str
+
+    def __rich__(self) -> Bar:
+        return Bar(
+            size=BAR_STEPS,
+            begin=0,
+            end=self.filled,
+            width=BAR_WIDTH,
+            color=self.colour,
+            bgcolor=self.background,
+        )
+
+
+def age_bar(task: ActiveTask, colours: BarColours) -> AgeBar:
     limit = task.hard_limit if task.hard_limit > 0 else 1.0
     age = task.age or 0.0
     if task.zombie or age >= limit:
@@ -227,14 +271,9 @@ def age_bar(task: ActiveTask, colours: BarColours) -> Bar:
         colour = colours.warning
     else:
         colour = colours.calm
-    return Bar(
-        size=limit,
-        begin=0,
-        end=min(age, limit),
-        width=BAR_WIDTH,
-        color=colour,
-        bgcolor=colours.background,
-    )
+    # Rounded down as rich rounds a bar's end: the same drawing as a Bar of the exact age.
+    filled = int(BAR_STEPS * min(max(age, 0.0), limit) / limit)
+    return AgeBar(filled=filled, colour=colour, background=colours.background)
 
 
 def task_state(task: ActiveTask) -> Text:
@@ -253,7 +292,7 @@ def task_cells(task: ActiveTask, colours: BarColours, name_width: int) -> dict[s
         "worker": Keyed(task.id, Text(head(task.worker, WORKER_WIDTH))),
         "task": Text(tail(task.name, name_width)),
         "task_id": Text(printable(task.id)[:SHORT_ID]),
-        "age": Text(format_age(task.age), justify="right"),
+        "age": Text(coarse_age(task.age), justify="right"),
         "state": task_state(task),
         "bar": age_bar(task, colours),
     }

@@ -8,9 +8,11 @@ from typing import ClassVar
 
 from textual import events
 from textual.binding import Binding, BindingType
+from textual.coordinate import Coordinate
 from textual.geometry import Size
 from textual.message import Message
 from textual.widgets import DataTable
+from textual.widgets.data_table import ColumnKey, RowKey
 
 from celery_morgue.tui.cells import Keyed
 
@@ -38,7 +40,8 @@ class LiveTable(DataTable[object]):
     """A row-cursor table whose rows are replaced wholesale by :meth:`show`.
 
     ``show`` removes rows that are gone, updates only the cells that changed and adds new rows,
-    so the cursor stays on the same row while the data underneath it moves.
+    so the cursor stays on the same row while the data underneath it moves. A refresh that
+    changes nothing repaints nothing; one that changes a cell repaints only that cell.
 
     With ``follow_head`` (a feed whose newest rows come first, like a dead-letter queue) rows
     that arrive above the cursor behave as a reader expects: a cursor on the top row stays on
@@ -187,10 +190,13 @@ class LiveTable(DataTable[object]):
             for key in order:
                 cells = rows[key]
                 if key in existing:
-                    for column in columns:
-                        value = cells[column.value or ""]
-                        if self.get_cell(key, column) != value:
-                            self.update_cell(key, column, value)
+                    changed = {
+                        column: cells[column.value or ""]
+                        for column in columns
+                        if self.get_cell(key, column) != cells[column.value or ""]
+                    }
+                    if changed:
+                        self._replace_cells(key, changed)
                 else:
                     self.add_row(*(cells[column.value or ""] for column in columns), key=key)
             if [row.key.value for row in self.ordered_rows] != list(order):
@@ -204,6 +210,22 @@ class LiveTable(DataTable[object]):
                 self.move_cursor(row=self.get_row_index(before.key), animate=False)
             else:
                 self.move_cursor(row=min(kept_index, self.row_count - 1), animate=False)
+
+    def _replace_cells(self, key: str, changed: Mapping[ColumnKey, object]) -> None:
+        """Write the ``changed`` cells of row ``key`` and repaint those cells alone.
+
+        ``DataTable.update_cell`` refreshes the whole table for every cell it writes: each
+        visible row is rendered and sent to the terminal again, which over SSH is most of what
+        an idle dashboard costs. The render caches are keyed by ``_update_count``, so it must
+        move for the cells to be drawn anew; cells not repainted keep what the terminal shows.
+        """
+        row = self._data[RowKey(key)]
+        for column, value in changed.items():
+            row[column] = value
+        self._update_count += 1
+        index = self.get_row_index(key)
+        for column in changed:
+            self.refresh_coordinate(Coordinate(index, self.get_column_index(column)))
 
     def _follow(self, before: _Place, old_row: int, rows: Mapping[str, object]) -> None:
         """Place the cursor of a ``follow_head`` table after its rows changed.
