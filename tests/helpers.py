@@ -52,9 +52,9 @@ from celery_morgue.tui.demo.processes import (
     group_pids,
     wait_for_workers,
 )
+from celery_morgue.tui.dialogs import ConfirmScreen
 from celery_morgue.tui.messages import ClusterRefreshed, DeadLettersRefreshed
 from celery_morgue.tui.profiles import Profile
-from celery_morgue.tui.screens.confirm import ConfirmScreen
 from celery_morgue.tui.screens.dashboard import DashboardScreen
 from celery_morgue.tui.screens.profile_form import ProfileForm
 from celery_morgue.tui.screens.profiles import ProfilesScreen

@@ -29,8 +29,8 @@ from celery_morgue.tui.config_file import (
     update_config,
 )
 from celery_morgue.tui.demo.processes import RedisServer
+from celery_morgue.tui.dialogs import ConfirmScreen
 from celery_morgue.tui.profiles import Profile
-from celery_morgue.tui.screens.confirm import ConfirmScreen
 from celery_morgue.tui.screens.profiles import ProfilesScreen
 from tests.helpers import (
     fill,

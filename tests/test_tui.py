@@ -19,7 +19,7 @@ from celery_morgue.core.dlq import QueueInfo
 from celery_morgue.core.entry import Entry
 from celery_morgue.tui.app import MorgueApp
 from celery_morgue.tui.demo.processes import RedisServer
-from celery_morgue.tui.screens.confirm import ConfirmScreen, RevokeConfirmScreen
+from celery_morgue.tui.dialogs import ConfirmScreen, RevokeConfirmScreen
 from celery_morgue.tui.screens.dashboard import DashboardScreen
 from celery_morgue.tui.screens.entry import EntryScreen
 from celery_morgue.tui.screens.help import HelpScreen
@@ -407,7 +407,7 @@ def test_keymap_remaps_a_binding_and_help_shows_it() -> None:
         await pilot.press("escape")
         await until(pilot, lambda: isinstance(app.screen, DashboardScreen))
 
-    with_fed_app(scenario, size=(80, 60), keymap={"clear_queue": "x"})
+    with_fed_app(scenario, size=(80, 80), keymap={"clear_queue": "x"})
 
 
 def test_command_palette_offers_the_actions() -> None:

@@ -20,9 +20,9 @@ from celery_morgue.core import DeadLetterQueue
 from celery_morgue.core.dlq import RequeueReport
 from celery_morgue.tui.app import MorgueApp
 from celery_morgue.tui.demo.processes import RedisServer
-from celery_morgue.tui.screens.confirm import ConfirmScreen, RevokeConfirmScreen
+from celery_morgue.tui.dialogs import ConfirmScreen, RevokeConfirmScreen
+from celery_morgue.tui.outcomes import requeue_all_done
 from celery_morgue.tui.screens.dashboard import DashboardScreen
-from celery_morgue.tui.screens.dashboard_actions import requeue_all_done
 from celery_morgue.tui.screens.entry import EntryScreen
 from celery_morgue.tui.screens.help import HelpScreen
 from tests.helpers import (

@@ -14,7 +14,7 @@ from celery_morgue.core import DeadLetterQueue
 from celery_morgue.core.entry import Entry
 from celery_morgue.tui.app import MorgueApp
 from celery_morgue.tui.demo.processes import RedisServer
-from celery_morgue.tui.screens.confirm import ConfirmScreen
+from celery_morgue.tui.dialogs import ConfirmScreen
 from celery_morgue.tui.screens.dashboard import DashboardScreen
 from celery_morgue.tui.screens.entry import EntryScreen
 from tests.helpers import (

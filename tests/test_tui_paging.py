@@ -144,6 +144,7 @@ def test_a_too_small_terminal_disables_the_destructive_keys() -> None:
             assert app.screen is screen, f"{key} opened {type(app.screen).__name__}"
         # Nor does the footer offer them.
         for action in ("delete_entry", "clear_queue", "requeue_entry", "requeue_queue", "revoke"):
-            assert not screen.check_action(action, ())
+            owner = screen.tasks_pane if action == "revoke" else screen.dead_letters
+            assert not owner.check_action(action, ())
 
     with_fed_app(scenario, size=(50, 12))

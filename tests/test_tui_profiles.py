@@ -22,8 +22,8 @@ from celery_morgue.core import DeadLetterQueue
 from celery_morgue.tui.app import MorgueApp
 from celery_morgue.tui.connection import Connection, connect_profile, with_password
 from celery_morgue.tui.demo.processes import RedisServer
+from celery_morgue.tui.dialogs import ConfirmScreen
 from celery_morgue.tui.profiles import Profile
-from celery_morgue.tui.screens.confirm import ConfirmScreen
 from celery_morgue.tui.screens.dashboard import DashboardScreen
 from celery_morgue.tui.screens.profile_draft import check_form, initial_values
 from celery_morgue.tui.screens.profile_form import ProfileForm

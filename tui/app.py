@@ -4,27 +4,32 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Mapping
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import ClassVar
 
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
+from textual.dom import DOMNode
 from textual.screen import Screen
 from textual.theme import BUILTIN_THEMES, Theme
 
+from celery_morgue.tui.actions import ActionOwner
 from celery_morgue.tui.cells import SYSTEM_CLOCK, Clock
 from celery_morgue.tui.config_file import config_path as default_config_path
 from celery_morgue.tui.connection import Connection
+from celery_morgue.tui.dialogs import Confirmation, RevokeConfirmScreen
 from celery_morgue.tui.monitor import DEFAULT_CONNECT, ConnectionFactory, Monitor
 from celery_morgue.tui.profiles import Profile
-from celery_morgue.tui.screens.confirm import ConfirmScreen, RevokeConfirmScreen
 from celery_morgue.tui.screens.dashboard import DashboardScreen
 from celery_morgue.tui.screens.entry import EntryScreen
 from celery_morgue.tui.screens.help import HelpScreen, HelpSection
 from celery_morgue.tui.screens.profile_form import ProfileForm
 from celery_morgue.tui.screens.profiles import ProfilesScreen, Switch
-from celery_morgue.tui.widgets.pane import TablePane
+from celery_morgue.tui.widgets.dead_letters import DeadLetters
+from celery_morgue.tui.widgets.pane import FilterInput, TablePane
+from celery_morgue.tui.widgets.queue_list import QueueList
 from celery_morgue.tui.widgets.tables import LiveTable
+from celery_morgue.tui.widgets.tasks_pane import TasksPane
 
 
 class UnknownThemeError(ValueError):
@@ -40,7 +45,12 @@ class MorgueApp(App[None]):
     screen reads and writes (None: ``$MORGUE_CONFIG``, else the user's config folder).
     """
 
-    CSS_PATH = "app.tcss"
+    CSS_PATH: ClassVar[list[str | PurePath]] = [
+        "app.tcss",
+        "dialogs.tcss",
+        "widgets/panes.tcss",
+        "widgets/status.tcss",
+    ]
     TITLE = "morgue"
     # Each dashboard is the base screen of its own mode: switching profiles starts a new mode
     # and removes the old one, screens, polls and all (Textual cannot replace a base screen).
@@ -157,72 +167,55 @@ class MorgueApp(App[None]):
 
     def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
+        # The actions of the widgets on the screen, whichever has the focus.
+        for node in screen.walk_children():
+            if isinstance(node, ActionOwner):  # a mixin: not a CSS type that query() matches
+                yield from node.palette_commands()
         if isinstance(screen, DashboardScreen):
-            yield from screen.palette_commands()
             yield SystemCommand(
                 "Profiles", "Switch to, add, edit or delete a profile", self.action_profiles
             )
         yield SystemCommand("Help", "Show every key", self.action_help)
 
     def help_sections(self) -> list[HelpSection]:
-        return [
-            ("Everywhere", _bindings(self.BINDINGS)),
-            (
-                "Panes",
-                [
-                    *_bindings(DashboardScreen.BINDINGS, "next_pane", "prev_pane"),
-                    *_bindings(
-                        LiveTable.BINDINGS,
-                        "cursor_down_j",
-                        "cursor_up_k",
-                        "cursor_top",
-                        "cursor_bottom",
-                    ),
-                    *_bindings(DashboardScreen.BINDINGS, "filter"),
-                    *_bindings(TablePane.BINDINGS),
-                ],
-            ),
-            (
-                "Dead-letter queue",
-                [
-                    *_bindings(LiveTable.BINDINGS, "open_row"),
-                    *_bindings(
-                        DashboardScreen.BINDINGS,
-                        "delete_entry",
-                        "requeue_entry",
-                        "requeue_queue",
-                        "clear_queue",
-                    ),
-                ],
-            ),
-            ("Active tasks", _bindings(DashboardScreen.BINDINGS, "revoke", "revoke_zombies")),
-            ("Entry detail", _bindings(EntryScreen.BINDINGS, "reveal_arguments", "entry_back")),
-            (
-                "Profiles",
-                [
-                    *_bindings(DashboardScreen.BINDINGS, "profiles"),
-                    *_bindings(ProfilesScreen.BINDINGS),
-                    *_bindings(ProfileForm.BINDINGS),
-                ],
-            ),
-            (
-                "Confirmation",
-                [*_bindings(ConfirmScreen.BINDINGS), *_bindings(RevokeConfirmScreen.BINDINGS)],
-            ),
+        """Every binding of every part of the UI, by where it works."""
+        # A binding is listed once, under the first place it works: one row per keymap id.
+        sections: list[tuple[str, list[type[DOMNode]]]] = [
+            ("Everywhere", [MorgueApp]),
+            ("Dashboard", [DashboardScreen]),
+            ("Panes", [LiveTable, QueueList, TablePane, FilterInput]),
+            ("Dead-letter queue", [DeadLetters]),
+            ("Active tasks", [TasksPane]),
+            ("Entry detail", [EntryScreen]),
+            ("Profiles", [ProfilesScreen, ProfileForm]),
+            ("Confirmation", [Confirmation, RevokeConfirmScreen]),
+            ("Help", [HelpScreen]),
         ]
+        listed: set[str] = set()
+        help_sections: list[HelpSection] = []
+        for title, owners in sections:
+            bindings = [b for b in declared_bindings(*owners) if (b.id or b.key) not in listed]
+            listed.update(b.id or b.key for b in bindings)
+            help_sections.append((title, bindings))
+        return help_sections
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen(self.help_sections(), self.keymap))
 
 
-def _bindings(source: Iterable[BindingType], *ids: str) -> list[Binding]:
-    """The Bindings of ``source`` with an id (those named in ``ids``, in that order, if any)."""
-    found = [b for b in source if isinstance(b, Binding) and b.id]
-    if not ids:
-        return found
-    by_id = {b.id: b for b in found}
-    return [by_id[i] for i in ids]
+def declared_bindings(*owners: type[DOMNode]) -> list[Binding]:
+    """The bindings the ``owners`` classes declare themselves, in order, one per id.
+
+    Only each class's own ``BINDINGS``: what it inherits from Textual is Textual's to document,
+    and what it inherits from a class of ours is listed under that class.
+    """
+    found: dict[str, Binding] = {}
+    for owner in owners:
+        for binding in owner.__dict__.get("BINDINGS", []):
+            if isinstance(binding, Binding):
+                found.setdefault(binding.id or binding.key, binding)
+    return list(found.values())
 
 
 def run_ui(

@@ -1,7 +1,8 @@
 """What the thread workers send back to the UI thread.
 
-These are also the way to feed the dashboard deterministic data (snapshot tests post them
-directly, with polling off).
+Each arrives at the dashboard screen: its polls post there, and what a widget's worker posts
+(a page, an action's outcome) bubbles up to it. So these are also the way to feed the dashboard
+deterministic data (snapshot tests post them to it directly, with polling off).
 """
 
 from __future__ import annotations
@@ -61,7 +62,10 @@ class ClusterFailed(Message):
 
 @dataclass
 class ActionDone(Message):
-    """An action finished (or failed); ``text`` is shown literally in a notification."""
+    """An action finished (or failed); ``text`` is shown literally in a notification.
+
+    Posted by the widget whose action it was; the dashboard notifies and polls again.
+    """
 
     text: str
     severity: Severity = "information"

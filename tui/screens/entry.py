@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 from rich.table import Table
 from rich.text import Text
@@ -16,10 +16,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.reactive import reactive
+from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from celery_morgue.core.dlq import StoredEntry
 from celery_morgue.core.entry import Entry, UnreadableEntry
+from celery_morgue.tui.actions import ActionOwner
 from celery_morgue.tui.cells import (
     REASON_TEXT,
     Clock,
@@ -28,9 +30,9 @@ from celery_morgue.tui.cells import (
     printable,
     stored_epoch,
 )
-from celery_morgue.tui.screens.readonly import GuardedScreen
+from celery_morgue.tui.screens.scroll_keys import SCROLL_KEYS, ScrollKeys
+from celery_morgue.tui.widgets.dead_letters import EntryAction
 
-EntryAction = Literal["delete", "requeue"]
 HIDDEN_NOTE = "The caller hid the raw arguments behind these reprs: v shows them."
 REVEALED_NOTE = "The raw arguments, as the task got them (v hides them again):"
 
@@ -87,13 +89,11 @@ def unreadable_facts(entry: UnreadableEntry, queue: str, now: float) -> Table:
     )
 
 
-class EntryScreen(GuardedScreen[EntryAction | None]):
-    """Dismisses with the action the user chose; the dashboard runs it."""
+class EntryScreen(ActionOwner, ScrollKeys, Screen[EntryAction | None]):
+    """Dismisses with the action the user chose; the dead letters confirm and run it."""
 
     DEFAULT_CSS = """
     EntryScreen > VerticalScroll {
-        border: round $primary;
-        border-title-color: $text;
         padding: 0 1;
     }
     EntryScreen .section {
@@ -128,9 +128,9 @@ class EntryScreen(GuardedScreen[EntryAction | None]):
             id="reveal_arguments",
             tooltip="Show or hide the raw arguments behind argsrepr",
         ),
-        Binding("j", "scroll('down')", "Down", show=False, id="cursor_down_j"),
-        Binding("k", "scroll('up')", "Up", show=False, id="cursor_up_k"),
+        *SCROLL_KEYS,
     ]
+    DESTRUCTIVE_ACTIONS = frozenset({"delete_entry", "requeue_entry"})
 
     revealed: reactive[bool] = reactive(False, init=False)
 
@@ -145,7 +145,7 @@ class EntryScreen(GuardedScreen[EntryAction | None]):
     def compose(self) -> ComposeResult:
         # The title here, not in on_mount: a screen pushed while the app quits is mounted
         # without being composed, and a query there would crash the exit.
-        with VerticalScroll() as scroll:
+        with VerticalScroll(classes="pane") as scroll:
             scroll.can_focus = True
             scroll.border_title = Text(printable(self._title()))
             if isinstance(self.entry, UnreadableEntry):
@@ -236,13 +236,3 @@ class EntryScreen(GuardedScreen[EntryAction | None]):
             widgets = list(self._arguments(entry, "Args (raw)", "Kwargs (raw)", "raw"))
             await scroll.mount_all(widgets, after="#hidden-note")
         self.query_one("#hidden-note", Static).update(REVEALED_NOTE if revealed else HIDDEN_NOTE)
-
-    def action_scroll(self, direction: str) -> None:
-        scroll = self.query_one(VerticalScroll)
-        # At once, not animated and not deferred to the next refresh: a held key repeats
-        # faster than either, and every repeat would read the same target line, so the view
-        # would barely move.
-        if direction == "down":
-            scroll.scroll_down(animate=False, immediate=True)
-        else:
-            scroll.scroll_up(animate=False, immediate=True)

@@ -11,35 +11,21 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
-from textual.screen import ModalScreen
 from textual.widgets import Static
+
+from celery_morgue.tui.dialogs import Dialog
+from celery_morgue.tui.screens.scroll_keys import SCROLL_KEYS, ScrollKeys
 
 HelpSection = tuple[str, Sequence[Binding]]
 
 
-class HelpScreen(ModalScreen[None]):
-    DEFAULT_CSS = """
-    HelpScreen {
-        align: center middle;
-        background: $background 60%;
-    }
-    HelpScreen > VerticalScroll {
-        width: 78;
-        max-width: 100%;
-        height: auto;
-        max-height: 100%;
-        border: round $primary;
-        border-title-color: $text;
-        border-subtitle-color: $text-muted;
-        background: $surface;
-        padding: 0 1;
-    }
-    """
+class HelpScreen(ScrollKeys, Dialog[None]):
+    """``sections`` come from the bindings themselves (:meth:`MorgueApp.help_sections`); the
+    keys shown are the ``keymap``'s where it remaps them."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,q,question_mark", "close", "Close", id="help_close"),
-        Binding("j", "scroll('down')", "Down", show=False, id="help_down"),
-        Binding("k", "scroll('up')", "Up", show=False, id="help_up"),
+        *SCROLL_KEYS,
     ]
 
     def __init__(self, sections: Sequence[HelpSection], keymap: Mapping[str, str]) -> None:
@@ -52,7 +38,7 @@ class HelpScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         # Titles here, not in on_mount: a screen pushed while the app quits is mounted without
         # being composed, and a query there would crash the exit.
-        with VerticalScroll() as scroll:
+        with VerticalScroll(classes="dialog-box") as scroll:
             scroll.can_focus = True
             scroll.border_title = "Keys"
             scroll.border_subtitle = "escape closes"
@@ -87,13 +73,3 @@ class HelpScreen(ModalScreen[None]):
 
     def action_close(self) -> None:
         self.dismiss(None)
-
-    def action_scroll(self, direction: str) -> None:
-        scroll = self.query_one(VerticalScroll)
-        # At once, not animated and not deferred to the next refresh: a held key repeats
-        # faster than either, and every repeat would read the same target line, so the view
-        # would barely move.
-        if direction == "down":
-            scroll.scroll_down(animate=False, immediate=True)
-        else:
-            scroll.scroll_up(animate=False, immediate=True)

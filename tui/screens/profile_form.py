@@ -16,10 +16,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
 from textual.content import Content
-from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Label, Static
 
 from celery_morgue.tui.config_file import ConfigError
+from celery_morgue.tui.dialogs import Dialog
 from celery_morgue.tui.profiles import Profile
 from celery_morgue.tui.screens.profile_draft import (
     TEXT_FIELDS,
@@ -38,26 +38,11 @@ class MarkedCheckbox(Checkbox):
         return super().render()
 
 
-class ProfileForm(ModalScreen[ProfileDraft | None]):
+class ProfileForm(Dialog[ProfileDraft | None]):
     """Add (``profile`` None) or edit a profile. ``save`` writes the draft; a ``ConfigError``
     it raises is shown in the form, which stays open so nothing typed is lost."""
 
     DEFAULT_CSS = """
-    ProfileForm {
-        align: center middle;
-        background: $background 60%;
-    }
-    ProfileForm > #form {
-        width: 78;
-        max-width: 100%;
-        height: auto;
-        max-height: 100%;
-        border: round $primary;
-        border-title-color: $text;
-        border-subtitle-color: $text-muted;
-        background: $surface;
-        padding: 0 1;
-    }
     ProfileForm .field {
         height: 1;
     }
@@ -127,7 +112,7 @@ class ProfileForm(ModalScreen[ProfileDraft | None]):
         self.values = initial_values(profile, passwords)
 
     def compose(self) -> ComposeResult:
-        with VerticalScroll(id="form"):
+        with VerticalScroll(id="form", classes="dialog-box"):
             for field in TEXT_FIELDS:
                 with Horizontal(classes="field"):
                     yield Label(field.label, markup=False)

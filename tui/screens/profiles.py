@@ -25,8 +25,8 @@ from textual.widgets import DataTable, Footer, Static
 from celery_morgue.core.urls import redact_url
 from celery_morgue.tui.config_file import Config, ConfigError, load_config, update_config
 from celery_morgue.tui.connection import Connection, with_password
+from celery_morgue.tui.dialogs import ConfirmScreen
 from celery_morgue.tui.profiles import Profile, ProfileError
-from celery_morgue.tui.screens.confirm import ConfirmScreen
 from celery_morgue.tui.screens.profile_draft import ProfileDraft
 from celery_morgue.tui.screens.profile_form import ProfileForm
 
@@ -99,12 +99,6 @@ class ProfilesScreen(Screen[Switch | None]):
     }
     ProfilesScreen DataTable {
         height: 1fr;
-        border: round $panel;
-        border-title-color: $text;
-        border-subtitle-color: $text-muted;
-    }
-    ProfilesScreen DataTable:focus {
-        border: round $primary;
     }
     """
 
@@ -152,7 +146,9 @@ class ProfilesScreen(Screen[Switch | None]):
             yield Static(Text(f"Config file: {display_path(self.path)}"), id="path")
             yield Static(self._shown_line(), id="shown")
             yield Static("", id="config-error", markup=False)
-        table: DataTable[Text] = DataTable(cursor_type="row", zebra_stripes=False, id="profiles")
+        table: DataTable[Text] = DataTable(
+            cursor_type="row", zebra_stripes=False, id="profiles", classes="pane"
+        )
         yield table
         # Without the palette key, which ctrl+p still opens: the six keys here fill 80 columns.
         yield Footer(show_command_palette=False)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from rich.text import Text
 from textual.message import Message
+from textual.reactive import reactive
 from textual.widgets import DataTable
 
 from celery_morgue.core.dlq import Page, StoredEntry
@@ -60,16 +61,18 @@ class DLQPane(TablePane):
         queue: str
         after: str | None
 
+    # The queue's length as last read, and whether a page is on its way: both in the titles.
+    total: reactive[int | None] = reactive(None, init=False)
+    fetching: reactive[bool] = reactive(False, init=False)
+
     def __init__(self, queue: str, *, clock: Clock, id: str | None = None) -> None:
         super().__init__(COLUMNS, order_column="age", follow_head=True, id=id)
         self.queue = queue
         self.clock = clock
         self.entries: dict[str, StoredEntry] = {}
         self.order: list[str] = []  # entry ids, newest first
-        self.total: int | None = None
         self.loaded_once = False
         self.exhausted = False
-        self.fetching = False
         self.error: str | None = None
         # The newest entry the cursor has been on: what arrived after it is "new".
         self.seen: str | None = None
@@ -140,10 +143,6 @@ class DLQPane(TablePane):
 
     # -- data in -------------------------------------------------------------------------
 
-    def set_total(self, total: int) -> None:
-        self.total = total
-        self._update_titles()
-
     def apply_head(self, page: Page) -> None:
         """Merge the newest entries of the queue, read just now."""
         self.loaded_once = True
@@ -176,7 +175,6 @@ class DLQPane(TablePane):
             return
         if after != self.oldest_loaded:
             # A refresh changed the tail meanwhile: ask again from the new tail if still needed.
-            self._update_titles()
             self._maybe_load_more()
             return
         self.total = page.total
@@ -190,7 +188,6 @@ class DLQPane(TablePane):
     def fetch_skipped(self) -> None:
         """Nothing will answer the last request (polling is off)."""
         self.fetching = False
-        self._update_titles()
 
     def page_failed(self, error: str) -> None:
         self.fetching = False
@@ -247,6 +244,12 @@ class DLQPane(TablePane):
             subtitle = f"{subtitle} · loading…" if subtitle else "loading…"
         self.border_subtitle = Text(subtitle)
 
+    def watch_total(self) -> None:
+        self._update_titles()
+
+    def watch_fetching(self) -> None:
+        self._update_titles()
+
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         self._note_cursor()
         self._update_titles()
@@ -277,7 +280,6 @@ class DLQPane(TablePane):
     def _request(self, after: str | None) -> None:
         self.fetching = True
         self.post_message(self.LoadMore(self, self.queue, after))
-        self._update_titles()
 
     def retry_load(self) -> None:
         """After a failed page: try again (called when Redis answers again)."""

@@ -14,12 +14,30 @@ from textual.widgets import Input, Static
 
 from celery_morgue.tui.widgets.tables import ColumnSpec, LiveTable
 
+# Bound by each pane's owner, as it knows which table "/" filters. Priority: handled before the
+# keys typed after it are passed on, so that they reach the filter even when they arrive
+# together (a paste, a fast typist).
+FILTER = Binding(
+    "slash",
+    "filter",
+    "Filter",
+    priority=True,
+    id="filter",
+    tooltip="Filter the current table by task name, exception or id",
+)
+
 
 class FilterInput(Input):
     """The ``/`` filter; escape clears it, enter goes back to the table keeping it."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "clear", "Clear filter", id="filter_clear"),
+        Binding(
+            "escape",
+            "clear",
+            "Clear filter",
+            id="filter_clear",
+            tooltip="Clear the filter while typing it",
+        ),
     ]
 
     def action_clear(self) -> None:
@@ -27,59 +45,23 @@ class FilterInput(Input):
 
 
 class TablePane(Vertical):
-    """Subclasses fill ``self.table`` through :meth:`render_rows` whenever data or filter change."""
+    """Subclasses fill ``self.table`` through :meth:`render_rows` whenever data or filter change.
 
-    DEFAULT_CSS = """
-    TablePane {
-        border: round $panel;
-        border-title-color: $text;
-        border-subtitle-color: $text-muted;
-        height: 1fr;
-        padding: 0;
-    }
-    TablePane:focus-within {
-        border: round $primary;
-    }
-    TablePane:nocolor:focus-within {
-        border: heavy $primary;
-    }
-    TablePane > LiveTable {
-        height: 1fr;
-        scrollbar-size-vertical: 1;
-        /* Long errors run past the right edge: left/right scroll, the detail shows them whole,
-           and no scrollbar row is taken from the entries. */
-        scrollbar-size-horizontal: 0;
-    }
-    TablePane > FilterInput, TablePane > FilterInput:focus {
-        display: none;
-        dock: bottom;
-        height: 1;
-        border: none;
-        padding: 0 1;
-        background: $boost;
-    }
-    TablePane.-filtering > FilterInput {
-        display: block;
-    }
-    TablePane > .placeholder {
-        display: none;
-        color: $text-muted;
-        padding: 0 1;
-        height: auto;
-    }
-    TablePane.-placeholder > .placeholder {
-        display: block;
-    }
-    TablePane.-placeholder > LiveTable {
-        height: auto;
-    }
+    Its looks (the border, the filter line) are in ``panes.tcss``.
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "clear_filter", "Clear filter", id="clear_filter"),
+        Binding(
+            "escape",
+            "clear_filter",
+            "Clear filter",
+            id="clear_filter",
+            tooltip="Clear the filter of the table",
+        ),
     ]
 
-    filter_text: reactive[str] = reactive("", init=False)
+    # The escape key is offered only while a filter is on.
+    filter_text: reactive[str] = reactive("", init=False, bindings=True)
 
     def __init__(
         self,
@@ -89,7 +71,7 @@ class TablePane(Vertical):
         follow_head: bool = False,
         id: str | None = None,
     ) -> None:
-        super().__init__(id=id)
+        super().__init__(id=id, classes="pane")
         self.table = LiveTable(columns, order_column=order_column, follow_head=follow_head)
         self.placeholder = Static("", classes="placeholder", markup=False)
         self.filter_input = FilterInput(placeholder="filter: text, then enter; escape clears")
@@ -105,6 +87,9 @@ class TablePane(Vertical):
         # typist, a paste) must land in the filter, not in the table.
         self.screen.set_focus(self.filter_input)
 
+    def action_filter(self) -> None:
+        self.start_filter()
+
     def clear_filter(self) -> None:
         self.filter_input.value = ""
         self.filter_text = ""
@@ -114,7 +99,7 @@ class TablePane(Vertical):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "clear_filter":
             return bool(self.filter_text) or self.has_class("-filtering")
-        return True
+        return super().check_action(action, parameters)
 
     def action_clear_filter(self) -> None:
         self.clear_filter()

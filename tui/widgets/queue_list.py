@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import ClassVar
 
 from rich.text import Text
 from textual.binding import Binding, BindingType
+from textual.reactive import reactive
 from textual.widgets import OptionList
 from textual.widgets.option_list import Option
 
@@ -30,26 +30,10 @@ def queue_prompt(info: QueueInfo) -> Text:
 
 
 class QueueList(OptionList):
-    """Option ids are the queue names; highlighting one shows its pane."""
+    """Option ids are the queue names; highlighting one shows its pane.
 
-    DEFAULT_CSS = """
-    QueueList {
-        width: 20;
-        height: 1fr;
-        border: round $panel;
-        border-title-color: $text;
-        padding: 0;
-    }
-    QueueList:focus {
-        border: round $primary;
-    }
-    /* Without colour, the focused pane gets a heavier border and the cursor reverse video. */
-    QueueList:nocolor:focus {
-        border: heavy $primary;
-    }
-    QueueList:nocolor > .option-list--option-highlighted {
-        text-style: reverse;
-    }
+    Set :attr:`queues` to what a refresh found: the counts change in place, and only a change
+    of the queues themselves rebuilds the list.
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -57,7 +41,10 @@ class QueueList(OptionList):
         Binding("k", "cursor_up", "Up", show=False, id="cursor_up_k"),
     ]
 
-    def on_mount(self) -> None:
+    queues: reactive[tuple[QueueInfo, ...]] = reactive((), init=False)
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id, classes="pane")
         self.border_title = "Queues"
 
     @property
@@ -69,8 +56,9 @@ class QueueList(OptionList):
         option = self.highlighted_option
         return option.id if option is not None else None
 
-    def show_queues(self, queues: Sequence[QueueInfo]) -> None:
+    def watch_queues(self, queues: tuple[QueueInfo, ...]) -> None:
         """Show ``queues`` (sorted by name), keeping the highlighted queue if it is still there."""
+        self.border_title = f"Queues · {len(queues)}" if queues else "Queues"
         if [info.queue for info in queues] == self.names:
             for info in queues:
                 self.replace_option_prompt(info.queue, queue_prompt(info))
@@ -85,4 +73,3 @@ class QueueList(OptionList):
             self.highlighted = names.index(current)
         else:
             self.highlighted = min(index or 0, len(names) - 1)
-        self.border_title = f"Queues · {len(names)}"

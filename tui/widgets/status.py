@@ -1,10 +1,14 @@
-"""The status line (profile, Redis, last refresh, workers) and the connection-lost banner."""
+"""The status line (profile, Redis, last refresh, workers) and the connection-lost banner.
+
+Their looks are in ``status.tcss``.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
 from rich.text import Text
+from textual.reactive import reactive
 from textual.widgets import Static
 
 from celery_morgue.tui.cells import format_clock_time
@@ -50,47 +54,24 @@ class Status:
 
 
 class StatusLine(Static):
-    DEFAULT_CSS = """
-    StatusLine {
-        height: 1;
-        padding: 0 1;
-        text-wrap: nowrap;
-        text-overflow: ellipsis;
-        background: $panel;
-        color: $text;
-    }
-    StatusLine.-disconnected {
-        background: $error;
-        color: $text;
-    }
-    """
+    """Shows :attr:`status`; set it (or :meth:`change` some of its fields) and it repaints."""
+
+    status: reactive[Status] = reactive(Status(profile="", url=""), init=False)
 
     def __init__(self, status: Status, *, id: str | None = None) -> None:
-        super().__init__(status.render(), id=id, markup=False)
-        self.status = status
+        super().__init__(id=id, markup=False)
+        self.status = status  # the watcher paints it
 
     def change(self, **changes: object) -> None:
         self.status = replace(self.status, **changes)  # type: ignore[arg-type]
-        self.set_class(self.status.connected is False, "-disconnected")
-        self.update(self.status.render())
+
+    def watch_status(self, status: Status) -> None:
+        self.set_class(status.connected is False, "-disconnected")
+        self.update(status.render())
 
 
 class Banner(Static):
     """Shown only while Redis does not answer: what failed and when the next attempt is."""
-
-    DEFAULT_CSS = """
-    Banner {
-        height: auto;
-        max-height: 3;
-        padding: 0 1;
-        background: $error-muted;
-        color: $text;
-        display: none;
-    }
-    Banner.-visible {
-        display: block;
-    }
-    """
 
     def show_problem(self, text: str) -> None:
         self.update(Text(text))

@@ -54,16 +54,6 @@ class LiveTable(DataTable[object]):
     DataTable re-measures a whole auto-width column whenever one of its cells shrinks.
     """
 
-    DEFAULT_CSS = """
-    /* NO_COLOR strips the cursor's background: mark it with reverse video instead. */
-    LiveTable:nocolor:focus > .datatable--cursor {
-        text-style: reverse;
-    }
-    LiveTable:nocolor:blur > .datatable--cursor {
-        text-style: underline;
-    }
-    """
-
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("j", "cursor_down", "Down (or ↓)", show=False, id="cursor_down_j"),
         Binding("k", "cursor_up", "Up (or ↑)", show=False, id="cursor_up_k"),

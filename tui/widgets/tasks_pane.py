@@ -1,18 +1,25 @@
 """Tasks running on every worker, oldest first, with an age bar against each task's hard limit.
 
 Enter on a task shows its detail: the limit its worker enforces and where that limit comes from
-(the call, the task, the pool, the profile's default), and which clock its age is on.
+(the call, the task, the pool, the profile's default), and which clock its age is on. The pane
+owns ``r`` (revoke the selected task) and ``R`` (revoke every zombie), each confirmed first.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import ClassVar
+
 from rich.color import Color as RichColor
 from rich.text import Text
 from textual import on
+from textual.binding import Binding, BindingType
 from textual.color import Color, ColorParseError
 from textual.widgets import DataTable
 
+from celery_morgue.core.wording import plural
 from celery_morgue.core.zombies import SOURCE_INSPECT, ActiveTask, ClusterSnapshot
+from celery_morgue.tui.actions import ActionOwner
 from celery_morgue.tui.cells import (
     AGE_WIDTH,
     BAR_WIDTH,
@@ -27,7 +34,11 @@ from celery_morgue.tui.cells import (
     task_matches,
     unreachable_cells,
 )
-from celery_morgue.tui.widgets.pane import TablePane
+from celery_morgue.tui.dialogs import RevokeConfirmScreen
+from celery_morgue.tui.messages import ActionDone
+from celery_morgue.tui.monitor import Monitor
+from celery_morgue.tui.outcomes import revoke_summary
+from celery_morgue.tui.widgets.pane import FILTER, TablePane
 from celery_morgue.tui.widgets.tables import ColumnSpec
 
 COLUMNS = [
@@ -50,6 +61,8 @@ LIMIT_SOURCES = {
 }
 DETAIL_WIDTH = 60  # a notification's text, so the detail fits an 80-column terminal
 DETAIL_SECONDS = 12
+# How many task names a revoke confirmation lists before "and N more".
+LISTED_TASKS = 5
 
 
 def task_detail(task: ActiveTask) -> str:
@@ -72,9 +85,36 @@ def task_detail(task: ActiveTask) -> str:
     return "\n".join(lines)
 
 
-class TasksPane(TablePane):
-    def __init__(self, *, id: str | None = None) -> None:
-        super().__init__(COLUMNS, order_column="worker", id=id)
+class TasksPane(ActionOwner, TablePane):
+    """``monitor`` revokes; ``readonly`` (the profile's) disables ``r`` and ``R``."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        FILTER,
+        Binding(
+            "r",
+            "revoke",
+            "Revoke",
+            id="revoke",
+            tooltip="Revoke the selected task (terminate, SIGTERM or SIGKILL)",
+        ),
+        Binding(
+            "R",
+            "revoke_zombies",
+            "Revoke zombies",
+            id="revoke_zombies",
+            tooltip="Revoke every task past its hard limit plus grace",
+        ),
+    ]
+    DESTRUCTIVE_ACTIONS = frozenset({"revoke", "revoke_zombies"})
+    PALETTE_TITLES: ClassVar[Mapping[str, str]] = {
+        "filter": "Filter the active tasks",
+        "revoke": "Revoke task",
+        "revoke_zombies": "Revoke zombies",
+    }
+
+    def __init__(self, monitor: Monitor, *, readonly: bool, id: str | None = None) -> None:
+        super().__init__(COLUMNS, order_column="worker", id=id, readonly=readonly)
+        self.monitor = monitor
         self.snapshot: ClusterSnapshot | None = None
         self.error: str | None = None
 
@@ -182,3 +222,47 @@ class TasksPane(TablePane):
         if self.error is not None and snapshot is not None:
             parts.append(f"stale: {self.error}")
         self.border_subtitle = Text(" · ".join(parts))
+
+    # -- revoking --------------------------------------------------------------------------
+
+    def action_revoke(self) -> None:
+        task = self.selected_task
+        if task is None:
+            self.notify("No running task selected.", severity="warning", markup=False)
+            return
+        question = Text.assemble(
+            "Revoke ",
+            (printable(task.name), "bold"),
+            f" ({printable(task.id)}) on {printable(task.worker)}?\n\n"
+            "The worker terminates it with the chosen signal.",
+        )
+        self._confirm_revoke("Revoke task", question, [task])
+
+    def action_revoke_zombies(self) -> None:
+        zombies = self.zombies
+        if not zombies:
+            self.notify("No zombie tasks.", markup=False)
+            return
+        names = ", ".join(clipped_line(task.name, 40) for task in zombies[:LISTED_TASKS])
+        more = f" and {len(zombies) - LISTED_TASKS} more" if len(zombies) > LISTED_TASKS else ""
+        question = Text(
+            f"Revoke {plural(len(zombies), 'zombie task')} (past their hard limit plus "
+            f"{self.monitor.profile.grace:g} s grace)?\n\n{names}{more}"
+        )
+        self._confirm_revoke("Revoke zombies", question, zombies)
+
+    def _confirm_revoke(self, title: str, question: Text, tasks: list[ActiveTask]) -> None:
+        def chosen(signal: str | None) -> None:
+            if signal is not None:
+                self._revoke(tasks, signal)
+
+        self.app.push_screen(RevokeConfirmScreen(title, question), chosen)
+
+    def _revoke(self, tasks: list[ActiveTask], signal: str) -> None:
+        monitor = self.monitor
+
+        def run() -> ActionDone:
+            report = monitor.revoke(tasks, signal)
+            return ActionDone(revoke_summary(report, signal), refresh_cluster=True)
+
+        self.run_in_thread("Revoke", run, monitor.describe)

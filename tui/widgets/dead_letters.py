@@ -1,0 +1,447 @@
+"""The dead letters: the list of queues and, beside it, the pane of the queue highlighted.
+
+The widget owns what acts on them: ``d`` delete, ``e`` requeue, ``E`` requeue all and ``c``
+clear, each confirmed in a dialog first (:mod:`tui.dialogs`), the safe button focused. Enter
+opens an entry's detail, whose own ``d`` and ``e`` come back here to be confirmed the same way.
+It loads the pages its panes ask for as their cursor moves down; the dashboard polls the queues
+and hands each refresh to :meth:`DeadLetters.show`, and each page to :meth:`DeadLetters.apply_page`.
+
+The blocking call of every action runs in a thread worker that posts an :class:`ActionDone`,
+which bubbles up to the dashboard: it notifies and polls again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
+from typing import ClassVar, Literal
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import ContentSwitcher, DataTable, OptionList, Static
+
+from celery_morgue.core.dlq import Page, QueueInfo, StoredEntry
+from celery_morgue.core.entry import Entry, UnreadableEntry
+from celery_morgue.core.errors import DLQError
+from celery_morgue.core.wording import plural
+from celery_morgue.tui.actions import ActionOwner
+from celery_morgue.tui.cells import Clock, entry_age, not_requeueable
+from celery_morgue.tui.dialogs import ConfirmScreen
+from celery_morgue.tui.literal import printable
+from celery_morgue.tui.messages import ActionDone, PageFailed, PageLoaded
+from celery_morgue.tui.monitor import PAGE_SIZE, Monitor
+from celery_morgue.tui.outcomes import entry_name, requeue_all_done, requeue_refused
+from celery_morgue.tui.widgets.dlq_pane import DLQPane
+from celery_morgue.tui.widgets.pane import FILTER
+from celery_morgue.tui.widgets.queue_list import QueueList
+
+EntryAction = Literal["delete", "requeue"]
+# The entry detail is a screen, and widgets do not import screens: the dashboard passes in what
+# makes one for an entry and its queue. It dismisses with the action chosen in it, if any.
+EntryDetail = Callable[[StoredEntry, str], Screen[EntryAction | None]]
+
+
+class DeadLetters(ActionOwner, Horizontal):
+    """Every dead-letter queue of ``monitor``'s profile, one pane per queue.
+
+    ``readonly`` (the profile's) disables the destructive keys; ``poll=False`` (tests,
+    screenshots) loads no page of its own.
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        FILTER,
+        Binding(
+            "c",
+            "clear_queue",
+            "Clear queue",
+            id="clear_queue",
+            tooltip="Clear the queue up to the newest entry shown",
+        ),
+        Binding("d", "delete_entry", "Delete", id="delete_entry", tooltip="Delete the entry"),
+        Binding(
+            "e",
+            "requeue_entry",
+            "Requeue",
+            id="requeue_entry",
+            tooltip="Requeue the entry under a new task id",
+        ),
+        # Not in the footer, which an 80-column terminal fills already: in help and palette.
+        Binding(
+            "E",
+            "requeue_queue",
+            "Requeue all",
+            show=False,
+            id="requeue_queue",
+            tooltip="Requeue every entry of the queue",
+        ),
+    ]
+    DESTRUCTIVE_ACTIONS = frozenset(
+        {"clear_queue", "delete_entry", "requeue_entry", "requeue_queue"}
+    )
+    PALETTE_TITLES: ClassVar[Mapping[str, str]] = {
+        "filter": "Filter the dead letters",
+        "clear_queue": "Clear queue",
+        "delete_entry": "Delete entry",
+        "requeue_entry": "Requeue entry",
+        "requeue_queue": "Requeue whole queue",
+    }
+
+    class RefreshWanted(Message):
+        """The queue now shown was last read while hidden: its newest entries may have moved."""
+
+    def __init__(
+        self,
+        monitor: Monitor,
+        *,
+        clock: Clock,
+        readonly: bool,
+        poll: bool,
+        detail: EntryDetail,
+        id: str | None = None,
+    ) -> None:
+        super().__init__(id=id, readonly=readonly)
+        self.monitor = monitor
+        self.clock = clock
+        self.poll = poll
+        self.detail = detail
+        self._panes: dict[str, DLQPane] = {}
+        self._pane_serial = 0
+
+    def compose(self) -> ComposeResult:
+        yield QueueList(id="queues")
+        with ContentSwitcher(id="panes", initial="no-queues"):
+            yield Static(
+                "No dead letters: nothing has failed, or the prefix is not "
+                f"{self.monitor.profile.prefix!r}.",
+                id="no-queues",
+                classes="pane",
+                markup=False,
+            )
+
+    # -- what is shown -------------------------------------------------------------------
+
+    @property
+    def queue_list(self) -> QueueList:
+        return self.query_one(QueueList)
+
+    @property
+    def visible_pane(self) -> DLQPane | None:
+        current = self.query_one(ContentSwitcher).current
+        return next((pane for pane in self._panes.values() if pane.id == current), None)
+
+    def pane(self, queue: str) -> DLQPane | None:
+        return self._panes.get(queue)
+
+    @property
+    def shown_queue(self) -> str | None:
+        """The queue whose newest entries the next refresh should read."""
+        pane = self.visible_pane
+        return pane.queue if pane is not None else self.queue_list.highlighted_queue
+
+    @property
+    def head_limit(self) -> int:
+        """How many of them: as many as its pane has loaded (see :attr:`DLQPane.head_limit`)."""
+        pane = self.visible_pane
+        return pane.head_limit if pane is not None else PAGE_SIZE
+
+    def focus_pane(self) -> None:
+        pane = self.visible_pane
+        if pane is not None:
+            pane.table.focus()
+
+    async def show(self, queues: Sequence[QueueInfo], head: Page | None) -> bool:
+        """Show a refresh: every queue with its count, and the newest entries of one of them.
+
+        Returns whether a queue is now shown where none was (the first ones to fail).
+        """
+        switcher = self.query_one(ContentSwitcher)
+        names = {info.queue for info in queues}
+        for queue in list(self._panes):
+            if queue not in names:
+                gone = self._panes.pop(queue)
+                if switcher.current == gone.id:
+                    switcher.current = "no-queues"
+                await gone.remove()
+        for info in queues:
+            pane = self._panes.get(info.queue)
+            fresh = head if head is not None and head.queue == info.queue else None
+            if pane is None:
+                self._pane_serial += 1
+                pane = DLQPane(info.queue, clock=self.clock, id=f"dlq-{self._pane_serial}")
+                pane.display = False  # the switcher shows it when its queue is highlighted
+                # Data before mounting, so the new pane does not ask for what it already has.
+                if fresh is not None:
+                    pane.apply_head(fresh)
+                self._panes[info.queue] = pane
+                await switcher.mount(pane)
+            elif fresh is not None:
+                pane.apply_head(fresh)
+                pane.retry_load()
+            else:
+                pane.total = info.total
+        first_shown = switcher.current == "no-queues" and bool(queues)
+        self.queue_list.queues = tuple(queues)
+        self._show_highlighted_queue()
+        return first_shown
+
+    def _show_highlighted_queue(self) -> None:
+        switcher = self.query_one(ContentSwitcher)
+        queue = self.queue_list.highlighted_queue
+        pane = self._panes.get(queue) if queue is not None else None
+        target = pane.id if pane is not None else "no-queues"
+        if switcher.current != target:
+            shown = self.visible_pane
+            focused = self.screen.focused
+            had_focus = (
+                shown is not None and focused is not None and shown in focused.ancestors_with_self
+            ) or focused is None
+            switcher.current = target
+            if had_focus and pane is not None:
+                pane.table.focus()
+
+    @on(OptionList.OptionHighlighted, "#queues")
+    def _queue_highlighted(self) -> None:
+        before = self.visible_pane
+        self._show_highlighted_queue()
+        after = self.visible_pane
+        if after is not None and after is not before and after.loaded_once:
+            self.post_message(self.RefreshWanted())
+
+    @on(OptionList.OptionSelected, "#queues")
+    def _queue_selected(self) -> None:
+        self.focus_pane()
+
+    # -- pages -----------------------------------------------------------------------------
+
+    # By class, not by method name: Textual names the handler after the class name as it is
+    # spelled ("on_dlqpane_load_more"), and a misspelt name silently drops every page request.
+    @on(DLQPane.LoadMore)
+    def _load_more(self, message: DLQPane.LoadMore) -> None:
+        message.stop()
+        if not self.poll:
+            message.pane.fetch_skipped()
+            return
+        self.run_worker(
+            partial(self._load_page, message.queue, message.after),
+            thread=True,
+            exclusive=True,
+            group=f"page-{message.pane.id}",
+            exit_on_error=False,
+        )
+
+    def _load_page(self, queue: str, after: str | None) -> None:
+        # What it read bubbles up to the dashboard, where everything a thread reads arrives
+        # (and where tests feed pages), which hands it back to apply_page.
+        try:
+            page = self.monitor.page(queue, after, PAGE_SIZE)
+        except Exception as error:  # shown in the pane; the next refresh tries again
+            self.post_message(PageFailed(queue, self.monitor.describe(error)))
+            return
+        self.post_message(PageLoaded(page, after))
+
+    def apply_page(self, page: Page, after: str | None) -> None:
+        pane = self._panes.get(page.queue)
+        if pane is not None:
+            pane.apply_page(page, after)
+
+    def page_failed(self, queue: str, error: str) -> None:
+        pane = self._panes.get(queue)
+        if pane is not None:
+            pane.page_failed(error)
+
+    # -- the entry detail ------------------------------------------------------------------
+
+    @on(DataTable.RowSelected, "DLQPane LiveTable")
+    def _open_entry(self, event: DataTable.RowSelected) -> None:
+        pane = event.data_table.parent
+        if not isinstance(pane, DLQPane):
+            return
+        entry = pane.entry(event.row_key.value or "")
+        if entry is None:
+            return
+        queue = pane.queue
+        self.app.push_screen(self.detail(entry, queue), partial(self._entry_closed, queue, entry))
+
+    def _entry_closed(self, queue: str, entry: StoredEntry, choice: EntryAction | None) -> None:
+        if choice == "delete":
+            self._confirm_delete(queue, entry)
+        elif choice == "requeue":
+            self._confirm_requeue(queue, entry)
+
+    # -- actions ---------------------------------------------------------------------------
+
+    def action_filter(self) -> None:
+        pane = self.visible_pane
+        if pane is None:
+            self.notify("No queue to filter.", markup=False)
+            return
+        pane.start_filter()
+
+    def _selected_entry(self) -> tuple[DLQPane, StoredEntry] | None:
+        pane = self.visible_pane
+        entry = pane.selected_entry if pane is not None else None
+        if pane is None or entry is None:
+            self.notify("No entry selected.", severity="warning", markup=False)
+            return None
+        return pane, entry
+
+    def action_delete_entry(self) -> None:
+        selected = self._selected_entry()
+        if selected is not None:
+            self._confirm_delete(selected[0].queue, selected[1])
+
+    def action_requeue_entry(self) -> None:
+        selected = self._selected_entry()
+        if selected is not None:
+            self._confirm_requeue(selected[0].queue, selected[1])
+
+    def _confirm_delete(self, queue: str, entry: StoredEntry) -> None:
+        question = Text.assemble(
+            "Delete ",
+            *entry_name(entry),
+            " from ",
+            (printable(queue), "bold"),
+            "?\n\nThe entry is removed from the dead-letter queue for good.",
+        )
+        self.app.push_screen(
+            ConfirmScreen("Delete entry", question, "Delete"),
+            partial(self._delete_confirmed, queue, entry),
+        )
+
+    def _confirm_requeue(self, queue: str, entry: StoredEntry) -> None:
+        if isinstance(entry, UnreadableEntry):
+            self.notify(not_requeueable(entry), severity="warning", markup=False)
+            return
+        question = Text.assemble("Requeue ", *entry_name(entry), " under a new task id?")
+        if entry.reason == "unregistered":
+            question.append(
+                "\n\nThe worker did not know this task name. It is sent again under the same "
+                f"name, {printable(entry.task)}: it fails again unless a worker that registers "
+                "it consumes the queue."
+            )
+        self.app.push_screen(
+            ConfirmScreen("Requeue entry", question, "Requeue"),
+            partial(self._requeue_confirmed, queue, entry),
+        )
+
+    def _delete_confirmed(self, queue: str, entry: StoredEntry, confirmed: bool | None) -> None:
+        if not confirmed:
+            return
+        monitor = self.monitor
+        name = "".join(part if isinstance(part, str) else part[0] for part in entry_name(entry))
+
+        def run() -> ActionDone:
+            removed = monitor.delete(queue, entry.id)
+            if not removed:
+                return ActionDone(f"Entry {entry.id} was already gone.", refresh_dlq=True)
+            return ActionDone(f"Deleted {name}.", refresh_dlq=True)
+
+        self.run_in_thread("Delete", run, monitor.describe)
+
+    def _requeue_confirmed(self, queue: str, entry: Entry, confirmed: bool | None) -> None:
+        if not confirmed:
+            return
+        monitor = self.monitor
+        task = printable(entry.task)
+
+        def run() -> ActionDone:
+            try:
+                new_id = monitor.requeue(queue, entry.id)
+            except DLQError as error:  # refused: nothing was sent, the entry stays
+                return requeue_refused(entry.id, error, monitor.connection.scrub)
+            return ActionDone(f"Requeued {task} as {new_id}.", refresh_dlq=True)
+
+        self.run_in_thread("Requeue", run, monitor.describe)
+
+    def action_clear_queue(self) -> None:
+        pane = self.visible_pane
+        # Refused rather than made exact: a clear removes every entry up to an id, matching or
+        # not, so with a filter on it would delete rows the filter hides while the dialog counts
+        # and shows only matching ones, and "clear what I filtered" is not what it does.
+        if pane is not None and pane.filter_text:
+            self.notify(
+                "Clear the filter first (escape): a clear removes every entry up to the newest "
+                "one, matching or not.",
+                severity="warning",
+                markup=False,
+            )
+            return
+        # What the user has seen when pressing the key: entries arriving later are kept, even
+        # ones a refresh loads while the dialog is open.
+        up_to = pane.newest_seen if pane is not None else None
+        if pane is None or up_to is None:
+            self.notify("Nothing to clear.", markup=False)
+            return
+        # Entries that arrived above the cursor while it was further down were never seen.
+        unseen = pane.newer_than(up_to)
+        queue, count = pane.queue, max(0, (pane.total or len(pane.order)) - unseen)
+        newest = pane.entry(up_to)
+        age = f" (failed {entry_age(newest, self.clock())} ago)" if newest is not None else ""
+        kept = (
+            f" So {'is' if unseen == 1 else 'are'} the {plural(unseen, 'newer one')} above, "
+            "not seen yet."
+            if unseen
+            else ""
+        )
+        question = Text.assemble(
+            "Clear queue ",
+            (printable(queue), "bold"),
+            f"?\n\nRemoves {plural(count, 'entry', 'entries')}, "
+            f"up to the newest one shown{age}. Entries that arrive after it are kept.{kept}",
+        )
+        self.app.push_screen(
+            ConfirmScreen("Clear queue", question, "Clear"),
+            partial(self._clear_confirmed, queue, up_to),
+        )
+
+    def _clear_confirmed(self, queue: str, up_to: str, confirmed: bool | None) -> None:
+        if not confirmed:
+            return
+        monitor = self.monitor
+
+        def run() -> ActionDone:
+            removed = monitor.clear(queue, up_to)
+            cleared = plural(removed, "entry", "entries")
+            return ActionDone(f"Cleared {cleared} from {queue}.", refresh_dlq=True)
+
+        self.run_in_thread("Clear", run, monitor.describe)
+
+    def action_requeue_queue(self) -> None:
+        pane = self.visible_pane
+        if pane is None or not pane.order:
+            self.notify("Nothing to requeue.", markup=False)
+            return
+        queue, count = pane.queue, pane.total or len(pane.order)
+        question = Text.assemble(
+            "Requeue every entry of ",
+            (printable(queue), "bold"),
+            f"? About {count:,} tasks are sent again, each under a new id. Entries whose "
+            "arguments were changed when stored, and unreadable ones, are skipped.",
+        )
+        loaded = list(pane.entries.values())
+        unregistered = sum(1 for e in loaded if isinstance(e, Entry) and e.reason == "unregistered")
+        if unregistered:
+            question.append(
+                f"\n\n{plural(unregistered, 'entry', 'entries')} of those loaded "
+                f"{'is an unregistered task' if unregistered == 1 else 'are unregistered tasks'}: "
+                "sent again under the same name, which the worker did not know."
+            )
+        self.app.push_screen(
+            ConfirmScreen("Requeue queue", question, "Requeue all"),
+            partial(self._requeue_all_confirmed, queue),
+        )
+
+    def _requeue_all_confirmed(self, queue: str, confirmed: bool | None) -> None:
+        if not confirmed:
+            return
+        monitor = self.monitor
+
+        def run() -> ActionDone:
+            return requeue_all_done(queue, monitor.requeue_all(queue), monitor.connection.scrub)
+
+        self.run_in_thread("Requeue all", run, monitor.describe)
