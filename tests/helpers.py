@@ -114,6 +114,22 @@ def add_entries(dlq: DeadLetterQueue, queue: str, count: int, prefix: str = "t")
     return [str(entry_id) for entry_id in ids]
 
 
+def stream_ms(entry_id: str | None) -> int:
+    """The Redis clock's milliseconds when the entry ``entry_id`` was stored."""
+    assert entry_id is not None, "the entry was not stored"
+    return int(entry_id.split("-")[0])
+
+
+def wait_for_redis_clock(client: redis.Redis, past_ms: int) -> None:
+    """Wait until the Redis server's clock, which retention reads, is past ``past_ms``."""
+
+    def now_ms() -> int:
+        seconds, microseconds = client.time()
+        return int(seconds) * 1000 + int(microseconds) // 1000
+
+    wait_for(lambda: now_ms() > past_ms, timeout=10, interval=0.02)
+
+
 def entries_for(dlq: DeadLetterQueue, queue: str, task_id: str) -> list[Entry]:
     return [
         entry
@@ -488,6 +504,16 @@ def loaded(app: MorgueApp, queue: str) -> bool:
 
 def notices(app: MorgueApp) -> list[str]:
     return [notification.message for notification in app._notifications]
+
+
+def notice_ids(app: MorgueApp) -> set[str]:
+    """The notifications shown now, for ``notices_since``: they expire, so a count of them can
+    stay the same while a new one arrives."""
+    return {notification.identity for notification in app._notifications}
+
+
+def notices_since(app: MorgueApp, seen: set[str]) -> list[str]:
+    return [n.message for n in app._notifications if n.identity not in seen]
 
 
 _SVG_TEXT = re.compile(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import json
 import re
-import time
 import uuid
 
 import redis
@@ -37,8 +36,13 @@ def test_retries_wait_the_backoff_then_fail_into_the_dlq_once(
         assert entry.message == "x"
         assert entry.task == "tests.workerapp.retries_with_backoff"
 
-        # max_retries=2: the first run and two retries, and nothing after the failure.
-        time.sleep(1.0)
+        # max_retries=2: the first run and two retries, and nothing after the failure. The
+        # worker logs the last run's failure once its task_failure receivers have run; a retry
+        # instead would log "retry:".
+        wait_for(
+            lambda: f"[{task_id}] raised unexpected" in worker.log_path.read_text(errors="replace"),
+            timeout=10,
+        )
         assert len(entries_for(dlq, task_id)) == 1
         runs = [json.loads(raw) for raw in redis_client.lrange(runs_key, 0, -1)]
         assert [run["retries"] for run in runs] == [0, 1, 2]

@@ -23,6 +23,17 @@ from tests.helpers import REPO, wait_for
 # The demo starts its own redis-server and worker, in processes conftest cannot watch.
 pytestmark = [pytest.mark.redis, pytest.mark.worker, pytest.mark.slow]
 
+# `morgue demo --headless` as started from a terminal, where Ctrl+C reaches it. A test run
+# started in the background (`pytest &` in a script) hands SIGINT on ignored, and a process
+# that starts with it ignored never sees it: the demo gets the default back first.
+DEMO_WITH_CTRL_C = [
+    sys.executable,
+    "-c",
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.executable, [sys.executable, '-m', 'celery_morgue.tui.cli', 'demo', "
+    "'--headless'])",
+]
+
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
 def test_demo_shows_failures_and_a_zombie_then_cleans_up(
@@ -31,7 +42,7 @@ def test_demo_shows_failures_and_a_zombie_then_cleans_up(
     config = tmp_path / "config.toml"
     env = {**os.environ, "MORGUE_CONFIG": str(config), "TMPDIR": str(tmp_path)}
     demo = subprocess.Popen(
-        [sys.executable, "-m", "celery_morgue.tui.cli", "demo", "--headless"],
+        DEMO_WITH_CTRL_C,
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
@@ -61,7 +72,12 @@ def test_demo_shows_failures_and_a_zombie_then_cleans_up(
         assert snapshot
     finally:
         os.kill(demo.pid, stop_signal)
-        demo.wait(60)
+        try:
+            demo.wait(60)
+        except subprocess.TimeoutExpired:
+            demo.terminate()  # the demo stops its services on SIGTERM, leaving nothing behind
+            demo.wait(60)
+            pytest.fail(f"the demo did not stop on {stop_signal.name} within 60 s")
     assert demo.returncode == 0, demo.stderr.read() if demo.stderr else ""
     leftover = [pid for pid in all_pids if pid_alive(pid)]
     assert not leftover, f"demo processes left behind: {leftover}"

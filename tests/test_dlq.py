@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 import redis
 
 from celery_morgue.core import DeadLetterQueue, DLQError, EntryNotFound
 from celery_morgue.tui.demo.processes import RedisServer
-from tests.helpers import REPO, make_entry, wait_for
+from tests.helpers import REPO, make_entry, stream_ms, wait_for, wait_for_redis_clock
 
 
 def test_add_then_read_back(redis_client: redis.Redis) -> None:
@@ -80,10 +79,10 @@ def test_remembered_failures_are_bounded(
 
 def test_reader_applies_retention_before_the_key_expires(redis_client: redis.Redis) -> None:
     writer = DeadLetterQueue(redis_client, retention=2)
-    writer.add(make_entry("old"))
-    time.sleep(1.0)
+    old = stream_ms(writer.add(make_entry("old")))
+    wait_for_redis_clock(redis_client, old + 1000)
     writer.add(make_entry("new"))
-    time.sleep(1.2)
+    wait_for_redis_clock(redis_client, old + 2000)  # "old" is past its retention, "new" is not
     assert redis_client.xlen("dlq:celery") == 2, "nothing trimmed yet: the reader must do it"
     reader = DeadLetterQueue(redis_client)
     assert [e.task_id for e in reader.iter_entries("celery")] == ["new"]
@@ -92,8 +91,8 @@ def test_reader_applies_retention_before_the_key_expires(redis_client: redis.Red
 
 def test_retention_drops_old_entries_and_keeps_newer(redis_client: redis.Redis) -> None:
     dlq = DeadLetterQueue(redis_client, retention=1)
-    dlq.add(make_entry("old"))
-    time.sleep(1.2)
+    old = stream_ms(dlq.add(make_entry("old")))
+    wait_for_redis_clock(redis_client, old + 1000)
     dlq.add(make_entry("new"))
     assert [e.task_id for e in dlq.iter_entries("celery")] == ["new"]
     # The key's own TTL follows the newest entry, so a quiet queue still empties itself.
@@ -103,8 +102,8 @@ def test_retention_drops_old_entries_and_keeps_newer(redis_client: redis.Redis) 
 def test_a_queue_nobody_writes_to_empties_itself(redis_client: redis.Redis) -> None:
     dlq = DeadLetterQueue(redis_client, retention=1)
     dlq.add(make_entry("a", queue="quiet"))
-    dlq.add(make_entry("b", queue="busy"))
-    time.sleep(1.2)
+    newest = stream_ms(dlq.add(make_entry("b", queue="busy")))
+    wait_for_redis_clock(redis_client, newest + 1000)
     reader = DeadLetterQueue(redis_client)  # a reader knows nothing of the writer's retention
     assert reader.queues() == []
     assert redis_client.hlen("dlq@queues") == 0
@@ -113,9 +112,9 @@ def test_a_queue_nobody_writes_to_empties_itself(redis_client: redis.Redis) -> N
 
 def test_retention_is_per_entry_not_refreshed_by_new_failures(redis_client: redis.Redis) -> None:
     dlq = DeadLetterQueue(redis_client, retention=2)
-    dlq.add(make_entry("first"))
+    first = stream_ms(dlq.add(make_entry("first")))
     for n in range(3):
-        time.sleep(0.8)
+        wait_for_redis_clock(redis_client, first + 800 * (n + 1))
         dlq.add(make_entry(f"later-{n}"))
     ids = [e.task_id for e in dlq.iter_entries("celery")]
     assert "first" not in ids
@@ -262,7 +261,7 @@ def test_summary_is_ready_to_serve(redis_client: redis.Redis) -> None:
 
 def test_trim_applies_retention_to_every_queue(redis_client: redis.Redis) -> None:
     writer = DeadLetterQueue(redis_client, retention=1)
-    writer.add(make_entry("x", queue="one"))
+    one = stream_ms(writer.add(make_entry("x", queue="one")))
     DeadLetterQueue(redis_client, retention=60).add(make_entry("y", queue="two"))
-    time.sleep(1.2)
+    wait_for_redis_clock(redis_client, one + 1000)
     assert DeadLetterQueue(redis_client).trim() == {"one": 0, "two": 1}

@@ -19,7 +19,9 @@ from celery_morgue.tui.screens.dashboard import DashboardScreen
 from celery_morgue.tui.screens.entry import EntryScreen
 from tests.helpers import (
     make_entry,
+    notice_ids,
     notices,
+    notices_since,
     open_queue,
     profile_for,
     screen_text,
@@ -157,10 +159,10 @@ def test_unreadable_entries_are_listed_shown_escaped_and_deleted(
 
         # e in the table says why, and asks nothing.
         await select_entry(pilot, found, not_json)
-        before = len(notices(app))
+        seen = notice_ids(app)
         await pilot.press("e")
-        await until(pilot, lambda: len(notices(app)) > before, what="a notice")
-        assert "cannot be requeued" in notices(app)[-1]
+        await until(pilot, lambda: notices_since(app, seen), what="a notice")
+        assert "cannot be requeued" in notices_since(app, seen)[-1]
         await workers_done(pilot, app)
         assert isinstance(app.screen, DashboardScreen)
 
@@ -322,12 +324,12 @@ def test_a_single_requeue_reports_already_sent_and_unroutable_and_keeps_the_entr
         found = app.dashboard.pane(QUEUE)
         assert found is not None
         await select_entry(pilot, found, entry_id)
-        before = len(notices(app))
+        seen = notice_ids(app)
         await pilot.press("e")
         await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="dialog")
         await pilot.press("y")
-        await until(pilot, lambda: len(notices(app)) > before, what="the outcome")
-        return notices(app)[-1]
+        await until(pilot, lambda: notices_since(app, seen), what="the outcome")
+        return notices_since(app, seen)[-1]
 
     async def scenario(pilot: Pilot[None], app: MorgueApp) -> None:
         await open_queue(pilot, app, QUEUE)

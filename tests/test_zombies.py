@@ -28,7 +28,9 @@ from tests.helpers import (
     Cluster,
     make_entry,
     reports,
+    stream_ms,
     wait_for,
+    wait_for_redis_clock,
     zombie_ids,
 )
 
@@ -367,11 +369,12 @@ def test_a_threads_worker_refusal_is_reported_not_raised(cluster: Cluster) -> No
 def test_the_cleanup_trims_the_dlq_and_replays_the_spool(cluster: Cluster) -> None:
     worker = cluster.worker(concurrency=1)
     short_lived = DeadLetterQueue(cluster.client, retention=1)
-    short_lived.add(make_entry("expired-task", "stale"))
+    stale = stream_ms(short_lived.add(make_entry("expired-task", "stale")))
     spooled = make_entry("spooled-task")
     spool = spool_for(worker.spool_dir, cluster.redis.url, "dlq:")
     spool.append(spooled)
-    time.sleep(1.2)  # past the stale entry's retention; nobody writes to that queue again
+    # Past the stale entry's retention; nobody writes to that queue again.
+    wait_for_redis_clock(cluster.client, stale + 1000)
 
     report = cluster.cleanup()
     # The worker's main process drains its spool on its own (core.spool_drain): it may have
