@@ -19,7 +19,16 @@ with ``@`` for its final ``:`` (``dlq@``), which no ``dlq:{queue}`` key can equa
   before anything is published, and removed with the entry once the publish succeeded. Two
   operators requeueing one entry publish it once; a requeue that crashed between publishing and
   removing leaves the entry marked with the task id it was sent as, and nobody sends it again
-  unannounced. It lives as long as the queue's retention.
+  unannounced. It lives as long as the queue's retention;
+- ``dlq@groups:{queue}``: hash group -> how many of the queue's entries are in it, and
+  ``dlq@group:{queue}:{group}``: sorted set, the ids of the group's entries (core.groups), so
+  the groups of a queue and a page of one group cost the same at any queue size. Each stream row
+  holds its group (field ``group``), so the scripts that take rows out (retention, the cap,
+  delete, clear, requeue) take them out of their group in the same step, and the counts stay
+  exact. ``dlq@grouped:{queue}``: hash entry id -> group for entries stored before groups
+  existed, grouped when first read or by :meth:`DeadLetterQueue.regroup`. These have no TTL of
+  their own: they go with their queue, when it empties, when a read or ``trim()`` (the reaper's)
+  finds its stream expired, or when the next write starts the stream anew.
 
 Needs Redis 6.2 or later (``XTRIM MINID``, exclusive ranges).
 """
@@ -27,6 +36,7 @@ Needs Redis 6.2 or later (``XTRIM MINID``, exclusive ranges).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -40,7 +50,7 @@ import redis
 from kombu.exceptions import EncodeError
 from redis.exceptions import NoScriptError
 
-from celery_morgue.core.entry import RAW_SHOWN_LIMIT, Entry, UnreadableEntry
+from celery_morgue.core.entry import RAW_SHOWN_LIMIT, Entry, UnreadableEntry, group_of
 from celery_morgue.core.errors import (
     AlreadyRequeued,
     DLQError,
@@ -50,6 +60,16 @@ from celery_morgue.core.errors import (
     LossyEntryError,
     UnreadableEntryError,
     UnroutableEntry,
+)
+from celery_morgue.core.groups import (
+    UNREADABLE_GROUP,
+    GroupReport,
+    GroupSummary,
+    RegroupStep,
+    index_member,
+    index_member_id,
+    is_group_id,
+    summarise,
 )
 from celery_morgue.core.requeue import REQUEUED_FROM_HEADER, Route, publish, resolve_route  # noqa: F401 - re-exported
 
@@ -61,6 +81,10 @@ DEFAULT_PAGE_SIZE = 50
 # within milliseconds, spool replays within minutes of Redis coming back.
 DEDUPE_WINDOW = 24 * 3600
 SEEN_LIMIT = 100_000
+# Entries a write takes out at most (the cap, retention): a write never stalls on a backlog.
+WRITE_CHUNK = 100
+# Entries a read's retention, or a clear, takes out a call: a few milliseconds of Redis.
+READ_CHUNK = 1000
 # A requeue marker younger than this is someone's requeue in progress; older, one that stopped.
 _CLAIM_SECONDS = 60.0
 # What publishing raises for a malformed entry (its own options), as opposed to the broker.
@@ -74,51 +98,221 @@ _INVALID_ENTRY: tuple[type[BaseException], ...] = (
 log = logging.getLogger(__name__)
 _ENTRY_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 
-# KEYS: stream, queues, seen.  ARGV: queue, entry json, task id, failure id.  The numbers are
-# formatted in per instance (retention ms, cap, dedupe ms, seen limit): fewer arguments to encode
-# on the hot path.  The time comes from the new stream id, which saves a TIME call.
-# Returns the new stream id, or false if this failure was already stored.
+# Shared by the scripts that take entries out: what a stream row's group is, and how its index
+# follows it out. Rows keep their group in their own ``group`` field; an entry stored before
+# groups existed has its group in the ``grouped`` hash (entry id -> group) once it was grouped.
+# The group indexes are sorted sets of members that sort as the stream ids do (all scores 0,
+# so Redis orders members bytewise): a letter for the number of digits, then the digits.
+# Which groups a trim touches is only known inside the script, so their keys are built there
+# from ``zprefix`` (passed in, and derived from the DLQ prefix like every other key).
+_LUA_GROUPS = """
+local function member(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return string.char(96 + #ms) .. ms .. string.char(96 + #seq) .. seq
+end
+local function member_id(m)
+  local n = string.byte(m, 1) - 96
+  return string.sub(m, 2, n + 1) .. '-' .. string.sub(m, n + 3)
+end
+local function row_group(fields)
+  for i = 1, #fields, 2 do
+    if fields[i] == 'group' then
+      local g = fields[i + 1]
+      if #g == 12 and not string.find(g, '[^0-9a-f]') then return g end
+      return nil
+    end
+  end
+  return nil
+end
+local function ungroup(rows, groups, grouped, zprefix)
+  for _, row in ipairs(rows) do
+    local id = row[1]
+    local g = row_group(row[2])
+    if not g then
+      g = redis.call('HGET', grouped, id)
+      if g then redis.call('HDEL', grouped, id) end
+    end
+    if g then
+      -- Counted whether or not the index still held it: a group's index key may have expired
+      -- (its newest entry passed its retention) before a trim took its entries out.
+      redis.call('ZREM', zprefix .. g, member(id))
+      if redis.call('HINCRBY', groups, g, -1) <= 0 then redis.call('HDEL', groups, g) end
+    end
+  end
+end
+local function drop_oldest(stream, rows, groups, grouped, zprefix)
+  if #rows == 0 then return end
+  ungroup(rows, groups, grouped, zprefix)
+  redis.call('XTRIM', stream, 'MAXLEN', redis.call('XLEN', stream) - #rows)
+end
+local function forget_if_empty(stream, queues, queue, groups, grouped, zprefix)
+  local n = redis.call('XLEN', stream)
+  if n == 0 then
+    for _, g in ipairs(redis.call('HKEYS', groups)) do redis.call('DEL', zprefix .. g) end
+    redis.call('DEL', stream, groups, grouped)
+    redis.call('HDEL', queues, queue)
+  end
+  return n
+end
+"""
+
+# KEYS: stream, queues, seen, groups, the entry's group index, grouped.  ARGV: queue, entry
+# json, task id, failure id (the group, and where group index keys start, are the end and the
+# rest of KEYS[5]).  The numbers are formatted in per instance (retention ms, cap, dedupe ms,
+# seen limit and what its trim keeps, chunk): fewer arguments to encode on the hot path.  Each
+# call inside a script costs about as much as the command itself, so the hot path makes few:
+# the time comes from the new stream id; the failure id is checked by adding it (a duplicate's
+# row is taken back); and the work that only bounds memory (retention, which readers apply
+# anyway before they answer, the dedupe window, the index's copy of the retention) runs on
+# about one write in 16 and when a queue starts.  The cap and retention drop at most a chunk a
+# call, so no write stalls Redis on a backlog.  A stream that starts anew (it expired by its
+# TTL) first drops what a group index still held of it.  Returns the new stream id, or false
+# if this failure was already stored.  Runs after _LUA_GROUPS (not joined here: this one is
+# formatted).
 _ADD = """
-if redis.call('ZSCORE', KEYS[3], ARGV[4]) then return false end
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '%(cap)d', '*',
-                      'task_id', ARGV[3], 'entry', ARGV[2])
+local group, zprefix = string.sub(KEYS[5], -12), string.sub(KEYS[5], 1, -13)
+local id = redis.call('XADD', KEYS[1], '*', 'task_id', ARGV[3], 'group', group, 'entry', ARGV[2])
 local now_ms = tonumber(string.match(id, '^%%d+'))
-local min_ms = now_ms - %(retention_ms)d
-if min_ms > 0 then redis.call('XTRIM', KEYS[1], 'MINID', min_ms) end
+if redis.call('ZADD', KEYS[3], 'NX', now_ms, ARGV[4]) == 0 then
+  redis.call('XDEL', KEYS[1], id)
+  if redis.call('XLEN', KEYS[1]) == 0 then redis.call('DEL', KEYS[1]) end
+  return false
+end
+local length = redis.call('XLEN', KEYS[1])
+if length == 1 then
+  for _, g in ipairs(redis.call('HKEYS', KEYS[4])) do redis.call('DEL', zprefix .. g) end
+  redis.call('DEL', KEYS[4], KEYS[6])
+end
+redis.call('ZADD', KEYS[5], 0, member(id))
+redis.call('HINCRBY', KEYS[4], group, 1)
+if length > %(cap)d then
+  local over = math.min(length - %(cap)d, %(chunk)d)
+  local rows = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', over)
+  drop_oldest(KEYS[1], rows, KEYS[4], KEYS[6], zprefix)
+end
 redis.call('PEXPIRE', KEYS[1], '%(retention_ms)d')
-redis.call('HSET', KEYS[2], ARGV[1], '%(retention_ms)d')
-redis.call('ZADD', KEYS[3], now_ms, ARGV[4])
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now_ms - %(dedupe_ms)d)
-redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -%(seen_limit)d - 1)
+local seen = redis.call('ZCARD', KEYS[3])
+if seen > %(seen_limit)d then
+  redis.call('ZREMRANGEBYRANK', KEYS[3], 0, seen - %(seen_kept)d - 1)
+end
+if length == 1 or now_ms %% 16 == 0 then
+  redis.call('HSET', KEYS[2], ARGV[1], '%(retention_ms)d')
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now_ms - %(dedupe_ms)d)
+  local min_ms = now_ms - %(retention_ms)d
+  if min_ms > 0 then
+    local rows = redis.call('XRANGE', KEYS[1], '-', min_ms - 1, 'COUNT', %(chunk)d)
+    drop_oldest(KEYS[1], rows, KEYS[4], KEYS[6], zprefix)
+  end
+end
 return id
 """
 
-# Drop what retention says is gone, then answer; an emptied queue leaves the index.
-# KEYS: stream, queues.  ARGV: queue.  Returns the queue length after trimming.
-_TRIM = """
+# Drop (a chunk of) what retention says is gone, then answer; an emptied queue leaves the
+# index.  KEYS: stream, queues, groups, grouped.  ARGV: queue, zprefix, chunk.
+# Returns {queue length, 1 if more is due}.
+_TRIM = (
+    _LUA_GROUPS
+    + """
 local retention = redis.call('HGET', KEYS[2], ARGV[1])
+local more = 0
 if retention then
   local t = redis.call('TIME')
   local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   local min_ms = now_ms - tonumber(retention)
-  if min_ms > 0 then redis.call('XTRIM', KEYS[1], 'MINID', min_ms) end
+  if min_ms > 0 then
+    local rows = redis.call('XRANGE', KEYS[1], '-', min_ms - 1, 'COUNT', ARGV[3])
+    drop_oldest(KEYS[1], rows, KEYS[3], KEYS[4], ARGV[2])
+    if #rows == tonumber(ARGV[3]) then more = 1 end
+  end
 end
-local n = redis.call('XLEN', KEYS[1])
-if n == 0 then
-  redis.call('DEL', KEYS[1])
-  redis.call('HDEL', KEYS[2], ARGV[1])
+return {forget_if_empty(KEYS[1], KEYS[2], ARGV[1], KEYS[3], KEYS[4], ARGV[2]), more}
+"""
+)
+
+# Remove a chunk of the entries up to and including ARGV[3].  KEYS: stream, queues, groups,
+# grouped.  ARGV: queue, zprefix, last id to remove, chunk.  Returns {removed, 1 if more}.
+_CLEAR_BEFORE = (
+    _LUA_GROUPS
+    + """
+local rows = redis.call('XRANGE', KEYS[1], '-', ARGV[3], 'COUNT', ARGV[4])
+drop_oldest(KEYS[1], rows, KEYS[3], KEYS[4], ARGV[2])
+forget_if_empty(KEYS[1], KEYS[2], ARGV[1], KEYS[3], KEYS[4], ARGV[2])
+if #rows == tonumber(ARGV[4]) then return {#rows, 1} end
+return {#rows, 0}
+"""
+)
+
+# KEYS: stream, queues, groups, grouped.  ARGV: queue, zprefix, entry ids.  Returns how many
+# of them existed.
+_DELETE = (
+    _LUA_GROUPS
+    + """
+local removed = 0
+for i = 3, #ARGV do
+  local rows = redis.call('XRANGE', KEYS[1], ARGV[i], ARGV[i], 'COUNT', 1)
+  if #rows > 0 then
+    ungroup(rows, KEYS[3], KEYS[4], ARGV[2])
+    removed = removed + redis.call('XDEL', KEYS[1], ARGV[i])
+  end
 end
-return n
+forget_if_empty(KEYS[1], KEYS[2], ARGV[1], KEYS[3], KEYS[4], ARGV[2])
+return removed
+"""
+)
+
+# Group entries stored before groups existed (each once: a concurrent reader may be at it too).
+# KEYS: stream, queues, groups, grouped, then the group index of each pair.  ARGV: queue, then
+# entry id and group pairs.  Returns how many were grouped.
+_GROUP = (
+    _LUA_GROUPS
+    + """
+local done = 0
+for i = 2, #ARGV, 2 do
+  local id, g = ARGV[i], ARGV[i + 1]
+  local rows = redis.call('XRANGE', KEYS[1], id, id, 'COUNT', 1)
+  if #rows > 0 and not row_group(rows[1][2]) and redis.call('HSETNX', KEYS[4], id, g) == 1 then
+    redis.call('ZADD', KEYS[4 + i / 2], 0, member(id))
+    redis.call('HINCRBY', KEYS[3], g, 1)
+    done = done + 1
+  end
+end
+return done
+"""
+)
+
+# A page of one group, newest first.  KEYS: stream, groups, the group's index.  ARGV: group,
+# the member of the cursor ('' for the newest), limit.  Returns {count, members, rows} (a row
+# is nil if the stream no longer has it).
+_GROUP_PAGE = """
+local top = '+'
+if ARGV[2] ~= '' then top = '(' .. ARGV[2] end
+local members = redis.call('ZREVRANGEBYLEX', KEYS[3], top, '-', 'LIMIT', 0, ARGV[3])
+local rows = {}
+for i, m in ipairs(members) do
+  local n = string.byte(m, 1) - 96
+  local id = string.sub(m, 2, n + 1) .. '-' .. string.sub(m, n + 3)
+  rows[i] = redis.call('XRANGE', KEYS[1], id, id, 'COUNT', 1)[1] or false
+end
+return {tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or 0), members, rows}
 """
 
-# KEYS: stream, queues.  ARGV: queue, first id to keep.  Returns entries removed.
-_CLEAR_BEFORE = """
-local removed = redis.call('XTRIM', KEYS[1], 'MINID', ARGV[2])
-if redis.call('XLEN', KEYS[1]) == 0 then
-  redis.call('DEL', KEYS[1])
-  redis.call('HDEL', KEYS[2], ARGV[1])
+# Each group's count, first and last member, and newest row.  KEYS: stream, groups, then each
+# group's index.  ARGV: the groups.  A group gone meanwhile has a count of 0.
+_GROUP_DETAILS = """
+local out = {}
+for i, g in ipairs(ARGV) do
+  local index = KEYS[2 + i]
+  local first = redis.call('ZRANGE', index, 0, 0)[1] or false
+  local last = redis.call('ZRANGE', index, -1, -1)[1] or false
+  local row = false
+  if last then
+    local n = string.byte(last, 1) - 96
+    local id = string.sub(last, 2, n + 1) .. '-' .. string.sub(last, n + 3)
+    row = redis.call('XRANGE', KEYS[1], id, id, 'COUNT', 1)[1] or false
+  end
+  out[i] = {tonumber(redis.call('HGET', KEYS[2], g) or 0), first, last, row}
 end
-return removed
+return out
 """
 
 
@@ -169,17 +363,21 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
-# The publish succeeded: the entry goes, and our marker with it.
-# KEYS: stream, marker, queues.  ARGV: entry id, marker value, queue.
-_FINISH = """
-redis.call('XDEL', KEYS[1], ARGV[1])
-if redis.call('GET', KEYS[2]) == ARGV[2] then redis.call('DEL', KEYS[2]) end
-if redis.call('XLEN', KEYS[1]) == 0 then
-  redis.call('DEL', KEYS[1])
-  redis.call('HDEL', KEYS[3], ARGV[3])
+# The publish succeeded: the entry goes (out of its group too), and our marker with it.
+# KEYS: stream, marker, queues, groups, grouped.  ARGV: entry id, marker value, queue, zprefix.
+_FINISH = (
+    _LUA_GROUPS
+    + """
+local rows = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1], 'COUNT', 1)
+if #rows > 0 then
+  ungroup(rows, KEYS[4], KEYS[5], ARGV[4])
+  redis.call('XDEL', KEYS[1], ARGV[1])
 end
+if redis.call('GET', KEYS[2]) == ARGV[2] then redis.call('DEL', KEYS[2]) end
+forget_if_empty(KEYS[1], KEYS[3], ARGV[3], KEYS[4], KEYS[5], ARGV[4])
 return 1
 """
+)
 
 
 @dataclass(frozen=True)
@@ -188,6 +386,7 @@ class QueueInfo:
     total: int
     oldest: dt.datetime | None
     newest: dt.datetime | None
+    groups: int = 0  # distinct failure groups
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -195,6 +394,7 @@ class QueueInfo:
             "total": self.total,
             "oldest": self.oldest.isoformat() if self.oldest else None,
             "newest": self.newest.isoformat() if self.newest else None,
+            "groups": self.groups,
         }
 
 
@@ -301,16 +501,24 @@ class DeadLetterQueue:
         self.index_key = f"{self.namespace}queues"
         self.seen_key = f"{self.namespace}seen"
         self._add = client.register_script(
-            _ADD
+            _LUA_GROUPS
+            + _ADD
             % {
                 "cap": max_entries,
                 "retention_ms": retention * 1000,
                 "dedupe_ms": min(retention, DEDUPE_WINDOW) * 1000,
                 "seen_limit": SEEN_LIMIT,
+                # Trimmed a hundredth below the limit, so the trim runs once per that many ids.
+                "seen_kept": SEEN_LIMIT - SEEN_LIMIT // 100,
+                "chunk": WRITE_CHUNK,
             }
         )
         self._trim = client.register_script(_TRIM)
         self._clear_before = client.register_script(_CLEAR_BEFORE)
+        self._delete = client.register_script(_DELETE)
+        self._group_script = client.register_script(_GROUP)
+        self._group_page = client.register_script(_GROUP_PAGE)
+        self._group_details = client.register_script(_GROUP_DETAILS)
         self._claim_script = client.register_script(_CLAIM)
         self._release_script = client.register_script(_RELEASE)
         self._confirm_script = client.register_script(_CONFIRM)
@@ -319,13 +527,43 @@ class DeadLetterQueue:
     def key(self, queue: str) -> str:
         return f"{self.prefix}{queue}"
 
+    def groups_key(self, queue: str) -> str:
+        """Hash group -> how many of the queue's entries are in it."""
+        return f"{self.namespace}groups:{queue}"
+
+    def group_key(self, queue: str, group: str) -> str:
+        """The group's index: a sorted set of its entries' ids (see :func:`index_member`)."""
+        return f"{self.group_key_prefix(queue)}{group}"
+
+    def group_key_prefix(self, queue: str) -> str:
+        return f"{self.namespace}group:{queue}:"
+
+    def grouped_key(self, queue: str) -> str:
+        """Hash entry id -> group, for entries stored before groups existed, once grouped."""
+        return f"{self.namespace}grouped:{queue}"
+
+    def _queue_keys(self, queue: str) -> list[str]:
+        """KEYS of the scripts that take entries out: stream, queues, groups, grouped."""
+        return [self.key(queue), self.index_key, self.groups_key(queue), self.grouped_key(queue)]
+
     # -- writing -------------------------------------------------------------------------
 
     def _add_args(self, entry: Entry, payload: bytes | None = None) -> tuple[list[str], list[Any]]:
-        keys = [self.key(entry.queue), self.index_key, self.seen_key]
+        # Entries spooled by an older version have no group (nor failure id): computed here.
+        group = entry.group if is_group_id(entry.group) else group_of(entry)
+        queue = entry.queue
+        keys = [
+            self.key(queue),
+            self.index_key,
+            self.seen_key,
+            self.groups_key(queue),
+            self.group_key(queue, group),
+            self.grouped_key(queue),
+        ]
         data: str | bytes = entry.to_json() if payload is None else payload
         # Entries spooled by an older version have no failure id: their task id stands in.
-        return keys, [entry.queue, data, entry.task_id, entry.failure_id or entry.task_id]
+        failure_id = entry.failure_id or entry.task_id
+        return keys, [queue, data, entry.task_id, failure_id]
 
     def add(self, entry: Entry, payload: bytes | None = None) -> str | None:
         """Store ``entry``; returns its stream id, or None if this failure was already stored.
@@ -365,37 +603,61 @@ class DeadLetterQueue:
 
     # -- reading -------------------------------------------------------------------------
 
-    def _trim_keys(self, queue: str) -> list[str]:
-        return [self.key(queue), self.index_key]
+    def _trim_in(self, pipe: Any, queue: str) -> None:
+        """Queue one chunk of retention on ``pipe``; its reply is ``[length, more]``."""
+        args: list[str | int] = [queue, self.group_key_prefix(queue), READ_CHUNK]
+        self._trim(keys=self._queue_keys(queue), args=args, client=pipe)
+
+    def _finish_retention(self, queue: str) -> int:
+        """Apply retention to ``queue`` a chunk at a time, until none is due; its length."""
+        args: list[str | int] = [queue, self.group_key_prefix(queue), READ_CHUNK]
+        while True:
+            length, more = self._trim(keys=self._queue_keys(queue), args=args)
+            if not int(more):
+                return int(length)
 
     def queues(self) -> list[QueueInfo]:
-        """Every queue with entries, by name, with its count and oldest and newest failure."""
+        """Every queue with entries, by name, with its count, oldest and newest failure and
+        number of failure groups."""
         names = sorted(_text(name) for name in self.client.hkeys(self.index_key))
         if not names:
             return []
         pipe = self.client.pipeline(transaction=False)
         for name in names:
-            self._trim(keys=self._trim_keys(name), args=[name], client=pipe)
-            pipe.xrange(self.key(name), count=1)
-            pipe.xrevrange(self.key(name), count=1)
+            self._queue_info_in(pipe, name)
         replies = pipe.execute()
         result = []
         for position, name in enumerate(names):
-            total, first, last = replies[position * 3 : position * 3 + 3]
-            if not total or not first or not last:
-                continue
-            result.append(
-                QueueInfo(
-                    queue=name,
-                    total=int(total),
-                    oldest=stream_id_time(_text(first[0][0])),
-                    newest=stream_id_time(_text(last[0][0])),
-                )
-            )
+            info = self._queue_info(name, replies[position * 4 : position * 4 + 4])
+            if info is not None:
+                result.append(info)
         return result
 
+    def _queue_info_in(self, pipe: Any, queue: str) -> None:
+        self._trim_in(pipe, queue)
+        pipe.xrange(self.key(queue), count=1)
+        pipe.xrevrange(self.key(queue), count=1)
+        pipe.hlen(self.groups_key(queue))
+
+    def _queue_info(self, queue: str, replies: list[Any]) -> QueueInfo | None:
+        (total, more), first, last, groups = replies
+        if int(more):  # a backlog of retention: finish it, then read again
+            self._finish_retention(queue)
+            pipe = self.client.pipeline(transaction=False)
+            self._queue_info_in(pipe, queue)
+            return self._queue_info(queue, pipe.execute())
+        if not total or not first or not last:
+            return None
+        return QueueInfo(
+            queue=queue,
+            total=int(total),
+            oldest=stream_id_time(_text(first[0][0])),
+            newest=stream_id_time(_text(last[0][0])),
+            groups=int(groups),
+        )
+
     def size(self, queue: str) -> int:
-        return int(self._trim(keys=self._trim_keys(queue), args=[queue]))
+        return self._finish_retention(queue)
 
     def page(self, queue: str, cursor: str | None = None, limit: int = DEFAULT_PAGE_SIZE) -> Page:
         """Up to ``limit`` entries older than ``cursor`` (or the newest), newest first."""
@@ -404,10 +666,15 @@ class DeadLetterQueue:
         if cursor is not None:
             _successor(cursor)  # validates the cursor's shape before Redis sees it
         pipe = self.client.pipeline(transaction=False)
-        self._trim(keys=self._trim_keys(queue), args=[queue], client=pipe)
+        self._trim_in(pipe, queue)
         pipe.xrevrange(self.key(queue), max=f"({cursor}" if cursor else "+", min="-", count=limit)
-        total, rows = pipe.execute()
-        items = [self._entry(row) for row in rows]
+        (total, more), rows = pipe.execute()
+        if int(more):
+            total = self._finish_retention(queue)
+            rows = self.client.xrevrange(
+                self.key(queue), max=f"({cursor}" if cursor else "+", min="-", count=limit
+            )
+        items = self._grouped_entries(queue, rows)
         next_cursor = items[-1].id if len(items) == limit else None
         return Page(queue=queue, total=int(total), items=items, next=next_cursor)
 
@@ -427,7 +694,7 @@ class DeadLetterQueue:
         rows = self.client.xrange(self.key(queue), min=entry_id, max=entry_id, count=1)
         if not rows:
             raise EntryNotFound(f"no entry {entry_id} in queue {queue!r}")
-        return self._entry(rows[0])
+        return self._grouped_entries(queue, rows)[0]
 
     def newest_id(self, queue: str) -> str | None:
         rows = self.client.xrevrange(self.key(queue), count=1)
@@ -444,19 +711,149 @@ class DeadLetterQueue:
 
     @staticmethod
     def _entry(row: Any) -> StoredEntry:
-        """The entry of a stream row; anything malformed is an :class:`UnreadableEntry`."""
+        """The entry of a stream row; anything malformed is an :class:`UnreadableEntry`.
+
+        Its group is the row's own ``group`` field; none (an entry stored before groups) is
+        an empty group, which :meth:`_grouped_entries` fills in.
+        """
         entry_id, fields = row
         entry_id = _text(entry_id)
+        group = _text_lossy(fields.get(b"group", fields.get("group", "")))
+        group = group if is_group_id(group) else ""
         data = fields.get(b"entry", fields.get("entry"))
         if data is None:
-            names = ", ".join(sorted(_text(name) for name in fields)[:5]) or "none"
+            names = ", ".join(sorted(_text_lossy(name) for name in fields)[:5]) or "none"
             return UnreadableEntry(
-                entry_id, f"no 'entry' field (fields: {names})", _raw_text(fields)
+                entry_id, f"no 'entry' field (fields: {names})", _raw_text(fields), group
             )
         try:
-            return Entry.from_json(entry_id, data)
+            entry = Entry.from_json(entry_id, data)
         except ValueError as exc:
-            return UnreadableEntry(entry_id, str(exc), _raw_text(data))
+            return UnreadableEntry(entry_id, str(exc), _raw_text(data), group)
+        entry.group = group
+        return entry
+
+    def _grouped_entries(self, queue: str, rows: list[Any]) -> list[StoredEntry]:
+        """The entries of ``rows``, each with its group; those stored before groups existed
+        are grouped now, once (lazily: the first read that meets them)."""
+        entries = [self._entry(row) for row in rows]
+        ungrouped = [position for position, entry in enumerate(entries) if not entry.group]
+        if not ungrouped:
+            return entries
+        known = self.client.hmget(self.grouped_key(queue), [entries[i].id for i in ungrouped])
+        pending: list[tuple[str, str]] = []
+        for position, group in zip(ungrouped, known, strict=True):
+            entry = entries[position]
+            if group is None:
+                group = _text(_first_group(entry))
+                pending.append((entry.id, group))
+            entries[position] = _with_group(entry, _text(group))
+        if pending:
+            try:
+                self._index_groups(queue, pending)
+            except redis.ResponseError as exc:  # a read-only user, a replica: shown, not kept
+                log.debug("celery-morgue: could not keep the groups of %s: %s", queue, exc)
+        return entries
+
+    def _index_groups(self, queue: str, pairs: list[tuple[str, str]]) -> int:
+        keys = self._queue_keys(queue) + [self.group_key(queue, group) for _, group in pairs]
+        args: list[str] = [queue]
+        for entry_id, group in pairs:
+            args += [entry_id, group]
+        return int(self._group_script(keys=keys, args=args))
+
+    def regroup(self, queue: str, cursor: str | None = None, chunk: int = 500) -> RegroupStep:
+        """Group a chunk of the entries stored before groups existed, oldest first, from
+        after ``cursor``; a bounded cost a call. Call again with ``step.next`` until None."""
+        if chunk <= 0:
+            raise ValueError(f"chunk must be positive, got {chunk!r}")
+        lower = "-" if cursor is None else f"({check_entry_id(cursor)}"
+        if cursor is None:
+            self.size(queue)
+        rows = self.client.xrange(self.key(queue), min=lower, max="+", count=chunk) or []
+        entries = [self._entry(row) for row in rows]
+        ungrouped = [entry for entry in entries if not entry.group]
+        grouped = 0
+        if ungrouped:
+            known = self.client.hmget(self.grouped_key(queue), [entry.id for entry in ungrouped])
+            pairs = [
+                (entry.id, _first_group(entry))
+                for entry, group in zip(ungrouped, known, strict=True)
+                if group is None
+            ]
+            if pairs:
+                grouped = self._index_groups(queue, pairs)
+        next_cursor = _text(rows[-1][0]) if len(rows) == chunk else None
+        return RegroupStep(scanned=len(rows), grouped=grouped, next=next_cursor)
+
+    def groups(self, queue: str, limit: int | None = None) -> GroupReport:
+        """The queue's failure groups, largest first (ties by group id), at most ``limit``."""
+        if limit is not None and limit <= 0:
+            raise ValueError(f"limit must be positive, got {limit!r}")
+        pipe = self.client.pipeline(transaction=False)
+        self._trim_in(pipe, queue)
+        pipe.hgetall(self.groups_key(queue))
+        (total, more), counts = pipe.execute()
+        if int(more):
+            total = self._finish_retention(queue)
+            counts = self.client.hgetall(self.groups_key(queue))
+        ranked = sorted(
+            ((_text(group), int(count)) for group, count in counts.items()),
+            key=lambda pair: (-pair[1], pair[0]),
+        )
+        counted = sum(count for _, count in ranked)
+        shown = [group for group, _ in ranked[:limit]]
+        summaries: list[GroupSummary] = []
+        if shown:
+            keys = [self.key(queue), self.groups_key(queue)]
+            keys += [self.group_key(queue, group) for group in shown]
+            details = self._group_details(keys=keys, args=shown)
+            for group, (count, first, last, row) in zip(shown, details, strict=True):
+                if not count or not first or not last:
+                    continue  # emptied since the counts were read
+                newest = self._entry(_script_row(row)) if row else None
+                if isinstance(newest, Entry):
+                    described = {
+                        "task": newest.task,
+                        "exception": newest.exception,
+                        "traceback": newest.traceback,
+                        "sample": newest.message,
+                    }
+                else:
+                    described = {"sample": newest.problem if newest else ""}
+                first_at = stream_id_time(index_member_id(_text(first)))
+                last_at = stream_id_time(index_member_id(_text(last)))
+                summaries.append(summarise(group, int(count), first_at, last_at, **described))
+        return GroupReport(
+            queue=queue,
+            total=int(total),
+            ungrouped=max(0, int(total) - counted),
+            groups=summaries,
+            distinct=len(ranked),
+        )
+
+    def group_page(
+        self, queue: str, group: str, cursor: str | None = None, limit: int = DEFAULT_PAGE_SIZE
+    ) -> Page:
+        """Up to ``limit`` entries of one group older than ``cursor``, newest first; ``total``
+        is the group's count. Costs about an unfiltered page, whatever the queue's size."""
+        if limit <= 0:
+            raise ValueError(f"limit must be positive, got {limit!r}")
+        if not is_group_id(group):
+            raise DLQError(f"{group!r} is not a group id (12 hex characters)")
+        top = index_member(check_entry_id(cursor)) if cursor is not None else ""
+        pipe = self.client.pipeline(transaction=False)
+        self._trim_in(pipe, queue)
+        keys = [self.key(queue), self.groups_key(queue), self.group_key(queue, group)]
+        self._group_page(keys=keys, args=[group, top, limit], client=pipe)
+        (_, more), reply = pipe.execute()
+        if int(more):
+            self._finish_retention(queue)
+            reply = self._group_page(keys=keys, args=[group, top, limit])
+        count, members, rows = reply
+        items = [_with_group(self._entry(_script_row(row)), group) for row in rows if row]
+        next_cursor = index_member_id(_text(members[-1])) if len(members) == limit else None
+        return Page(queue=queue, total=int(count), items=items, next=next_cursor)
 
     # -- changing ------------------------------------------------------------------------
 
@@ -466,21 +863,31 @@ class DeadLetterQueue:
             return 0
         for entry_id in entry_ids:
             check_entry_id(entry_id)
-        removed = int(self.client.xdel(self.key(queue), *entry_ids))
-        self.size(queue)  # drops the queue from the index if that emptied it
-        return removed
+        args = [queue, self.group_key_prefix(queue), *entry_ids]
+        return int(self._delete(keys=self._queue_keys(queue), args=args))
 
     def clear(self, queue: str, up_to: str | None = None) -> int:
         """Remove entries up to and including ``up_to`` (default: the newest one now).
 
-        Entries stored after ``up_to`` are kept: pass the newest id the user has seen.
+        Entries stored after ``up_to`` are kept: pass the newest id the user has seen. Works a
+        chunk at a time, so a large clear never holds Redis for long.
         """
         if up_to is None:
             up_to = self.newest_id(queue)
             if up_to is None:
                 return 0
-        first_kept = _successor(up_to)
-        return int(self._clear_before(keys=self._trim_keys(queue), args=[queue, first_kept]))
+        args: list[str | int] = [
+            queue,
+            self.group_key_prefix(queue),
+            check_entry_id(up_to),
+            READ_CHUNK,
+        ]
+        removed = 0
+        while True:
+            count, more = self._clear_before(keys=self._queue_keys(queue), args=args)
+            removed += int(count)
+            if not int(more):
+                return removed
 
     def trim(self) -> dict[str, int]:
         """Apply retention to every queue, written to or not; returns what remains per queue."""
@@ -638,8 +1045,14 @@ class DeadLetterQueue:
         marker_key = self._marker_key(queue, entry.id)
         if self._confirm_script(keys=[marker_key], args=[marker, published]):
             marker = published
-        keys = [self.key(queue), marker_key, self.index_key]
-        self._finish_script(keys=keys, args=[entry.id, marker, queue])
+        keys = [
+            self.key(queue),
+            marker_key,
+            self.index_key,
+            self.groups_key(queue),
+            self.grouped_key(queue),
+        ]
+        self._finish_script(keys=keys, args=[entry.id, marker, queue, self.group_key_prefix(queue)])
 
 
 def _marker_task(marker: str) -> str:
@@ -655,6 +1068,26 @@ def _ago(seconds: float) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
+
+
+def _script_row(row: list[Any]) -> tuple[Any, dict[Any, Any]]:
+    """A stream row as a script returns it (``[id, [field, value, ...]]``), as redis-py's."""
+    entry_id, flat = row
+    return entry_id, dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def _first_group(entry: StoredEntry) -> str:
+    """The group of an entry stored before groups existed (or with its group lost)."""
+    if isinstance(entry, UnreadableEntry):
+        return UNREADABLE_GROUP
+    return group_of(entry)
+
+
+def _with_group(entry: StoredEntry, group: str) -> StoredEntry:
+    if isinstance(entry, UnreadableEntry):
+        return dataclasses.replace(entry, group=group)
+    entry.group = group
+    return entry
 
 
 def _raw_text(value: Any) -> str:

@@ -29,7 +29,7 @@ from celery import bootsteps
 from celery.worker.state import active_requests, successful_requests
 
 from celery_morgue.core.capture import FailureCapture
-from celery_morgue.core.entry import ARGS_LIMIT, build_entry
+from celery_morgue.core.entry import ARGS_LIMIT, build_entry, group_of
 from celery_morgue.core.requeue import raw_message_option
 from celery_morgue.core.zombies import CLEANUP_TASK
 
@@ -164,6 +164,7 @@ class DroppedMessages:
                 message=message,
             )
             entry.exception = exception
+            entry.group = group_of(entry)  # the group names the exception set just now
             payload = entry.encoded()
         except Exception as problem:
             self.capture.store_unstorable(task_id, task_name, None, problem, reason)
@@ -210,6 +211,7 @@ class DroppedMessages:
                 kwargsrepr=kwargsrepr,
             )
             entry.exception = exception
+            entry.group = group_of(entry)  # the group names the exception set just now
             entry.message = text[:4096]
             if not decoded:
                 # The worker could not read it: keep it as it came, so a requeue sends it as is.

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import uuid
+import os
 from collections.abc import Callable
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
 from kombu.utils import json as kombu_json
 
+from celery_morgue.core.groups import fingerprint, is_group_id
 from celery_morgue.core.jsonable import JSON, SIZE_BUDGET, Conversion, cut, encodable, to_jsonable
 
 # The JSON of args plus kwargs above this many characters is stored as one cut string: the
@@ -91,6 +92,9 @@ class Entry:
     # arguments (kept for requeue) only when asked.
     argsrepr: str | None = None
     kwargsrepr: str | None = None
+    # The failure group (core.groups), computed at capture; empty for entries stored before
+    # groups existed, which are grouped when first read.
+    group: str = ""
     id: str = ""
 
     def to_json(self) -> str:
@@ -120,6 +124,8 @@ class Entry:
                 isinstance(value, bool) and bool not in _as_tuple(expected)
             ):
                 raise ValueError(f"{name} is a {type(value).__name__}, not {_type_names(expected)}")
+        if not is_group_id(known.get("group", "")):
+            known["group"] = ""  # derived data: a reader groups it again
         if known.get("reason", "failed") not in REASONS:
             raise ValueError(f"unknown reason {_short(known['reason'])}")
         _check_contents(known)
@@ -211,6 +217,7 @@ _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "failure_id": str,
     "argsrepr": (str, type(None)),
     "kwargsrepr": (str, type(None)),
+    "group": str,
 }
 assert _FIELD_TYPES.keys() == _KNOWN_FIELDS, "every stored field has a type check"
 # Values for the fields without a dataclass default that an entry may lack.
@@ -284,6 +291,7 @@ class UnreadableEntry:
     id: str
     problem: str  # one line
     raw: str  # what the stream holds, for `dlq show` (shown escaped, capped)
+    group: str = ""  # all unreadable entries are one group (core.groups.UNREADABLE_GROUP)
 
     unreadable = True
 
@@ -410,7 +418,7 @@ def build_entry(
     delivery = delivery_info or {}
     priority = delivery.get("priority")
     when = failed_at.astimezone(dt.UTC) if failed_at else dt.datetime.now(dt.UTC)
-    return Entry(
+    entry = Entry(
         task_id=str(task_id),
         task=_text(task, MESSAGE_LIMIT),
         queue=_text(queue, MESSAGE_LIMIT),
@@ -437,10 +445,22 @@ def build_entry(
         argsrepr=None if argsrepr is None else _text(argsrepr, MESSAGE_LIMIT),
         kwargsrepr=None if kwargsrepr is None else _text(kwargsrepr, MESSAGE_LIMIT),
     )
+    # From the whole traceback: a cut one may have lost its innermost frame to a huge message.
+    entry.group = fingerprint(
+        task=entry.task, exception=entry.exception, traceback=traceback or "", reason=reason
+    )
+    return entry
+
+
+def group_of(entry: Entry) -> str:
+    """The entry's failure group, from what it says now (see core.groups)."""
+    return fingerprint(
+        task=entry.task, exception=entry.exception, traceback=entry.traceback, reason=entry.reason
+    )
 
 
 def new_failure_id() -> str:
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()  # a uuid4's randomness, without building a UUID per failure
 
 
 def unstorable_entry(
@@ -455,7 +475,7 @@ def unstorable_entry(
     failure_id: str | None = None,
 ) -> Entry:
     """The last resort when a failure's details can't be stored: keep that it failed."""
-    return Entry(
+    entry = Entry(
         task_id=_text(task_id, MESSAGE_LIMIT),
         task=_text(task, MESSAGE_LIMIT),
         queue=_text(queue, MESSAGE_LIMIT),
@@ -472,3 +492,5 @@ def unstorable_entry(
         reason=reason if reason in REASONS else "failed",
         failure_id=failure_id or new_failure_id(),
     )
+    entry.group = group_of(entry)
+    return entry

@@ -119,7 +119,7 @@ def test_queues_human_and_json_from_real_failures(
     wait_for_entry(dlq, "other", worker.send("boom", "third", queue="other"))
 
     data = morgue.json("--url", redis_server.url, "queues")
-    assert [set(row) for row in data] == [{"queue", "total", "oldest", "newest"}] * 2
+    assert [set(row) for row in data] == [{"queue", "total", "oldest", "newest", "groups"}] * 2
     assert [(row["queue"], row["total"]) for row in data] == [("celery", 2), ("other", 1)]
     assert data[0]["oldest"] <= data[0]["newest"]
 

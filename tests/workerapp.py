@@ -209,3 +209,52 @@ def sleep_limit_2(seconds: float, key: str = "") -> None:
 def sleep_soft_limit_500(seconds: float) -> None:
     """Only a soft limit: the reaper must not end it before 500 s (its soft limit)."""
     time.sleep(seconds)
+
+
+# -- for tests/test_groups.py: three distinct bugs, their messages varying with the arguments --
+
+
+def _find_user(user_id: int) -> None:
+    raise LookupError(f"user {user_id} not found")
+
+
+def _check_user_id(user_id: int) -> None:
+    if user_id < 0:
+        raise ValueError(f"user id {user_id} is negative")
+
+
+def _parse_amount(text: str) -> None:
+    raise ValueError(f"amount {text!r} is not a number")
+
+
+@app.task
+def load_user(user_id: int) -> None:
+    """Two bugs in one task: a negative id (ValueError), an unknown one (LookupError)."""
+    _check_user_id(user_id)
+    _find_user(user_id)
+
+
+@app.task
+def parse_amount(text: str) -> None:
+    """The third: a ValueError like load_user's, raised elsewhere."""
+    _parse_amount(text)
+
+
+def _ping(depth: int) -> None:
+    _pong(depth + 1)
+
+
+def _pong(depth: int) -> None:
+    _ping(depth + 1)
+
+
+@app.task
+def recurse_forever() -> None:
+    """A RecursionError through two functions in turn, which Python does not fold: a
+    traceback of about a thousand frames, cut to fit the entry."""
+    _ping(0)
+
+
+@app.task
+def raise_huge_message(size: int, marker: str) -> None:
+    raise RuntimeError(marker + "x" * size)

@@ -57,7 +57,15 @@ def bench_capture(server: RedisServer, captures: int, rounds: int) -> tuple[floa
         capture = FailureCapture(app, server.url, Options(spool_dir=spool, max_entries=10**9))
         exc, einfo = failure()
         client = redis.Redis.from_url(server.url)
-        payload = capture._entry(charge_card, "x", exc, (42,), {}, None, einfo).to_json()
+        payload = capture.entry_from_context(
+            charge_card.name,
+            "x",
+            None,
+            args=(42,),
+            kwargs={},
+            exception=exc,
+            traceback=einfo.traceback,
+        ).to_json()
 
         # The request context a worker has pushed when task_failure fires in the pool child.
         charge_card.push_request(
@@ -112,7 +120,9 @@ def bench_pages(server: RedisServer, big: int, rounds: int) -> dict[str, float]:
 
     with tempfile.TemporaryDirectory() as spool:
         capture = FailureCapture(app, server.url, Options(spool_dir=spool))
-        payload = capture._entry(task, "t", exc, (1,), {}, None, einfo).to_json()
+        payload = capture.entry_from_context(
+            task.name, "t", None, args=(1,), kwargs={}, exception=exc, traceback=einfo.traceback
+        ).to_json()
     fill(client, dlq, "small", 1_000, payload)
     fill(client, dlq, "big", big, payload)
     middle = {

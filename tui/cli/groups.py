@@ -11,6 +11,7 @@ import click
 
 from celery_morgue.tui.cli.cluster_commands import tasks, zombies
 from celery_morgue.tui.cli.dlq_commands import dlq, queues
+from celery_morgue.tui.cli.group_commands import failure_groups, regroup
 from celery_morgue.tui.cli.profile_commands import profiles
 from celery_morgue.tui.cli.session import (
     BadUsage,
@@ -125,6 +126,8 @@ def celery_morgue(ctx: click.Context, theme: str | None, no_mouse: bool) -> None
         open_ui(session, theme, not no_mouse)
 
 
+for _subcommand in (failure_groups, regroup):
+    dlq.add_command(_subcommand)
 for _command in (queues, dlq, tasks, zombies, ui):
     cli.add_command(_command)
     celery_morgue.add_command(_command)
