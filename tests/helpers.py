@@ -787,25 +787,6 @@ def cluster_refreshed() -> ClusterRefreshed:
     return ClusterRefreshed(snapshot)
 
 
-def with_fed_app(
-    scenario: Callable[[Pilot[None], MorgueApp], Awaitable[None]],
-    size: tuple[int, int] = SIZE,
-    feed: Callable[[Pilot[None]], Awaitable[None]] | None = None,
-    **options: Any,
-) -> None:
-    """Run ``scenario`` on ``make_app(**options)`` once it has been fed (``feed_dashboard`` by
-    default): the UI's own behaviour, with no Redis behind it."""
-
-    async def main() -> None:
-        app = make_app(**options)
-        async with app.run_test(size=size) as pilot:
-            await (feed or feed_dashboard)(pilot)
-            await scenario(pilot, app)
-            assert app.is_running, "the app stopped on its own"
-
-    run(main())
-
-
 async def feed_dashboard(pilot: Pilot[None]) -> None:
     """Post one DLQ poll's and one cluster poll's results, as the poll workers would."""
     app = pilot.app
@@ -814,3 +795,23 @@ async def feed_dashboard(pilot: Pilot[None]) -> None:
     app.dashboard.post_message(cluster_refreshed())
     await pilot.pause()
     await pilot.pause()
+
+
+def with_fed_app(
+    scenario: Callable[[Pilot[None], MorgueApp], Awaitable[None]],
+    size: tuple[int, int] = SIZE,
+    feed: Callable[[Pilot[None]], Awaitable[None]] | None = feed_dashboard,
+    **options: Any,
+) -> None:
+    """Run ``scenario`` on ``make_app(**options)`` once ``feed`` has fed it (None: the
+    scenario feeds it): the UI's own behaviour, with no Redis behind it."""
+
+    async def main() -> None:
+        app = make_app(**options)
+        async with app.run_test(size=size) as pilot:
+            if feed is not None:
+                await feed(pilot)
+            await scenario(pilot, app)
+            assert app.is_running, "the app stopped on its own"
+
+    run(main())

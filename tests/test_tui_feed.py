@@ -1,11 +1,13 @@
-"""The DLQ pane follows the newest failures: Pilot against a real Redis, written to while it runs.
+"""The DLQ pane follows the newest failures, as each refresh brings them.
 
 With the cursor on the top row, new entries show on top and the cursor stays on the newest.
 Further down, the row under the cursor keeps its line on screen and the title counts what
 arrived above it ("12 new ↑") until the cursor is back at the top. ``g``/``home`` and
 ``G``/``end`` go to the newest and the oldest loaded entries.
 
-Each wait is on what the pane shows, a bounded number of pauses, never on a clock.
+Following is the pane's own logic: those tests feed it the refreshes as messages, with no
+Redis. Loading the next page and clearing run against a real Redis, written to while the
+app runs. Each wait is on what the pane shows, a bounded number of pauses, never on a clock.
 """
 
 from __future__ import annotations
@@ -17,17 +19,22 @@ import redis
 from textual.pilot import Pilot
 
 from celery_morgue.core import DeadLetterQueue
+from celery_morgue.core.dlq import Page, QueueInfo
+from celery_morgue.core.entry import Entry
 from celery_morgue.tui.app import MorgueApp
 from celery_morgue.tui.demo.processes import RedisServer
+from celery_morgue.tui.messages import DeadLettersRefreshed
 from celery_morgue.tui.monitor import PAGE_SIZE
 from celery_morgue.tui.widgets.dlq_pane import DLQPane
 from tests.helpers import (
+    NOW,
     accept_if_asked,
     make_entry,
     open_queue,
     profile_for,
     screen_text,
     with_app,
+    with_fed_app,
 )
 
 QUEUE = "feed-q"
@@ -49,6 +56,29 @@ def add(dlq: DeadLetterQueue, first: int, count: int) -> list[str]:
     ids = dlq.add_many(make_entry(f"{n:04d}-feed", QUEUE) for n in range(first, first + count))
     assert all(ids)
     return [i for i in ids if i is not None]
+
+
+class FedQueue:
+    """The queue as the DLQ poll brings it, fed to the dashboard as its refreshes."""
+
+    # Stream ids of entry n: a higher number is a newer entry.
+    FIRST_MS = 1_700_000_000_000
+
+    def __init__(self, app: MorgueApp) -> None:
+        self.app = app
+        self.entries: list[Entry] = []  # oldest first
+
+    def add(self, first: int, count: int) -> list[str]:
+        """Entries numbered ``first`` on, oldest first, then the refresh that brings them."""
+        for n in range(first, first + count):
+            entry = make_entry(f"{n:04d}-feed", QUEUE)
+            entry.id = f"{self.FIRST_MS + n}-0"
+            self.entries.append(entry)
+        total = len(self.entries)
+        head = Page(queue=QUEUE, total=total, items=self.entries[::-1], next=None)
+        queues = [QueueInfo(QUEUE, total, None, None)]
+        self.app.dashboard.post_message(DeadLettersRefreshed(queues, head, taken_at=NOW))
+        return [entry.id for entry in self.entries[-count:]]
 
 
 def top_key(found: DLQPane) -> str | None:
@@ -78,17 +108,14 @@ def title(found: DLQPane) -> str:
     return str(found.border_title)
 
 
-def test_at_the_top_new_entries_show_above_and_the_cursor_stays_on_the_newest(
-    redis_server: RedisServer, redis_client: redis.Redis
-) -> None:
-    dlq = DeadLetterQueue(redis_client)
-    add(dlq, 0, 30)
-
+def test_at_the_top_new_entries_show_above_and_the_cursor_stays_on_the_newest() -> None:
     async def scenario(pilot: Pilot[None], app: MorgueApp) -> None:
+        queue = FedQueue(app)
+        queue.add(0, 30)
         found = await open_queue(pilot, app, QUEUE)
         assert found.table.cursor_row == 0
         for batch in range(3):
-            (newest,) = add(dlq, 100 + batch, 1)
+            (newest,) = queue.add(100 + batch, 1)
 
             def on_top(newest: str = newest) -> bool:
                 return top_key(found) == newest
@@ -101,16 +128,13 @@ def test_at_the_top_new_entries_show_above_and_the_cursor_stays_on_the_newest(
             assert "new ↑" not in title(found)
         assert f"{QUEUE} · 33" in screen_text(app)
 
-    with_app(profile_for(redis_server.url, refresh=0.2), scenario)
+    with_fed_app(scenario, feed=None)
 
 
-def test_further_down_the_row_stays_put_and_the_title_counts_the_new_ones(
-    redis_server: RedisServer, redis_client: redis.Redis
-) -> None:
-    dlq = DeadLetterQueue(redis_client)
-    ids = add(dlq, 0, 40)
-
+def test_further_down_the_row_stays_put_and_the_title_counts_the_new_ones() -> None:
     async def scenario(pilot: Pilot[None], app: MorgueApp) -> None:
+        queue = FedQueue(app)
+        ids = queue.add(0, 40)
         found = await open_queue(pilot, app, QUEUE)
         # Down far enough that the view has scrolled: the cursor is not on the first line.
         await pilot.press(*["j"] * 15)
@@ -120,7 +144,7 @@ def test_further_down_the_row_stays_put_and_the_title_counts_the_new_ones(
         assert found.table.scroll_y > 0
         line = line_of(app, "0024-fee")
 
-        new = add(dlq, 100, 12)
+        new = queue.add(100, 12)
         await shown(pilot, lambda: "12 new ↑" in title(found), "12 new in the title")
         assert found.table.cursor_key == chosen
         assert found.table.cursor_row == 15 + 12
@@ -128,7 +152,7 @@ def test_further_down_the_row_stays_put_and_the_title_counts_the_new_ones(
         assert "12 new ↑" in screen_text(app)
 
         # More arrive: the count grows, the row still does not move.
-        new += add(dlq, 200, 3)
+        new += queue.add(200, 3)
         await shown(pilot, lambda: "15 new ↑" in title(found), "15 new in the title")
         assert line_of(app, "0024-fee") == line
 
@@ -140,20 +164,17 @@ def test_further_down_the_row_stays_put_and_the_title_counts_the_new_ones(
         assert line_of(app, "0202-fee") == first_row_line(app)
         assert "new ↑" not in screen_text(app)
 
-    with_app(profile_for(redis_server.url, refresh=0.2), scenario)
+    with_fed_app(scenario, feed=None)
 
 
-def test_moving_up_through_the_new_entries_counts_down(
-    redis_server: RedisServer, redis_client: redis.Redis
-) -> None:
-    dlq = DeadLetterQueue(redis_client)
-    add(dlq, 0, 20)
-
+def test_moving_up_through_the_new_entries_counts_down() -> None:
     async def scenario(pilot: Pilot[None], app: MorgueApp) -> None:
+        queue = FedQueue(app)
+        queue.add(0, 20)
         found = await open_queue(pilot, app, QUEUE)
         await pilot.press("j", "j")
         await shown(pilot, lambda: found.table.cursor_row == 2, "the cursor moved")
-        add(dlq, 100, 5)
+        queue.add(100, 5)
         await shown(pilot, lambda: "5 new ↑" in title(found), "5 new")
         # Up onto the oldest of the new ones: the four above it are still unseen.
         await pilot.press(*["k"] * 3)
@@ -162,7 +183,7 @@ def test_moving_up_through_the_new_entries_counts_down(
         await shown(pilot, lambda: "new ↑" not in title(found), "none new")
         assert found.table.cursor_row == 0
 
-    with_app(profile_for(redis_server.url, refresh=0.2), scenario)
+    with_fed_app(scenario, feed=None)
 
 
 def test_g_and_end_go_to_the_newest_and_the_oldest_loaded_entries(
