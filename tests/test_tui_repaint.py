@@ -142,6 +142,27 @@ def test_the_cursor_stays_on_its_row_through_a_quiet_refresh() -> None:
     run_table(scenario)
 
 
+def test_two_rows_that_swap_places_repaint_their_two_lines() -> None:
+    async def scenario(pilot: Pilot[None], table: RecordingTable) -> None:
+        table.move_cursor(row=3)
+        await pilot.pause()
+        table.refreshes.clear()
+        header = table.header_height
+        order = ["r0", "r3", "r2", "r1", "r4", "r5"]
+        table.show(rows(NAMES), order)
+        assert all(table.refreshes), f"a whole-table refresh: {table.refreshes}"
+        painted = {region.y for regions in table.refreshes for region in regions}
+        # Lines 1 and 3 (the swapped rows), and the cursor's old and new rows: the same two.
+        assert painted == {header + 1, header + 3}
+        await pilot.pause()
+        assert [row.key.value for row in table.ordered_rows] == order
+        assert table.cursor_key == "r3"
+        assert "row number 3" in table.render_line(header + 1).text
+        assert "row number 1" in table.render_line(header + 3).text
+
+    run_table(scenario)
+
+
 # -- coarse ages -----------------------------------------------------------------------------
 
 
