@@ -306,11 +306,45 @@ class UnreadableEntry:
 RAW_SHOWN_LIMIT = 64 * 1024
 
 
+# Arguments of plain scalars with at most this many characters in all are stored as they came:
+# what to_jsonable would return, without walking them (it runs on every captured failure).
+_PLAIN_CHARACTERS = 4096
+_PLAIN_INT = 2**63
+_INFINITIES = (float("inf"), float("-inf"))
+
+
+def _plain_arguments(args: list[Any], kwargs: dict[str, Any]) -> bool:
+    """Whether to_jsonable would change nothing: short ASCII strings, bools, None, finite
+    floats and ints of a usual size (exactly those types, no subclasses), under string keys."""
+    left = _PLAIN_CHARACTERS
+    for value in [*args, *kwargs.values()]:
+        kind = type(value)
+        if kind is str:
+            left -= len(value)
+            if left < 0 or not value.isascii():
+                return False
+        elif kind is int:
+            if not -_PLAIN_INT < value < _PLAIN_INT:
+                return False
+        elif kind is float:
+            if value != value or value in _INFINITIES:
+                return False
+        elif value is not None and kind is not bool:
+            return False
+    for key in kwargs:
+        if type(key) is not str or not key.isascii():
+            return False
+        left -= len(key)
+    return left >= 0
+
+
 def _arguments(
     args: Any, kwargs: Any
 ) -> tuple[list[JSON], dict[str, JSON], Conversion, str | None]:
     conversion = Conversion()
     original_args, original_kwargs = list(args or ()), dict(kwargs or {})
+    if _plain_arguments(original_args, original_kwargs):
+        return original_args, original_kwargs, conversion, None
     safe_args = to_jsonable(original_args, "args", conversion)
     safe_kwargs = to_jsonable(original_kwargs, "kwargs", conversion)
     assert isinstance(safe_args, list) and isinstance(safe_kwargs, dict)

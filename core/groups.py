@@ -60,8 +60,8 @@ def innermost_frame(traceback: str) -> Frame | None:
 
 
 def _short_path(path: str) -> str:
-    parts = [part for part in path.replace("\\", "/").split("/") if part]
-    return "/".join(parts[-2:]) if parts else path
+    parts = path.replace("\\", "/").rsplit("/", 2)[-2:]
+    return "/".join(part for part in parts if part) or path
 
 
 def fingerprint(*, task: str, exception: str, traceback: str, reason: str = "failed") -> str:

@@ -197,6 +197,7 @@ def show(session: Session, queue: str, entry_id: str, raw: bool, as_json: bool) 
     pairs = [
         ("id", entry.id),
         ("reason", entry.reason),
+        ("group", entry.group),
         ("task", entry.task),
         ("task_id", entry.task_id),
         ("queue", entry.queue),
