@@ -172,6 +172,8 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
 
     yield start
     for each in started:
+        each.ask_to_stop()
+    for each in started:
         each.stop()
 
 

@@ -195,6 +195,7 @@ class Worker:
             *extra,
         )
         self.process = ManagedProcess(argv, env=environment, cwd=project, log_path=self.log_path)
+        self._asked_to_stop = False
         self.control_app = Celery("tests-control", broker=broker_url)
         self.control_app.conf.update(task_serializer="json", accept_content=["json"])
 
@@ -212,10 +213,18 @@ class Worker:
     def child_pids(self) -> list[int]:
         return [pid for pid in group_pids(self.process.pid) if pid != self.process.pid]
 
+    def ask_to_stop(self) -> None:
+        """Start the warm shutdown without waiting for it: several workers stop side by side,
+        then ``stop`` waits for each."""
+        if self.process.process is not None and self.process.process.poll() is None:
+            self.process.process.send_signal(signal.SIGTERM)
+            self._asked_to_stop = True
+
     def stop(self) -> None:
         if self.process.process is None:
             return
-        self.process.stop(signal.SIGTERM, timeout=15)
+        # Signal 0 sends nothing: a worker asked already is only waited for.
+        self.process.stop(0 if self._asked_to_stop else signal.SIGTERM, timeout=15)
         self.control_app.close()
         leftover = group_pids(self.process.pid)
         assert not leftover, f"worker processes left behind: {leftover}"
@@ -293,9 +302,18 @@ def make_cluster(
     app.conf.update(task_serializer="json", accept_content=["json"])
     made = Cluster(private_redis, client, app, start_worker)
     yield made
-    # Sleeping tasks would hold each worker's warm shutdown: end them first.
+    # Sleeping tasks would hold each worker's warm shutdown: end them first, and wait for the
+    # worker's reply (sent once it has signalled the task), or the SIGTERM that stops it can
+    # come first, and the revoke is then never read.
     for worker, task_id in made.sent:
-        app.control.revoke(task_id, destination=[worker.name], terminate=True, signal="SIGKILL")
+        app.control.revoke(
+            task_id,
+            destination=[worker.name],
+            terminate=True,
+            signal="SIGKILL",
+            reply=True,
+            timeout=2,
+        )
     app.close()
     client.close()
 

@@ -124,7 +124,9 @@ def test_the_worker_reports_each_limit_and_where_it_comes_from(cluster: Cluster)
     pool, _ = cluster.send(prefork, "sleep", 120, queue="prefork")
     own, _ = cluster.send(prefork, "sleep_with_time_limit", 120, queue="prefork")
     call, _ = cluster.send(prefork, "sleep_limit_2", 120, time_limit=30, queue="prefork")
-    threaded, _ = cluster.send(threads, "sleep_limit_2", 8, time_limit=40, queue="threads")
+    # Released at the end: the threads pool cannot stop it, and a warm shutdown waits for it.
+    key = uuid.uuid4().hex
+    threaded, _ = cluster.send(threads, "sleep_limit_2", 60, key, time_limit=40, queue="threads")
     for task_id in (pool, own, call, threaded):
         cluster.wait_older_than(task_id, 0.5)
 
@@ -153,6 +155,7 @@ def test_the_worker_reports_each_limit_and_where_it_comes_from(cluster: Cluster)
     }
     assert snapshot.inspected == []
     assert snapshot.zombies == []
+    cluster.client.set(f"release:{key}", 1)
 
 
 # -- the worker's clock ------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
+import uuid
 
 import pytest
 import redis
@@ -348,22 +349,28 @@ def test_a_task_ignoring_sigterm_is_killed_on_the_next_run(cluster: Cluster) -> 
 
 def test_a_threads_worker_refusal_is_reported_not_raised(cluster: Cluster) -> None:
     worker = cluster.worker(pool="threads", concurrency=3)
-    task_id, _ = cluster.send(worker, "sleep", 12)
-    task = cluster.wait_older_than(task_id, 2.5)
+    # It runs until the test releases it: the pool cannot stop it, and the worker's warm
+    # shutdown would wait for it.
+    key = uuid.uuid4().hex
+    task_id, _ = cluster.send(worker, "sleep_limit_2", 60, key)
+    try:
+        task = cluster.wait_older_than(task_id, 2.5)
 
-    direct = revoke_tasks(cluster.app, [task])
-    assert list(direct.refused) == [task_id]
-    assert "NotImplementedError" in direct.refused[task_id]
-    assert "kill_job" in direct.refused[task_id]
-    assert direct.terminated == []
+        direct = revoke_tasks(cluster.app, [task])
+        assert list(direct.refused) == [task_id]
+        assert "NotImplementedError" in direct.refused[task_id]
+        assert "kill_job" in direct.refused[task_id]
+        assert direct.terminated == []
 
-    report = cluster.cleanup(hard_limit=2, grace=0)
-    refused = reports(report, "SIGTERM")["refused"]
-    assert isinstance(refused, dict)
-    assert list(refused) == [task_id]
-    assert "kill_job" in refused[task_id]
-    assert not cluster.client.hexists(SIGNALLED, task_id)  # nothing to escalate
-    assert cluster.listed(task_id) is not None  # still running: the pool cannot stop it
+        report = cluster.cleanup(hard_limit=2, grace=0)
+        refused = reports(report, "SIGTERM")["refused"]
+        assert isinstance(refused, dict)
+        assert list(refused) == [task_id]
+        assert "kill_job" in refused[task_id]
+        assert not cluster.client.hexists(SIGNALLED, task_id)  # nothing to escalate
+        assert cluster.listed(task_id) is not None  # still running: the pool cannot stop it
+    finally:
+        cluster.client.set(f"release:{key}", 1)
 
 
 def test_the_cleanup_trims_the_dlq_and_replays_the_spool(cluster: Cluster) -> None:
