@@ -147,6 +147,7 @@ def test_queues_lists_counts_and_times_from_the_index(redis_client: redis.Redis)
     assert dlq.queues() == []
 
 
+@pytest.mark.slow
 def test_paging_25000_entries_has_no_duplicates_and_no_gaps(redis_client: redis.Redis) -> None:
     dlq = DeadLetterQueue(redis_client, max_entries=100_000)
     total = 25_000

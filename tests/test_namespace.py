@@ -10,6 +10,7 @@ import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import redis
 
 import celery_morgue
@@ -69,6 +70,7 @@ def test_nothing_named_core_or_tui_is_installed(tmp_path: Path) -> None:
     assert result.stdout.split() == ["None", "None"]
 
 
+@pytest.mark.slow
 def test_a_project_with_its_own_core_captures_and_runs_morgue(
     redis_server: RedisServer,
     redis_client: redis.Redis,

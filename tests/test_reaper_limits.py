@@ -69,6 +69,7 @@ def inspected_the_old_way(app: Celery, workers: list[str], now: float) -> Cluste
 # -- the limit the worker enforces -----------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_longer_limit_per_call_is_used_and_the_task_survives_a_revoke(
     cluster: Cluster, morgue: Morgue
 ) -> None:
@@ -118,6 +119,7 @@ def test_a_longer_limit_per_call_is_used_and_the_task_survives_a_revoke(
     assert json.loads(cluster.client.get(f"revoked:{plain}") or b"{}")["terminated"] is True
 
 
+@pytest.mark.slow
 def test_the_worker_reports_each_limit_and_where_it_comes_from(cluster: Cluster) -> None:
     prefork = cluster.worker(concurrency=3, queues="prefork", extra=("--time-limit", "50"))
     threads = cluster.worker(pool="threads", concurrency=1, queues="threads")
@@ -161,6 +163,7 @@ def test_the_worker_reports_each_limit_and_where_it_comes_from(cluster: Cluster)
 # -- the worker's clock ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_ages_come_from_the_worker_clock_not_this_hosts(
     cluster: Cluster, start_worker: Callable[..., Worker]
 ) -> None:
@@ -208,6 +211,7 @@ def test_ages_come_from_the_worker_clock_not_this_hosts(
 # -- one run at a time -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_two_runs_at_once_act_once(cluster: Cluster, tmp_path: Path) -> None:
     worker = cluster.worker(concurrency=2)
     zombie, _ = cluster.send(worker, "sleep", 120)
@@ -299,6 +303,7 @@ def test_the_run_lock_is_owned_by_its_token_and_expires(private_redis: RedisServ
 # -- no default limit ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_without_a_default_a_task_with_no_limit_is_never_reaped(
     cluster: Cluster, morgue: Morgue, tmp_path: Path
 ) -> None:

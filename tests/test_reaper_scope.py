@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
 
 from celery_morgue.core.broadcast import control
@@ -38,6 +39,7 @@ def skipped(report: dict[str, Any]) -> dict[str, str]:
 # -- only the workers of its own DLQ -------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_reaper_ends_only_its_own_dlqs_tasks_with_their_own_hard_limit(
     cluster: Cluster, start_worker: Callable[..., Worker], tmp_path: Path
 ) -> None:
@@ -114,6 +116,7 @@ def test_the_reaper_ends_only_its_own_dlqs_tasks_with_their_own_hard_limit(
     assert pid_alive(pids[elsewhere]) and pid_alive(pids[unlimited])
 
 
+@pytest.mark.slow
 def test_morgue_zombies_revoke_says_which_zombies_run_without_core_install(
     cluster: Cluster, start_worker: Callable[..., Worker], morgue: Morgue
 ) -> None:
@@ -144,6 +147,7 @@ def test_morgue_zombies_revoke_says_which_zombies_run_without_core_install(
 # -- a soft limit is a limit --------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_task_with_only_a_soft_limit_is_not_reaped_before_it(
     cluster: Cluster, morgue: Morgue
 ) -> None:

@@ -43,6 +43,7 @@ def script() -> Iterator[ModuleType]:
         time.tzset()
 
 
+@pytest.mark.slow
 def test_every_screenshot_is_written_with_the_same_bytes_each_run(
     script: ModuleType, tmp_path: Path
 ) -> None:

@@ -139,6 +139,7 @@ def test_a_transient_refusal_keeps_the_spool_and_the_backoff(
     assert not capture.circuit_open()
 
 
+@pytest.mark.slow
 def test_a_poison_entry_does_not_hold_the_main_process_on_the_spool(
     redis_server: RedisServer, dlq_server: RedisServer, start_worker: Callable[..., Worker]
 ) -> None:

@@ -462,6 +462,7 @@ def test_too_small_terminal_shows_a_message() -> None:
 # -- Redis under real conditions -----------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_keys_are_handled_while_redis_is_paused(
     redis_server: RedisServer, redis_client: redis.Redis
 ) -> None:

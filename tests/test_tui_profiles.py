@@ -324,6 +324,7 @@ def test_a_config_that_does_not_load_is_shown_and_never_written(tmp_path: Path) 
 # -- passwords -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_typed_password_is_masked_and_stored_only_when_chosen(
     tmp_path: Path, locked_redis: RedisServer, redis_server: RedisServer
 ) -> None:

@@ -68,6 +68,7 @@ def test_an_unreachable_broker_is_a_one_line_error_without_the_password() -> Non
     app.close()
 
 
+@pytest.mark.slow
 def test_a_task_past_the_threshold_is_found_with_its_age_and_revoked(cluster: Cluster) -> None:
     worker = cluster.worker()
     sent = time.monotonic()
@@ -281,6 +282,7 @@ def test_worker_reports_give_limits_and_ages_and_others_are_inspected() -> None:
 # -- the cleanup task ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_cleanup_reaps_zombies_and_leaves_healthy_tasks(cluster: Cluster) -> None:
     worker = cluster.worker(concurrency=4)
     zombie, _ = cluster.send(worker, "sleep", 120)
@@ -321,6 +323,7 @@ def test_the_cleanup_reaps_zombies_and_leaves_healthy_tasks(cluster: Cluster) ->
     assert not cluster.client.hexists(SIGNALLED, zombie)
 
 
+@pytest.mark.slow
 def test_a_task_ignoring_sigterm_is_killed_on_the_next_run(cluster: Cluster) -> None:
     worker = cluster.worker(concurrency=2)
     stubborn, _ = cluster.send(worker, "ignore_sigterm", 300)
