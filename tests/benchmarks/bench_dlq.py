@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from celery_morgue.core.capture import FailureCapture
 from celery_morgue.core.dlq import DeadLetterQueue
+from celery_morgue.core.groups import index_member
 from celery_morgue.core.options import Options
 from celery_morgue.tui.demo.processes import RedisServer
 
@@ -99,12 +100,20 @@ def bench_capture(server: RedisServer, captures: int, rounds: int) -> tuple[floa
         return statistics.median(captured_times), statistics.median(bare_times)
 
 
-def fill(client: redis.Redis, dlq: DeadLetterQueue, queue: str, count: int, payload: str) -> None:
+def fill(
+    client: redis.Redis, dlq: DeadLetterQueue, queue: str, count: int, payload: str, group: str
+) -> None:
+    """``count`` rows as the add script writes them: the group in the row and its index."""
     batch = 10_000
+    start_ms = int(time.time() * 1000) - 3_600_000
     for start in range(0, count, batch):
         pipe = client.pipeline(transaction=False)
         for n in range(start, min(count, start + batch)):
-            pipe.xadd(dlq.key(queue), {"task_id": f"{queue}-{n}", "entry": payload})
+            entry_id = f"{start_ms + n // 10}-{n % 10}"
+            fields = {"task_id": f"{queue}-{n}", "group": group, "entry": payload}
+            pipe.xadd(dlq.key(queue), fields, id=entry_id)
+            pipe.zadd(dlq.group_key(queue, group), {index_member(entry_id): 0})
+        pipe.hincrby(dlq.groups_key(queue), group, min(count, start + batch) - start)
         pipe.execute()
     client.hset(dlq.index_key, queue, 7 * 24 * 3600 * 1000)
 
@@ -120,11 +129,11 @@ def bench_pages(server: RedisServer, big: int, rounds: int) -> dict[str, float]:
 
     with tempfile.TemporaryDirectory() as spool:
         capture = FailureCapture(app, server.url, Options(spool_dir=spool))
-        payload = capture.entry_from_context(
+        stored = capture.entry_from_context(
             task.name, "t", None, args=(1,), kwargs={}, exception=exc, traceback=einfo.traceback
-        ).to_json()
-    fill(client, dlq, "small", 1_000, payload)
-    fill(client, dlq, "big", big, payload)
+        )
+    fill(client, dlq, "small", 1_000, stored.to_json(), stored.group)
+    fill(client, dlq, "big", big, stored.to_json(), stored.group)
     middle = {
         name: dlq.page(name, limit=size // 2).items[-1].id
         for name, size in (("small", 1_000), ("big", min(big, 100_000)))
