@@ -30,6 +30,7 @@ from celery_morgue.core.zombies import ActiveTask, ClusterSnapshot
 from celery_morgue.tui.app import MorgueApp
 from celery_morgue.tui.cells import (
     AGE_WIDTH,
+    BAR_STEPS,
     BAR_WIDTH,
     AgeBar,
     BarColours,
@@ -232,18 +233,20 @@ def drawn(renderable: object) -> str:
     return capture.get()
 
 
-@pytest.mark.parametrize("age", [0.0, 1.0, 4.6, 4.7, 150.0, 239.9, 240.0, 299.9, 300.0, 900.0])
-def test_the_bar_draws_as_a_bar_of_the_exact_age(age: float) -> None:
-    exact = Bar(size=300.0, begin=0, end=min(age, 300.0), width=BAR_WIDTH)
+@pytest.mark.parametrize("age", [0.0, 1.0, 9.3, 9.4, 150.0, 239.9, 240.0, 299.9, 300.0, 900.0])
+def test_the_bar_draws_the_age_down_to_a_quarter_cell(age: float) -> None:
+    step = 300.0 / BAR_STEPS
+    exact = Bar(size=300.0, begin=0, end=min(age // step * step, 300.0), width=BAR_WIDTH)
     assert drawn(age_bar(task(age), COLOURS)) == drawn(exact)
 
 
 def test_bars_that_draw_the_same_are_equal_and_a_visible_step_is_not() -> None:
-    step = 300.0 / (BAR_WIDTH * 8)  # one eighth of a cell
+    step = 300.0 / BAR_STEPS
+    assert BAR_STEPS == BAR_WIDTH * 4
     assert age_bar(task(10.0), COLOURS) == age_bar(task(10.0 + step / 2), COLOURS)
     assert age_bar(task(10.0), COLOURS) != age_bar(task(10.0 + step), COLOURS)
     # Past the limit the bar is full, and still changes when the task turns zombie.
-    assert age_bar(task(300.0), COLOURS) == AgeBar(BAR_WIDTH * 8, "red", "grey23")
+    assert age_bar(task(300.0), COLOURS) == AgeBar(BAR_STEPS, "red", "grey23")
     assert task_cells(task(320.0), COLOURS, 30) != task_cells(task(331.0), COLOURS, 30)
 
 
@@ -379,7 +382,7 @@ def test_a_task_turning_zombie_shows_at_once_and_repaints_its_row_alone() -> Non
         # Past its limit, within the grace: full, in the "past" colour.
         full = table.get_cell_at(Coordinate(0, 5))
         assert isinstance(full, AgeBar)
-        assert full.filled == BAR_WIDTH * 8
+        assert full.filled == BAR_STEPS
 
         # The very next refresh that finds it past its limit plus grace marks it.
         zombie = cluster(task(331.0), steady).snapshot
