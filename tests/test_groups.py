@@ -377,6 +377,7 @@ def test_hostile_stream_rows_do_not_break_grouping_or_the_listing(
     redis_client: redis.Redis, dlq: DeadLetterQueue
 ) -> None:
     good = dlq.add(bug("good", "find", "[red]markup[/red] \x1b[31m and ‮ bidi"))
+    frameless = dlq.add(make_entry("frameless", traceback="Traceback (most recent call last):\n"))
     key = dlq.key("celery")
     real_group = dlq.get("celery", good).group
     hostile = [
@@ -401,7 +402,7 @@ def test_hostile_stream_rows_do_not_break_grouping_or_the_listing(
     ]
     hostile_ids = [row.decode() for row in hostile]
     items = dlq.page("celery").items
-    assert len(items) == 6
+    assert len(items) == 7
     by_id = {item.id: item for item in items}
     assert [type(by_id[i]) for i in hostile_ids] == [
         UnreadableEntry,
@@ -417,6 +418,8 @@ def test_hostile_stream_rows_do_not_break_grouping_or_the_listing(
     assert report.ungrouped == 0
     counts = {s.group: s.count for s in report.groups}
     assert counts[UNREADABLE_GROUP] == 4 and counts[real_group] == 1
+    no_frame = dlq.get("celery", frameless).group
+    assert next(s for s in report.groups if s.group == no_frame).where == ""
     sample = next(s for s in report.groups if s.group == real_group).sample
     assert sample == "[red]markup[/red] \x1b[31m and ‮ bidi"  # kept as it was
     assert_index_exact(redis_client, dlq, "celery")
