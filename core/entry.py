@@ -34,6 +34,9 @@ OPTIONS_LIMIT = 64 * 1024
 # "expired": its ``expires`` passed before it ran (only with ``capture_expired=True``).
 REASONS = ("failed", "terminated", "unregistered", "rejected", "expired")
 
+# One encoder for every entry: json.dumps with options builds a new one per call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
 # kombu's json module is untyped; these are its tagged (lossless for datetime, Decimal, UUID,
 # bytes) encoder and decoder.
 kombu_dumps: Callable[[Any], str] = kombu_json.dumps
@@ -101,7 +104,7 @@ class Entry:
         # A shallow dict: asdict() deep-copies every argument, a third of the capture cost.
         data = {name: getattr(self, name) for name in _STORED_FIELDS}
         data["v"] = FORMAT_VERSION
-        return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+        return _ENCODER.encode(data)
 
     @classmethod
     def from_json(cls, entry_id: str, text: str | bytes) -> Entry:
