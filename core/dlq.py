@@ -446,13 +446,13 @@ class DeadLetterQueue:
     def _entry(row: Any) -> StoredEntry:
         """The entry of a stream row; anything malformed is an :class:`UnreadableEntry`.
 
-        Its group is the row's own ``group`` field; none (an entry stored before groups) is
-        an empty group, which :meth:`_grouped_entries` fills in.
+        Its group is the row's own ``group`` field, the one the index counts. A row without one
+        (stored before groups) keeps what its entry says, if anything: :meth:`_grouped_entries`
+        looks its group up, or groups it.
         """
         entry_id, fields = row
         entry_id = _text(entry_id)
-        group = _text_lossy(fields.get(b"group", fields.get("group", "")))
-        group = group if is_group_id(group) else ""
+        group = _row_group(fields)
         data = fields.get(b"entry", fields.get("entry"))
         if data is None:
             names = ", ".join(sorted(_text_lossy(name) for name in fields)[:5]) or "none"
@@ -463,30 +463,46 @@ class DeadLetterQueue:
             entry = Entry.from_json(entry_id, data)
         except ValueError as exc:
             return UnreadableEntry(entry_id, str(exc), _raw_text(data), group)
-        entry.group = group
+        if group:
+            entry.group = group
         return entry
 
     def _grouped_entries(self, queue: str, rows: list[Any]) -> list[StoredEntry]:
         """The entries of ``rows``, each with its group; those stored before groups existed
         are grouped now, once (lazily: the first read that meets them)."""
         entries = [self._entry(row) for row in rows]
-        ungrouped = [position for position, entry in enumerate(entries) if not entry.group]
-        if not ungrouped:
-            return entries
-        known = self.client.hmget(self.grouped_key(queue), [entries[i].id for i in ungrouped])
-        pending: list[tuple[str, str]] = []
-        for position, group in zip(ungrouped, known, strict=True):
-            entry = entries[position]
-            if group is None:
-                group = _text(_first_group(entry))
-                pending.append((entry.id, group))
-            entries[position] = _with_group(entry, _text(group))
+        late, pending = self._late_groups(queue, rows, entries)
+        for position, group in late.items():
+            entries[position] = _with_group(entries[position], group)
         if pending:
             try:
                 self._index_groups(queue, pending)
             except redis.ResponseError as exc:  # a read-only user, a replica: shown, not kept
                 log.debug("celery-morgue: could not keep the groups of %s: %s", queue, exc)
         return entries
+
+    def _late_groups(
+        self, queue: str, rows: list[Any], entries: list[StoredEntry]
+    ) -> tuple[dict[int, str], list[tuple[str, str]]]:
+        """For the rows stored without a group: the group of each (by position), and the
+        ``(id, group)`` pairs not in the index yet. Such a row's group is the one its entry
+        names (computed from the whole traceback when it was captured), else computed now."""
+        positions = [position for position, row in enumerate(rows) if not _row_group(row[1])]
+        if not positions:
+            return {}, []
+        ids = [entries[position].id for position in positions]
+        known = self.client.hmget(self.grouped_key(queue), ids)
+        late: dict[int, str] = {}
+        pending: list[tuple[str, str]] = []
+        for position, found in zip(positions, known, strict=True):
+            entry = entries[position]
+            if found is not None:
+                late[position] = _text_lossy(found)
+                continue
+            group = entry.group if is_group_id(entry.group) else _first_group(entry)
+            late[position] = group
+            pending.append((entry.id, group))
+        return late, pending
 
     def _index_groups(self, queue: str, pairs: list[tuple[str, str]]) -> int:
         keys = self._queue_keys(queue) + [self.group_key(queue, group) for _, group in pairs]
@@ -504,18 +520,8 @@ class DeadLetterQueue:
         if cursor is None:
             self.size(queue)
         rows = self.client.xrange(self.key(queue), min=lower, max="+", count=chunk) or []
-        entries = [self._entry(row) for row in rows]
-        ungrouped = [entry for entry in entries if not entry.group]
-        grouped = 0
-        if ungrouped:
-            known = self.client.hmget(self.grouped_key(queue), [entry.id for entry in ungrouped])
-            pairs = [
-                (entry.id, _first_group(entry))
-                for entry, group in zip(ungrouped, known, strict=True)
-                if group is None
-            ]
-            if pairs:
-                grouped = self._index_groups(queue, pairs)
+        _, pending = self._late_groups(queue, rows, [self._entry(row) for row in rows])
+        grouped = self._index_groups(queue, pending) if pending else 0
         next_cursor = _text(rows[-1][0]) if len(rows) == chunk else None
         return RegroupStep(scanned=len(rows), grouped=grouped, next=next_cursor)
 
@@ -807,6 +813,12 @@ def _script_row(row: list[Any]) -> tuple[Any, dict[Any, Any]]:
     """A stream row as a script returns it (``[id, [field, value, ...]]``), as redis-py's."""
     entry_id, flat = row
     return entry_id, dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def _row_group(fields: dict[Any, Any]) -> str:
+    """The group a stream row was indexed under, or "" (none, or not a group id)."""
+    group = _text_lossy(fields.get(b"group", fields.get("group", "")))
+    return group if is_group_id(group) else ""
 
 
 def _first_group(entry: StoredEntry) -> str:

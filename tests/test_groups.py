@@ -458,3 +458,16 @@ def test_an_expired_stream_started_anew_forgets_its_old_groups(redis_client: red
     dlq.add(bug("again", "charge", "y"))
     counts = assert_index_exact(redis_client, dlq, "celery")
     assert list(counts.values()) == [1]
+
+
+def test_a_row_without_a_group_whose_entry_names_one_joins_that_group(
+    redis_client: redis.Redis, dlq: DeadLetterQueue
+) -> None:
+    """The entry's group was computed at capture from the whole traceback: it is the one kept."""
+    entry = bug("named", "find", "x")
+    entry.group = "abcdefabcdef"
+    redis_client.hset(dlq.index_key, "celery", 7 * 24 * 3600 * 1000)
+    stream_id = redis_client.xadd(dlq.key("celery"), {"entry": entry.to_json()}).decode()
+    assert dlq.get("celery", stream_id).group == "abcdefabcdef"
+    assert [(s.group, s.count) for s in dlq.groups("celery").groups] == [("abcdefabcdef", 1)]
+    assert_index_exact(redis_client, dlq, "celery")
