@@ -13,7 +13,7 @@ import json
 import pytest
 import redis
 
-from celery_morgue.core import DeadLetterQueue
+from celery_morgue.core import DeadLetterQueue, DLQError
 from celery_morgue.core.dlq import WRITE_CHUNK
 from celery_morgue.core.entry import TRACEBACK_LIMIT, Entry, UnreadableEntry
 from celery_morgue.core.groups import (
@@ -325,8 +325,6 @@ def test_a_requeued_entry_leaves_its_group(
 
 # -- hostile data and entries from before groups ------------------------------------------------
 
-OLD_ENTRY_FIELDS = ("task_id", "task", "queue", "args", "kwargs", "exception", "message")
-
 
 def stored_before_groups(client: redis.Redis, dlq: DeadLetterQueue, entry: Entry) -> str:
     """Write ``entry`` the way the previous version did: no group, in the row or the JSON."""
@@ -439,8 +437,6 @@ def test_a_forged_group_field_is_not_trusted_on_the_way_out(
 
 
 def test_a_group_page_refuses_a_bad_group_id(dlq: DeadLetterQueue) -> None:
-    from celery_morgue.core import DLQError
-
     dlq.add(bug("t", "find", "x"))
     for bad in ("", "zzzzzzzzzzzz", "../etc", "a" * 13):
         with pytest.raises(DLQError):
