@@ -54,7 +54,8 @@ def bug(
 
 def assert_index_exact(client: redis.Redis, dlq: DeadLetterQueue, queue: str) -> dict[str, int]:
     """The groups' counts are those of the entries, in the listing and in Redis; returns them."""
-    counted = collections.Counter(entry.group for entry in dlq.iter_entries(queue))
+    entries = list(dlq.iter_entries(queue))
+    counted = collections.Counter(entry.group for entry in entries)
     report = dlq.groups(queue)
     listed = {summary.group: summary.count for summary in report.groups}
     assert listed == dict(counted)
@@ -64,8 +65,13 @@ def assert_index_exact(client: redis.Redis, dlq: DeadLetterQueue, queue: str) ->
     assert stored == dict(counted)
     index_keys = {key.decode() for key in client.scan_iter(f"{dlq.group_key_prefix(queue)}*")}
     assert index_keys == {dlq.group_key(queue, group) for group in counted}
-    for group, count in counted.items():
-        assert client.zcard(dlq.group_key(queue, group)) == count
+    for group in counted:
+        members = client.zrange(dlq.group_key(queue, group), 0, -1)
+        indexed = [index_member_id(member.decode()) for member in members]
+        assert indexed == sorted(
+            (entry.id for entry in entries if entry.group == group),
+            key=lambda entry_id: tuple(map(int, entry_id.split("-"))),
+        )
     return dict(counted)
 
 
