@@ -1,9 +1,10 @@
 """The dead-letter queue: one Redis stream per Celery queue, under ``{prefix}{queue}``.
 
-Why streams: ``XADD ... MAXLEN`` caps a queue oldest-first on every write, ``XTRIM MINID`` gives
-each entry its own retention (an entry leaves ``retention`` after it was stored, whatever comes
-later), ``XREVRANGE`` with an exclusive cursor pages newest-first in O(log N + page), and
-``XTRIM MINID`` up to a seen id clears exactly what the user looked at and nothing newer.
+Why streams: a stream is trimmed oldest-first, which gives the cap and each entry its own
+retention (an entry leaves ``retention`` after it was stored, whatever comes later) cheaply,
+``XREVRANGE`` with an exclusive cursor pages newest-first in O(log N + page), and a clear up to
+a seen id removes exactly what the user looked at and nothing newer. The scripts in
+core.dlq_scripts do each of these a chunk at a time, so none holds Redis long.
 
 The prefix must end with ``:``. Besides the streams, keys live under the namespace: the prefix
 with ``@`` for its final ``:`` (``dlq@``), which no ``dlq:{queue}`` key can equal:
@@ -12,9 +13,9 @@ with ``@`` for its final ``:`` (``dlq@``), which no ``dlq:{queue}`` key can equa
   the writer's retention, so readers trim with it;
 - ``dlq@seen``: sorted set of stored failure ids by time, so a spool replay, or Celery's second
   ``task_failure`` for the same failure (hard time limits fire two), stores nothing new, while a
-  later failure of the same task id is stored. It keeps a day (or the retention, if shorter) and
-  at most ``SEEN_LIMIT`` ids, so its memory is bounded whatever the failure rate (about 100 bytes
-  an id);
+  later failure of the same task id is stored. It keeps about a day (or the retention, if
+  shorter) and at most ``SEEN_LIMIT`` ids, so its memory is bounded whatever the failure rate
+  (about 100 bytes an id);
 - ``dlq@requeue:{queue}:{id}``: set, by an owner's token, when an entry is claimed for requeue,
   before anything is published, and removed with the entry once the publish succeeded. Two
   operators requeueing one entry publish it once; a requeue that crashed between publishing and
