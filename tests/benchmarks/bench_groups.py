@@ -5,7 +5,7 @@ against without.
 Run: python tests/benchmarks/bench_groups.py [--entries 1000000] [--memory-entries 200000]
 
 The queue is filled in bulk (pipelined XADDs of ready JSON, with explicit ids, and the index
-written beside them exactly as core.dlq keys it), so 1,000,000 entries take about a minute.
+written beside them exactly as core.dlq keys it), so 1,000,000 entries take one to two minutes.
 Each comparison runs interleaved, in rounds, against the same private redis-server: the ratios
 hold on a noisy machine even when the absolute figures move.
 Targets: group counts and a group page within 2x the unfiltered page; memory within +15%.
