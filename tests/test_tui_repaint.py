@@ -397,3 +397,39 @@ def test_a_task_turning_zombie_shows_at_once_and_repaints_its_row_alone() -> Non
         assert "ZOMBIE" in table.render_line(table.header_height).text
 
     run_dashboard(scenario)
+
+
+def test_an_unchanged_refresh_repaints_neither_pane_nor_the_status_line() -> None:
+    # A border title assigned again, even to the same text, repaints the whole pane, table
+    # included; a status line updated with a relayout repaints every pane's scrollbars.
+    async def scenario(pilot: Pilot[None], app: MorgueApp, clock: Clock) -> None:
+        app.dashboard.post_message(head())
+        await pilot.pause()
+        dlq_pane = app.dashboard.pane("celery")
+        assert dlq_pane is not None
+        tasks_pane = app.dashboard.tasks_pane
+        snapshot = cluster(task(20.0)).snapshot
+        tasks_pane.apply_snapshot(snapshot)
+        for widget in (dlq_pane, dlq_pane.table, tasks_pane, tasks_pane.table):
+            await painted(pilot, widget)
+        page = head().head
+        assert page is not None
+
+        assert repainted_lines(dlq_pane, lambda: dlq_pane.apply_head(page)) == set()
+        assert repainted_lines(tasks_pane, lambda: tasks_pane.apply_snapshot(snapshot)) == set()
+        assert str(dlq_pane.border_title) == "celery · 3"
+        assert str(tasks_pane.border_title) == "Active tasks · 1"
+
+        # Each poll moves the status line's "updated" time; it stays one line, so no relayout.
+        status_line = app.dashboard.status_line
+        await painted(pilot, status_line)
+        status_line.change(refreshed_at=NOW + 61)
+        assert not app.screen._layout_required
+        assert status_line._repaint_required
+
+        # A change of text still shows.
+        zombie = dataclasses.replace(task(331.0), id="cccccccc-0000-4000-8000-000000000003")
+        tasks_pane.apply_snapshot(cluster(task(20.0), zombie).snapshot)
+        assert str(tasks_pane.border_title) == "Active tasks · 2, 1 ZOMBIE"
+
+    run_dashboard(scenario)

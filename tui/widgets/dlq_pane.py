@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rich.text import Text
 from textual.message import Message
 from textual.reactive import reactive
 from textual.widgets import DataTable
@@ -232,7 +231,7 @@ class DLQPane(TablePane):
         count = "…" if self.total is None else f"{self.total:,}"
         new = self.new_count
         arrived = f" · {new:,}{'+' if self._more_new() else ''} new ↑" if new else ""
-        self.border_title = Text(f"{self.queue} · {count}{arrived}")
+        title = f"{self.queue} · {count}{arrived}"
         if self.filter_text:
             matches = len(self._visible_ids())
             subtitle = f"filter {self.filter_text!r}: {matches:,} of {len(self.order):,} loaded"
@@ -242,7 +241,7 @@ class DLQPane(TablePane):
             subtitle = ""
         if self.fetching:
             subtitle = f"{subtitle} · loading…" if subtitle else "loading…"
-        self.border_subtitle = Text(subtitle)
+        self.set_titles(title, subtitle)
 
     def watch_total(self) -> None:
         self._update_titles()

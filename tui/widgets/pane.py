@@ -75,6 +75,8 @@ class TablePane(Vertical):
         self.table = LiveTable(columns, order_column=order_column, follow_head=follow_head)
         self.placeholder = Static("", classes="placeholder", markup=False)
         self.filter_input = FilterInput(placeholder="filter: text, then enter; escape clears")
+        self._placeholder_text: str | None = None
+        self._titles: tuple[str | None, str | None] = (None, None)
 
     def compose(self) -> ComposeResult:
         yield self.table
@@ -124,8 +126,21 @@ class TablePane(Vertical):
 
     def show_placeholder(self, text: str | None) -> None:
         self.set_class(text is not None, "-placeholder")
-        if text is not None:
+        if text is not None and text != self._placeholder_text:
+            self._placeholder_text = text
             self.placeholder.update(Text(text))
+
+    def set_titles(self, title: str, subtitle: str) -> None:
+        """Set the border's title and subtitle, literally, only when their text changed.
+
+        Textual repaints the whole pane, table included, on every assignment, even of the same
+        text: over SSH, most of what an idle dashboard wrote (tests/benchmarks/bench_ssh.py).
+        """
+        if title != self._titles[0]:
+            self.border_title = Text(title)
+        if subtitle != self._titles[1]:
+            self.border_subtitle = Text(subtitle)
+        self._titles = (title, subtitle)
 
     def render_rows(self) -> None:
         raise NotImplementedError

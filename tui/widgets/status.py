@@ -67,7 +67,8 @@ class StatusLine(Static):
 
     def watch_status(self, status: Status) -> None:
         self.set_class(status.connected is False, "-disconnected")
-        self.update(status.render())
+        # Always one line high: no relayout, which repainted the scrollbars of every pane.
+        self.update(status.render(), layout=False)
 
 
 class Banner(Static):

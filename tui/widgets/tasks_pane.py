@@ -204,11 +204,11 @@ class TasksPane(ActionOwner, TablePane):
     def _update_titles(self) -> None:
         snapshot = self.snapshot
         if snapshot is None:
-            self.border_title = Text("Active tasks")
+            title = "Active tasks"
         else:
             zombies = len(snapshot.zombies)
             flag = f", {zombies} ZOMBIE" if zombies else ""
-            self.border_title = Text(f"Active tasks · {len(snapshot.tasks)}{flag}")
+            title = f"Active tasks · {len(snapshot.tasks)}{flag}"
         parts: list[str] = []
         if snapshot is not None:
             workers = len(snapshot.workers)
@@ -221,7 +221,7 @@ class TasksPane(ActionOwner, TablePane):
             parts.append(f"filter {self.filter_text!r}")
         if self.error is not None and snapshot is not None:
             parts.append(f"stale: {self.error}")
-        self.border_subtitle = Text(" · ".join(parts))
+        self.set_titles(title, " · ".join(parts))
 
     # -- revoking --------------------------------------------------------------------------
 
