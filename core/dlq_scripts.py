@@ -142,7 +142,12 @@ CLEAR_BEFORE = (
     + """
 local rows = redis.call('XRANGE', KEYS[1], '-', ARGV[3], 'COUNT', ARGV[4])
 drop_oldest(KEYS[1], rows, KEYS[3], KEYS[4], ARGV[2])
-forget_if_empty(KEYS[1], KEYS[2], ARGV[1], KEYS[3], KEYS[4], ARGV[2])
+-- An emptied stream is deleted and forgets its last id: an entry added before the next chunk
+-- could get an id at or below ARGV[3] (a Redis clock behind it) and be cleared unseen. Nothing
+-- up to ARGV[3] is left in an empty stream, so stop there.
+if forget_if_empty(KEYS[1], KEYS[2], ARGV[1], KEYS[3], KEYS[4], ARGV[2]) == 0 then
+  return {#rows, 0}
+end
 if #rows == tonumber(ARGV[4]) then return {#rows, 1} end
 return {#rows, 0}
 """

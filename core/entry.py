@@ -484,7 +484,11 @@ def build_entry(
     )
     # From the whole traceback: a cut one may have lost its innermost frame to a huge message.
     entry.group = fingerprint(
-        task=entry.task, exception=entry.exception, traceback=traceback or "", reason=reason
+        task=entry.task,
+        exception=entry.exception,
+        traceback=traceback or "",
+        reason=reason,
+        raised=exception,
     )
     return entry
 

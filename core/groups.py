@@ -64,9 +64,36 @@ def _short_path(path: str) -> str:
     return "/".join(part for part in parts if part) or path
 
 
-def fingerprint(*, task: str, exception: str, traceback: str, reason: str = "failed") -> str:
-    """The group id of a failure of ``task`` with ``exception`` (a type name)."""
-    frame = innermost_frame(traceback)
+def raised_at(exception: BaseException | None) -> Frame | None:
+    """Where ``exception`` was raised, from its traceback object; None when it has none.
+
+    Preferred to the text: a message can quote a whole traceback (a subprocess's stderr, a
+    remote error), whose frames the text parser would take for the innermost one, and an
+    exception group's frames are indented past what the parser reads.
+    """
+    tb = exception.__traceback__ if exception is not None else None
+    if tb is None:
+        return None
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    code = tb.tb_frame.f_code
+    return Frame(_short_path(code.co_filename), code.co_name)
+
+
+def fingerprint(
+    *,
+    task: str,
+    exception: str,
+    traceback: str,
+    reason: str = "failed",
+    raised: BaseException | None = None,
+) -> str:
+    """The group id of a failure of ``task`` with ``exception`` (a type name).
+
+    ``raised`` is the exception itself when the caller has it: its frames decide, and the
+    text is read only without them (a lost worker's error, an entry stored before groups).
+    """
+    frame = raised_at(raised) or innermost_frame(traceback)
     where = (frame.file, frame.function) if frame else ("", "")
     return group_id(reason, task, exception, *where)
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import collections
 import json
+import traceback
+from collections.abc import Callable
 
 import pytest
 import redis
 
 from celery_morgue.core import DeadLetterQueue, DLQError
-from celery_morgue.core.dlq import WRITE_CHUNK
+from celery_morgue.core.dlq import READ_CHUNK, WRITE_CHUNK
 from celery_morgue.core.entry import TRACEBACK_LIMIT, Entry, UnreadableEntry
 from celery_morgue.core.groups import (
     UNREADABLE_GROUP,
@@ -473,3 +475,58 @@ def test_a_row_without_a_group_whose_entry_names_one_joins_that_group(
     assert dlq.get("celery", stream_id).group == "abcdefabcdef"
     assert [(s.group, s.count) for s in dlq.groups("celery").groups] == [("abcdefabcdef", 1)]
     assert_index_exact(redis_client, dlq, "celery")
+
+
+def _run_script(path: str) -> None:
+    # A subprocess's stderr quoted in the message: a whole traceback of another program.
+    raise RuntimeError(
+        "script failed:\nTraceback (most recent call last):\n"
+        f'  File "{path}", line 3, in <module>\n    main()\nValueError: bad input\n'
+    )
+
+
+def _fail_in_a_group() -> None:
+    raise ExceptionGroup("two failed", [ValueError("a"), KeyError("b")])
+
+
+def _fail_in_another_group() -> None:
+    raise ExceptionGroup("two failed", [ValueError("a"), KeyError("b")])
+
+
+def failure_of(function: Callable[..., None], *args: object) -> Entry:
+    try:
+        function(*args)
+    except BaseException as exc:
+        return make_entry(exception=exc, traceback=traceback.format_exc())
+    raise AssertionError(f"{function.__name__} did not raise")
+
+
+def test_a_traceback_quoted_in_the_message_does_not_split_or_decide_the_group() -> None:
+    first = failure_of(_run_script, "/tmp/job_a1b2/step.py")
+    second = failure_of(_run_script, "/tmp/job_c3d4/step.py")
+    assert first.group == second.group
+    # The frames decide, not the quoted text: where the task raised it is the group.
+    assert first.group == fingerprint(
+        task=first.task,
+        exception="RuntimeError",
+        traceback='  File "tests/test_groups.py", line 1, in _run_script\n',
+    )
+
+
+def test_exception_groups_raised_in_different_places_are_different_groups() -> None:
+    here = failure_of(_fail_in_a_group)
+    there = failure_of(_fail_in_another_group)
+    assert here.group != there.group
+    assert here.group == failure_of(_fail_in_a_group).group
+
+
+def test_a_clear_that_empties_the_stream_in_a_full_chunk_stops_there(
+    redis_client: redis.Redis, dlq: DeadLetterQueue
+) -> None:
+    # The emptied stream is deleted and forgets its last id: another chunk could clear an entry
+    # added meanwhile with a lower id (a Redis clock behind the one that stored the others).
+    dlq.add_many(bug(f"t{n}", "find", "x") for n in range(READ_CHUNK))
+    keys = dlq._queue_keys("celery")
+    args = ["celery", dlq.group_key_prefix("celery"), "99999999999999-0", READ_CHUNK]
+    assert [int(part) for part in dlq._clear_before(keys=keys, args=args)] == [READ_CHUNK, 0]
+    assert_nothing_left(redis_client, "celery")
