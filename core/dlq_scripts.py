@@ -51,11 +51,14 @@ local function drop_oldest(stream, rows, groups, grouped, zprefix)
   ungroup(rows, groups, grouped, zprefix)
   redis.call('XTRIM', stream, 'MAXLEN', redis.call('XLEN', stream) - #rows)
 end
-local function forget_if_empty(stream, queues, queue, groups, grouped, zprefix)
+-- keep_stream: leave the emptied stream itself (it expires by its TTL), so that it keeps its
+-- last id and the next entry's id is above everything a clear removed.
+local function forget_if_empty(stream, queues, queue, groups, grouped, zprefix, keep_stream)
   local n = redis.call('XLEN', stream)
   if n == 0 then
     for _, g in ipairs(redis.call('HKEYS', groups)) do redis.call('DEL', zprefix .. g) end
-    redis.call('DEL', stream, groups, grouped)
+    redis.call('DEL', groups, grouped)
+    if not keep_stream then redis.call('DEL', stream) end
     redis.call('HDEL', queues, queue)
   end
   return n
@@ -142,10 +145,11 @@ CLEAR_BEFORE = (
     + """
 local rows = redis.call('XRANGE', KEYS[1], '-', ARGV[3], 'COUNT', ARGV[4])
 drop_oldest(KEYS[1], rows, KEYS[3], KEYS[4], ARGV[2])
--- An emptied stream is deleted and forgets its last id: an entry added before the next chunk
--- could get an id at or below ARGV[3] (a Redis clock behind it) and be cleared unseen. Nothing
--- up to ARGV[3] is left in an empty stream, so stop there.
-if forget_if_empty(KEYS[1], KEYS[2], ARGV[1], KEYS[3], KEYS[4], ARGV[2]) == 0 then
+-- The emptied stream is kept with its last id: a deleted one would give an entry added in the
+-- same millisecond (or under a Redis clock behind) an id at or below ARGV[3], which a next chunk
+-- would clear unseen and the UI would take for one already seen. Nothing up to ARGV[3] is left
+-- in an empty stream, so stop there.
+if forget_if_empty(KEYS[1], KEYS[2], ARGV[1], KEYS[3], KEYS[4], ARGV[2], true) == 0 then
   return {#rows, 0}
 end
 if #rows == tonumber(ARGV[4]) then return {#rows, 1} end

@@ -78,8 +78,13 @@ def assert_index_exact(client: redis.Redis, dlq: DeadLetterQueue, queue: str) ->
 
 
 def assert_nothing_left(client: redis.Redis, queue: str) -> None:
+    """No key of ``queue`` is left but, after a clear, its emptied stream, which expires."""
     leftover = [key.decode() for key in client.scan_iter("dlq*") if queue in key.decode()]
-    assert leftover == []
+    kept = [key for key in leftover if key == f"dlq:{queue}"]
+    assert leftover == kept
+    for key in kept:
+        assert client.xlen(key) == 0
+        assert client.pttl(key) > 0
 
 
 # -- the fingerprint ---------------------------------------------------------------------------
@@ -530,3 +535,20 @@ def test_a_clear_that_empties_the_stream_in_a_full_chunk_stops_there(
     args = ["celery", dlq.group_key_prefix("celery"), "99999999999999-0", READ_CHUNK]
     assert [int(part) for part in dlq._clear_before(keys=keys, args=args)] == [READ_CHUNK, 0]
     assert_nothing_left(redis_client, "celery")
+
+
+def test_the_entry_after_a_clear_that_emptied_the_queue_is_newer_than_all_it_cleared(
+    redis_client: redis.Redis, dlq: DeadLetterQueue
+) -> None:
+    # An id ahead of Redis's clock stands for a clear in the same millisecond as the next
+    # failure (or a clock that stepped back): a deleted stream would start again below it.
+    ahead = "99999999999999-0"
+    redis_client.xadd(dlq.key("celery"), {"entry": "{}"}, id=ahead)
+    redis_client.hset(dlq.index_key, "celery", 1)
+    assert dlq.clear("celery", up_to=ahead) == 1
+    assert [info.queue for info in dlq.queues()] == []
+    new_id = dlq.add(bug("after", "find", "x"))
+    assert new_id is not None
+    assert new_id == "99999999999999-1"
+    assert [entry.id for entry in dlq.page("celery").items] == [new_id]
+    assert_index_exact(redis_client, dlq, "celery")
