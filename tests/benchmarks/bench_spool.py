@@ -119,7 +119,7 @@ def run(entries: int, workdir: Path) -> None:
         celery_argv,
         wait_for_workers,
     )
-    from tests.test_dlq import make_entry
+    from tests.helpers import make_entry
 
     broker = RedisServer()
     dlq_server = RedisServer()
