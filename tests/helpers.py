@@ -805,11 +805,12 @@ def cluster_refreshed() -> ClusterRefreshed:
     return ClusterRefreshed(snapshot)
 
 
-async def feed_dashboard(pilot: Pilot[None]) -> None:
-    """Post one DLQ poll's and one cluster poll's results, as the poll workers would."""
+async def feed_dashboard(pilot: Pilot[None], polled: DeadLettersRefreshed | None = None) -> None:
+    """Post one DLQ poll's (``polled``, else :func:`dead_letters`) and one cluster poll's
+    results, as the poll workers would."""
     app = pilot.app
     assert isinstance(app, MorgueApp)
-    app.dashboard.post_message(dead_letters())
+    app.dashboard.post_message(polled or dead_letters())
     app.dashboard.post_message(cluster_refreshed())
     await pilot.pause()
     await pilot.pause()

@@ -25,7 +25,6 @@ from tests.helpers import (
     ENTRIES,
     NOW,
     PROFILE,
-    cluster_refreshed,
     feed_dashboard,
     frozen_clock,
     make_app,
@@ -146,12 +145,7 @@ def test_dropped_and_unreadable_rows_at_80x24(snap_compare: object) -> None:
     """A word for every reason but "failed", and an unreadable entry among the others."""
 
     async def feed(pilot: Pilot[None]) -> None:
-        app = pilot.app
-        assert isinstance(app, MorgueApp)
-        app.dashboard.post_message(dropped_and_unreadable())
-        app.dashboard.post_message(cluster_refreshed())
-        await pilot.pause()
-        await pilot.pause()
+        await feed_dashboard(pilot, dropped_and_unreadable())
 
     assert snap_compare(make_app(), run_before=feed, terminal_size=(80, 24))  # type: ignore[operator]
 
