@@ -76,6 +76,7 @@ from celery_morgue.core.errors import (
     UnreadableEntryError,
     UnroutableEntry,
 )
+from celery_morgue.core.filters import EntryFilter
 from celery_morgue.core.groups import (
     UNREADABLE_GROUP,
     GroupReport,
@@ -595,6 +596,44 @@ class DeadLetterQueue:
         next_cursor = index_member_id(_text(members[-1])) if len(members) == limit else None
         return Page(queue=queue, total=int(count), items=items, next=next_cursor)
 
+    # -- under a filter (core.matching) -----------------------------------------------------
+
+    def matching_page(
+        self,
+        queue: str,
+        flt: EntryFilter,
+        cursor: str | None = None,
+        limit: int = DEFAULT_PAGE_SIZE,
+        up_to: str | None = None,
+    ) -> Page:
+        """Up to ``limit`` matching entries older than ``cursor`` (and not newer than
+        ``up_to``), newest first; ``total`` is the matching count. ``next`` may come with
+        fewer than ``limit`` items, after a bounded scan: keep paging until it is None."""
+        from celery_morgue.core import matching
+
+        return matching.matching_page(self, queue, flt, cursor, limit, up_to)
+
+    def count_matching(self, queue: str, flt: EntryFilter, up_to: str | None = None) -> int:
+        from celery_morgue.core import matching
+
+        return matching.count_matching(self, queue, flt, up_to)
+
+    def iter_matching(
+        self, queue: str, flt: EntryFilter, up_to: str | None = None, chunk: int = 500
+    ) -> Iterator[list[StoredEntry]]:
+        """The matching entries up to ``up_to`` (default: the newest now), oldest first, in
+        lists of at most ``chunk``."""
+        from celery_morgue.core import matching
+
+        return matching.iter_matching(self, queue, flt, up_to, chunk)
+
+    def delete_matching(self, queue: str, flt: EntryFilter, up_to: str | None = None) -> int:
+        """Delete the matching entries up to ``up_to`` (default: the newest now), by id, a
+        chunk a call; returns how many were deleted."""
+        from celery_morgue.core import matching
+
+        return matching.delete_matching(self, queue, flt, up_to)
+
     # -- changing ------------------------------------------------------------------------
 
     def delete(self, queue: str, *entry_ids: str) -> int:
@@ -606,12 +645,17 @@ class DeadLetterQueue:
         args = [queue, self.group_key_prefix(queue), *entry_ids]
         return int(self._delete(keys=self._queue_keys(queue), args=args))
 
-    def clear(self, queue: str, up_to: str | None = None) -> int:
-        """Remove entries up to and including ``up_to`` (default: the newest one now).
+    def clear(self, queue: str, up_to: str | None = None, flt: EntryFilter | None = None) -> int:
+        """Remove entries up to and including ``up_to`` (default: the newest one now); with
+        ``flt``, only the matching ones.
 
         Entries stored after ``up_to`` are kept: pass the newest id the user has seen. Works a
         chunk at a time, so a large clear never holds Redis for long.
         """
+        if flt is not None and not flt.is_empty:
+            from celery_morgue.core import matching
+
+            return matching.clear_matching(self, queue, flt, up_to)
         if up_to is None:
             up_to = self.newest_id(queue)
             if up_to is None:

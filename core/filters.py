@@ -42,8 +42,13 @@ def parse_when(text: str, now: dt.datetime | None = None) -> dt.datetime:
     return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
 
 
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
 def to_ms(when: dt.datetime) -> int:
-    return int(when.timestamp() * 1000)
+    """Milliseconds since the epoch, exactly (a float timestamp times 1000 can land a
+    millisecond low, and a bound a millisecond off drops or takes an entry)."""
+    return (when - _EPOCH) // dt.timedelta(milliseconds=1)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,326 @@
+"""Filtered reads and deletes (core.matching) against a real Redis: every filter pages with no
+gap and no repeat, counts what it lists, and a bulk action under it touches only what matches
+and existed when it started."""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import json
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from celery_morgue.core import DeadLetterQueue, matching
+from celery_morgue.core.entry import Entry, UnreadableEntry
+from celery_morgue.core.filters import EntryFilter
+from celery_morgue.core.groups import UNREADABLE_GROUP, index_member_id
+from tests.helpers import make_entry, stream_ms, wait_for_redis_clock
+
+QUEUE = "celery"
+# Three bugs: two of one task (raised in find and in charge), one of another task (in ship).
+BUGS = {
+    "find": ("shop.tasks.load", LookupError),
+    "charge": ("shop.tasks.load", KeyError),
+    "ship": ("shop.tasks.send", LookupError),
+}
+
+
+def raised_in(function: str) -> str:
+    return (
+        "Traceback (most recent call last):\n"
+        f'  File "/srv/app/shop/tasks.py", line 17, in {function}\n'
+        "    raise Oops(text)\n"
+    )
+
+
+def failure(n: int, function: str, message: str | None = None) -> Entry:
+    task, kind = BUGS[function]
+    text = message if message is not None else f"order {n} failed"
+    return make_entry(
+        f"t{n}-{function}", task=task, exception=kind(text), traceback=raised_in(function)
+    )
+
+
+def interleaved(dlq: DeadLetterQueue, count: int) -> dict[str, list[str]]:
+    """``count`` entries, the bugs interleaved unevenly; each bug's ids, oldest first."""
+    pattern = ["find", "charge", "find", "ship", "find", "charge", "find"]
+    functions = [pattern[n % len(pattern)] for n in range(count)]
+    ids = dlq.add_many(failure(n, function) for n, function in enumerate(functions))
+    by_bug: dict[str, list[str]] = collections.defaultdict(list)
+    for function, entry_id in zip(functions, ids, strict=True):
+        assert isinstance(entry_id, str)
+        by_bug[function].append(entry_id)
+    return dict(by_bug)
+
+
+def group_of_bug(dlq: DeadLetterQueue, entry_id: str) -> str:
+    entry = dlq.get(QUEUE, entry_id)
+    assert isinstance(entry, Entry)
+    return entry.group
+
+
+def newest_first(ids: list[str]) -> list[str]:
+    return sorted(ids, key=lambda i: tuple(map(int, i.split("-"))), reverse=True)
+
+
+def all_pages(
+    dlq: DeadLetterQueue, flt: EntryFilter, limit: int, up_to: str | None = None
+) -> Iterator[tuple[list[str], int, str | None]]:
+    """Every page of a filtered listing: its ids, total and cursor."""
+    cursor: str | None = None
+    for _ in range(10_000):
+        page = dlq.matching_page(QUEUE, flt, cursor, limit, up_to=up_to)
+        assert len(page.items) <= limit
+        yield [item.id for item in page.items], page.total, page.next
+        if page.next is None:
+            return
+        cursor = page.next
+    pytest.fail("the listing never ended")
+
+
+def listed(
+    dlq: DeadLetterQueue, flt: EntryFilter, limit: int, up_to: str | None = None
+) -> list[str]:
+    ids: list[str] = []
+    for page_ids, total, _ in all_pages(dlq, flt, limit, up_to):
+        ids += page_ids
+        assert total == dlq.count_matching(QUEUE, flt, up_to)
+    assert len(ids) == len(set(ids)), "an entry was listed twice"
+    return ids
+
+
+def assert_groups_exact(client: redis.Redis, dlq: DeadLetterQueue) -> None:
+    """The group counts and indexes hold exactly the entries in the stream."""
+    entries = list(dlq.iter_entries(QUEUE))
+    counted = collections.Counter(entry.group for entry in entries)
+    stored = {k.decode(): int(v) for k, v in client.hgetall(dlq.groups_key(QUEUE)).items()}
+    assert stored == dict(counted)
+    for group in counted:
+        members = client.zrange(dlq.group_key(QUEUE, group), 0, -1)
+        indexed = {index_member_id(member.decode()) for member in members}
+        assert indexed == {entry.id for entry in entries if entry.group == group}
+
+
+# -- listing ----------------------------------------------------------------------------------
+
+
+def test_a_group_pages_with_no_gap_and_no_repeat(dlq: DeadLetterQueue) -> None:
+    bugs = interleaved(dlq, 400)
+    group = group_of_bug(dlq, bugs["charge"][0])
+    flt = EntryFilter(group=group)
+    pages = list(all_pages(dlq, flt, 7))
+    assert len(pages) > 10
+    assert all(total == len(bugs["charge"]) for _, total, _ in pages)
+    ids = [entry_id for page_ids, _, _ in pages for entry_id in page_ids]
+    assert ids == newest_first(bugs["charge"])
+    assert dlq.count_matching(QUEUE, flt) == len(bugs["charge"])
+
+
+def test_task_and_exception_select_the_groups_they_name(dlq: DeadLetterQueue) -> None:
+    bugs = interleaved(dlq, 300)
+    load = listed(dlq, EntryFilter(task="shop.tasks.load"), 11)
+    assert load == newest_first(bugs["find"] + bugs["charge"])
+    lookup = listed(dlq, EntryFilter(exception="LookupError"), 13)
+    assert lookup == newest_first(bugs["find"] + bugs["ship"])
+    # A dotted name matches its own last part; an exception nothing raised matches nothing.
+    assert listed(dlq, EntryFilter(exception="builtins.KeyError"), 50) == newest_first(
+        bugs["charge"]
+    )
+    assert listed(dlq, EntryFilter(exception="TypeError"), 50) == []
+    both = EntryFilter(task="shop.tasks.load", exception="LookupError")
+    assert listed(dlq, both, 9) == newest_first(bugs["find"])
+    assert dlq.count_matching(QUEUE, EntryFilter(task="no.such.task")) == 0
+
+
+def test_time_bounds_narrow_the_range(dlq: DeadLetterQueue, redis_client: redis.Redis) -> None:
+    batches: list[dict[str, list[str]]] = []
+    for _ in range(3):
+        batches.append(interleaved(dlq, 40))
+        last = max(max(ids, key=stream_ms) for ids in batches[-1].values())
+        wait_for_redis_clock(redis_client, stream_ms(last))  # the next batch is a later ms
+    middle = [i for ids in batches[1].values() for i in ids]
+    later = middle + [i for ids in batches[2].values() for i in ids]
+    since = at_ms(min(stream_ms(i) for i in middle))
+    until = at_ms(max(stream_ms(i) for i in middle))
+
+    assert listed(dlq, EntryFilter(since=since), 9) == newest_first(later)
+    assert listed(dlq, EntryFilter(since=since, until=until), 9) == newest_first(middle)
+    earlier = [i for batch in batches[:2] for ids in batch.values() for i in ids]
+    assert listed(dlq, EntryFilter(until=until), 9) == newest_first(earlier)
+    # With a group: the index's range, and its count from ZLEXCOUNT.
+    group = group_of_bug(dlq, batches[0]["ship"][0])
+    flt = EntryFilter(group=group, since=since, until=until)
+    assert listed(dlq, flt, 2) == newest_first(batches[1]["ship"])
+    assert dlq.count_matching(QUEUE, flt) == len(batches[1]["ship"])
+
+
+def at_ms(millis: int) -> dt.datetime:
+    return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(milliseconds=millis)
+
+
+def test_grep_scans_in_bounded_chunks_and_continues_where_it_stopped(
+    dlq: DeadLetterQueue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wanted = []
+    for n in range(200):
+        function = ("find", "charge", "ship")[n % 3]
+        message = f"Needle {n} in stock" if n % 17 == 0 else f"order {n} failed"
+        entry_id = dlq.add(failure(n, function, message))
+        assert entry_id is not None
+        if n % 17 == 0:
+            wanted.append((entry_id, function))
+    # Small chunks and scan limit: most pages stop at the limit with fewer matches than asked.
+    monkeypatch.setattr(matching, "SCAN_CHUNK", 10)
+    monkeypatch.setattr(matching, "PAGE_SCAN_LIMIT", 20)
+    pages = list(all_pages(dlq, EntryFilter(grep="needle"), 5))
+    assert any(len(page_ids) < 5 and cursor is not None for page_ids, _, cursor in pages)
+    ids = [entry_id for page_ids, _, _ in pages for entry_id in page_ids]
+    assert ids == newest_first([entry_id for entry_id, _ in wanted])
+    assert {total for _, total, _ in pages} == {len(wanted)}
+    # Combined with a group (through the index) and with a task.
+    ship = group_of_bug(dlq, next(i for i, function in wanted if function == "ship"))
+    shipped = newest_first([i for i, function in wanted if function == "ship"])
+    assert listed(dlq, EntryFilter(group=ship, grep="NEEDLE"), 2) == shipped
+    loaded = newest_first([i for i, function in wanted if function != "ship"])
+    assert listed(dlq, EntryFilter(task="shop.tasks.load", grep="needle"), 3) == loaded
+
+
+def test_up_to_leaves_out_what_came_later(dlq: DeadLetterQueue) -> None:
+    bugs = interleaved(dlq, 70)
+    seen = dlq.newest_id(QUEUE)
+    assert seen is not None
+    later = interleaved(dlq, 30)
+    group = group_of_bug(dlq, bugs["find"][0])
+    flt = EntryFilter(group=group)
+    assert listed(dlq, flt, 8, up_to=seen) == newest_first(bugs["find"])
+    assert dlq.count_matching(QUEUE, flt) == len(bugs["find"]) + len(later["find"])
+    assert dlq.count_matching(QUEUE, EntryFilter(), up_to=seen) == 70
+
+
+def test_iter_matching_is_oldest_first_in_chunks_and_stops_at_its_start(
+    dlq: DeadLetterQueue,
+) -> None:
+    bugs = interleaved(dlq, 120)
+    group = group_of_bug(dlq, bugs["find"][0])
+    chunks = dlq.iter_matching(QUEUE, EntryFilter(group=group), chunk=16)
+    first = next(chunks)
+    dlq.add_many(failure(1000 + n, "find") for n in range(40))  # after the start: not listed
+    rest = [entry for chunk in chunks for entry in chunk]
+    assert len(first) == 16
+    assert [entry.id for entry in first + rest] == bugs["find"]
+
+
+def test_entries_stored_before_groups_are_counted_and_listed(
+    dlq: DeadLetterQueue, redis_client: redis.Redis
+) -> None:
+    redis_client.hset(dlq.index_key, QUEUE, 7 * 24 * 3600 * 1000)
+    old = []
+    for n in range(30):  # the previous version's rows: no group in the row or the entry
+        data = json.loads(failure(n, ("find", "ship")[n % 2]).to_json())
+        del data["group"]
+        old.append(
+            redis_client.xadd(dlq.key(QUEUE), {"task_id": f"o{n}", "entry": json.dumps(data)})
+        )
+    new = interleaved(dlq, 14)
+    flt = EntryFilter(task="shop.tasks.send")
+    expected = [i.decode() for i in old[1::2]] + new["ship"]
+    assert dlq.count_matching(QUEUE, flt) == 15 + len(new["ship"])
+    assert listed(dlq, flt, 4) == newest_first(expected)
+    assert dlq.groups(QUEUE).ungrouped == 0
+    assert_groups_exact(redis_client, dlq)
+
+
+# -- changing ---------------------------------------------------------------------------------
+
+
+def test_a_filtered_clear_keeps_other_and_newer_entries(
+    dlq: DeadLetterQueue, redis_client: redis.Redis
+) -> None:
+    bugs = interleaved(dlq, 500)
+    seen = dlq.newest_id(QUEUE)
+    newer = interleaved(dlq, 21)  # after the clear's start point
+    group = group_of_bug(dlq, bugs["find"][0])
+    removed = dlq.clear(QUEUE, up_to=seen, flt=EntryFilter(group=group))
+    assert removed == len(bugs["find"])
+    kept = {entry.id for entry in dlq.iter_entries(QUEUE)}
+    expected = {i for ids in newer.values() for i in ids} | set(bugs["charge"] + bugs["ship"])
+    assert kept == expected
+    assert_groups_exact(redis_client, dlq)
+    # A task filter and a grep filter clear only what they match too.
+    assert dlq.clear(QUEUE, flt=EntryFilter(task="shop.tasks.send")) == len(
+        bugs["ship"] + newer["ship"]
+    )
+    assert dlq.clear(QUEUE, flt=EntryFilter(grep="order 50")) == 1  # order 50, 500..520
+    assert_groups_exact(redis_client, dlq)
+    assert dlq.size(QUEUE) == len(newer["find"] + bugs["charge"] + newer["charge"]) - 1
+
+
+def test_a_clear_until_keeps_what_is_later(dlq: DeadLetterQueue, redis_client: redis.Redis) -> None:
+    first = interleaved(dlq, 60)
+    last = max((i for ids in first.values() for i in ids), key=stream_ms)
+    wait_for_redis_clock(redis_client, stream_ms(last))
+    second = interleaved(dlq, 20)
+    removed = dlq.clear(QUEUE, flt=EntryFilter(until=at_ms(stream_ms(last))))
+    assert removed == 60
+    assert {entry.id for entry in dlq.iter_entries(QUEUE)} == {
+        i for ids in second.values() for i in ids
+    }
+    assert_groups_exact(redis_client, dlq)
+
+
+def test_delete_matching_deletes_a_chunk_of_ids_a_call(
+    dlq: DeadLetterQueue, redis_client: redis.Redis
+) -> None:
+    bugs = interleaved(dlq, 2000)
+    group = group_of_bug(dlq, bugs["find"][0])
+    assert len(bugs["find"]) > 2 * matching.DELETE_CHUNK
+    before = command_calls(redis_client, "evalsha") + command_calls(redis_client, "eval")
+    assert dlq.delete_matching(QUEUE, EntryFilter(group=group)) == len(bugs["find"])
+    scripts = command_calls(redis_client, "evalsha") + command_calls(redis_client, "eval")
+    # One delete script per chunk of ids, plus a few retention trims: never one per entry.
+    assert scripts - before < 20
+    assert dlq.count_matching(QUEUE, EntryFilter(group=group)) == 0
+    assert dlq.size(QUEUE) == len(bugs["charge"] + bugs["ship"])
+    assert_groups_exact(redis_client, dlq)
+
+
+def command_calls(client: redis.Redis, command: str) -> int:
+    stats = client.info("commandstats")
+    return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
+
+
+# -- hostile rows -----------------------------------------------------------------------------
+
+
+def test_malformed_rows_do_not_break_a_filtered_listing_or_delete(
+    dlq: DeadLetterQueue, redis_client: redis.Redis
+) -> None:
+    bugs = interleaved(dlq, 50)
+    key = dlq.key(QUEUE)
+    garbage = [
+        redis_client.xadd(key, {"entry": b"{not json \xff"}).decode(),
+        redis_client.xadd(key, {"something": "else", "group": "<b>not a group</b>"}).decode(),
+        redis_client.xadd(key, {"entry": "[1, 2]", "group": "g" * 5000}).decode(),
+        redis_client.xadd(
+            key, {"entry": json.dumps({"task_id": 1, "task": "shop.tasks.load"})}
+        ).decode(),
+    ]
+    more = interleaved(dlq, 20)
+    load = EntryFilter(task="shop.tasks.load")
+    expected = bugs["find"] + bugs["charge"] + more["find"] + more["charge"]
+    assert listed(dlq, load, 6) == newest_first(expected)
+    assert listed(dlq, EntryFilter(grep="order 1"), 4) == newest_first(
+        [e.id for e in dlq.iter_entries(QUEUE) if isinstance(e, Entry) and "order 1" in e.message]
+    )
+    # The unreadable rows are one group, and only that group or no filter selects them.
+    unreadable = listed(dlq, EntryFilter(group=UNREADABLE_GROUP), 3)
+    assert unreadable == newest_first(garbage)
+    assert len(listed(dlq, EntryFilter(), 17)) == 50 + 20 + 4
+    assert dlq.delete_matching(QUEUE, load) == len(expected)
+    left = list(dlq.iter_entries(QUEUE))
+    assert sorted(e.id for e in left if isinstance(e, UnreadableEntry)) == sorted(garbage)
+    assert dlq.clear(QUEUE, flt=EntryFilter(group=UNREADABLE_GROUP)) == 4
+    assert all(isinstance(e, Entry) for e in dlq.iter_entries(QUEUE))
+    assert_groups_exact(redis_client, dlq)
