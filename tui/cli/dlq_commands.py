@@ -19,8 +19,10 @@ from celery_morgue.core.errors import (
     UnreadableEntryError,
     UnroutableEntry,
 )
+from celery_morgue.core.filters import EntryFilter
 from celery_morgue.core.spool_state import spool_backlogs
 from celery_morgue.core.wording import plural
+from celery_morgue.tui.cli.filter_options import entries_phrase, filter_options, filter_phrase
 from celery_morgue.tui.cli.output import (
     Column,
     emit_json,
@@ -32,12 +34,17 @@ from celery_morgue.tui.cli.session import Failure, Session, confirm, pass_sessio
 from celery_morgue.tui.literal import printable
 
 MAX_LIMIT = 10_000
+# Ids a --dry-run shows of what it would touch.
+SAMPLE_SIZE = 5
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 raw_option = click.option(
     "--raw",
     is_flag=True,
     help="Show arguments the caller hid behind argsrepr/kwargsrepr (they may be secrets).",
+)
+dry_run_option = click.option(
+    "--dry-run", is_flag=True, help="Change nothing: say what would be touched, and how many."
 )
 yes_option = click.option(
     "--yes", "-y", is_flag=True, help="Do not ask; required when stdin is not a terminal."
@@ -104,6 +111,7 @@ def dlq() -> None:
 
 @dlq.command("list")
 @click.argument("queue")
+@filter_options
 @click.option(
     "--limit",
     type=click.IntRange(1, MAX_LIMIT),
@@ -116,14 +124,28 @@ def dlq() -> None:
 @json_option
 @pass_session
 def list_entries(
-    session: Session, queue: str, limit: int, cursor: str | None, raw: bool, as_json: bool
+    session: Session,
+    queue: str,
+    flt: EntryFilter,
+    limit: int,
+    cursor: str | None,
+    raw: bool,
+    as_json: bool,
 ) -> None:
-    """Entries of QUEUE, newest first, a page at a time."""
+    """Entries of QUEUE, newest first, a page at a time; with filters, the matching ones
+    (``total`` is then the matching count). Under --grep a page may hold fewer than --limit
+    entries and still have a next page: it stops after a bounded scan."""
     dlq_ = session.connection().dlq
     require_queue(dlq_, queue)
-    page = dlq_.page(queue, cursor=cursor, limit=limit)
+    if flt.is_empty:
+        page = dlq_.page(queue, cursor=cursor, limit=limit)
+    else:
+        page = dlq_.matching_page(queue, flt, cursor=cursor, limit=limit)
     if as_json:
-        emit_json(page.as_dict(raw=raw))
+        data = page.as_dict(raw=raw)
+        if not flt.is_empty:
+            data["filter"] = flt.as_dict()
+        emit_json(data)
         return
     columns = [
         Column("id", flexible=True, minimum=15),
@@ -135,7 +157,11 @@ def list_entries(
     ]
     rows = [_list_row(entry) for entry in page.items]
     click.echo(render_table(columns, rows))
-    summary = f"{len(page.items)} of {page.total} in {queue!r}"
+    if flt.is_empty:
+        summary = f"{len(page.items)} of {page.total} in {queue!r}"
+    else:
+        matching = entries_phrase(page.total, filter_phrase(dlq_, queue, flt))
+        summary = printable(f"{len(page.items)} of {matching} in {queue!r}")
     if page.next:
         summary += f"; next page: --cursor {page.next}"
     click.echo(summary)
@@ -222,18 +248,43 @@ def show(session: Session, queue: str, entry_id: str, raw: bool, as_json: bool) 
 
 @dlq.command()
 @click.argument("queue")
-@click.argument("entry_ids", metavar="ID...", nargs=-1, required=True, type=ENTRY_ID)
+@click.argument("entry_ids", metavar="[ID]...", nargs=-1, type=ENTRY_ID)
+@click.option(
+    "--all", "every", is_flag=True, help="Delete every entry present now that matches the filter."
+)
+@filter_options
+@dry_run_option
 @yes_option
 @json_option
 @pass_session
 def delete(
-    session: Session, queue: str, entry_ids: tuple[str, ...], yes: bool, as_json: bool
+    session: Session,
+    queue: str,
+    entry_ids: tuple[str, ...],
+    every: bool,
+    flt: EntryFilter,
+    dry_run: bool,
+    yes: bool,
+    as_json: bool,
 ) -> None:
-    """Delete entries by id."""
-    session.require_writable("delete entries")
+    """Delete entries by id, or with --all every entry present now that matches the filter
+    options (entries that arrive meanwhile are kept)."""
+    if bool(entry_ids) == every:
+        raise click.UsageError("give entry ids or --all (not both)")
+    if entry_ids and not flt.is_empty:
+        raise click.UsageError("the filter options go with --all, not with entry ids")
+    if not dry_run:
+        session.require_writable("delete entries")
     dlq_ = session.connection().dlq
     require_queue(dlq_, queue)
+    if every:
+        _remove_matching(dlq_, queue, flt, dry_run=dry_run, yes=yes, as_json=as_json)
+        return
     unique = list(dict.fromkeys(entry_ids))
+    if dry_run:
+        present = [entry_id for entry_id in unique if _exists(dlq_, queue, entry_id)]
+        _report_dry_run(dlq_, queue, EntryFilter(), present, len(present), None, as_json)
+        return
     confirm(yes, f"Delete {plural(len(unique), 'entry')} from queue {queue!r}?")
     deleted: list[str] = []
     missing: list[str] = []
@@ -247,16 +298,96 @@ def delete(
         raise Failure(f"not found in {queue!r}: {', '.join(missing)}")
 
 
-@dlq.command(short_help="Delete every entry present now.")
+def _exists(dlq_: DeadLetterQueue, queue: str, entry_id: str) -> bool:
+    try:
+        dlq_.get(queue, entry_id)
+    except EntryNotFound:
+        return False
+    return True
+
+
+def _remove_matching(
+    dlq_: DeadLetterQueue, queue: str, flt: EntryFilter, *, dry_run: bool, yes: bool, as_json: bool
+) -> None:
+    """`delete --all` and a filtered `clear`: the matching entries up to the newest now."""
+    up_to = dlq_.newest_id(queue)
+    if up_to is None:
+        raise Failure(f"queue {queue!r} is already empty")
+    count = dlq_.count_matching(queue, flt, up_to=up_to)
+    if dry_run:
+        sample = dlq_.matching_page(queue, flt, limit=SAMPLE_SIZE, up_to=up_to).items
+        ids = [item.id for item in sample]
+        _report_dry_run(dlq_, queue, flt, ids, count, up_to, as_json)
+        return
+    what = _what(dlq_, queue, flt, count)
+    if count:
+        confirm(yes, f"Delete {what} from {queue!r}?")
+        count = dlq_.clear(queue, up_to=up_to, flt=flt)
+    if as_json:
+        emit_json({"queue": queue, "filter": flt.as_dict(), "up_to": up_to, "deleted": count})
+    elif count:
+        click.echo(printable(f"deleted {_what(dlq_, queue, flt, count)} from {queue!r}"))
+    else:
+        none = "no " + _what(dlq_, queue, flt, 0).split(" ", 1)[1]  # "no entries of group …"
+        click.echo(printable(f"nothing to delete in {queue!r}: {none}"))
+
+
+def _what(dlq_: DeadLetterQueue, queue: str, flt: EntryFilter, count: int) -> str:
+    if flt.is_empty:
+        return plural(count, "entry")
+    return entries_phrase(count, filter_phrase(dlq_, queue, flt))
+
+
+def _report_dry_run(
+    dlq_: DeadLetterQueue,
+    queue: str,
+    flt: EntryFilter,
+    ids: list[str],
+    count: int,
+    up_to: str | None,
+    as_json: bool,
+) -> None:
+    """What a bulk action would touch, and how many; nothing is changed."""
+    sample = ids[:SAMPLE_SIZE]
+    if as_json:
+        emit_json(
+            {
+                "queue": queue,
+                "dry_run": True,
+                "filter": flt.as_dict(),
+                "count": count,
+                "up_to": up_to,
+                "sample_ids": sample,
+            }
+        )
+        return
+    line = f"would delete {_what(dlq_, queue, flt, count)} from {queue!r}"
+    if up_to is not None:
+        line += f" (up to {up_to}; newer ones are kept)"
+    if sample:
+        line += f", e.g. {', '.join(sample)}{', …' if count > len(sample) else ''}"
+    click.echo(printable(line))
+
+
+@dlq.command(short_help="Delete every entry present now (that matches the filter).")
 @click.argument("queue")
+@filter_options
+@dry_run_option
 @yes_option
 @json_option
 @pass_session
-def clear(session: Session, queue: str, yes: bool, as_json: bool) -> None:
-    """Delete every entry present now; entries that arrive meanwhile are kept."""
-    session.require_writable("clear a queue")
+def clear(
+    session: Session, queue: str, flt: EntryFilter, dry_run: bool, yes: bool, as_json: bool
+) -> None:
+    """Delete every entry present now, or with filter options every matching entry present
+    now; entries that arrive meanwhile are kept."""
+    if not dry_run:
+        session.require_writable("clear a queue")
     dlq_ = session.connection().dlq
     count = require_queue(dlq_, queue)
+    if dry_run or not flt.is_empty:
+        _remove_matching(dlq_, queue, flt, dry_run=dry_run, yes=yes, as_json=as_json)
+        return
     newest = dlq_.newest_id(queue)
     if newest is None:  # emptied between the two calls
         raise Failure(f"queue {queue!r} is already empty")
