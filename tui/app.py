@@ -26,6 +26,8 @@ from celery_morgue.tui.screens.help import HelpScreen, HelpSection
 from celery_morgue.tui.screens.profile_form import ProfileForm
 from celery_morgue.tui.screens.profiles import ProfilesScreen, Switch
 from celery_morgue.tui.widgets.dead_letters import DeadLetters
+from celery_morgue.tui.widgets.dlq_pane import DLQPane
+from celery_morgue.tui.widgets.groups_pane import GroupsPane
 from celery_morgue.tui.widgets.pane import FilterInput, TablePane
 from celery_morgue.tui.widgets.queue_list import QueueList
 from celery_morgue.tui.widgets.tables import LiveTable
@@ -184,7 +186,8 @@ class MorgueApp(App[None]):
             ("Everywhere", [MorgueApp]),
             ("Dashboard", [DashboardScreen]),
             ("Panes", [LiveTable, QueueList, TablePane, FilterInput]),
-            ("Dead-letter queue", [DeadLetters]),
+            ("Dead-letter queue", [DeadLetters, DLQPane]),
+            ("Failure groups", [GroupsPane]),
             ("Active tasks", [TasksPane]),
             ("Entry detail", [EntryScreen]),
             ("Profiles", [ProfilesScreen, ProfileForm]),

@@ -13,7 +13,10 @@ from typing import Literal
 from textual.message import Message
 
 from celery_morgue.core.dlq import Page, QueueInfo
+from celery_morgue.core.filters import EntryFilter
+from celery_morgue.core.groups import GroupReport
 from celery_morgue.core.zombies import ClusterSnapshot
+from celery_morgue.tui.scope import EVERY_ENTRY
 
 Severity = Literal["information", "warning", "error"]
 
@@ -26,6 +29,9 @@ class DeadLettersRefreshed(Message):
     head: Page | None
     taken_at: float
     spool: tuple[tuple[str, int], ...] = ()  # hosts with spooled failures: (host, pending)
+    # The head was read under this filter: a pane narrowed otherwise since then ignores it.
+    head_filter: EntryFilter = EVERY_ENTRY
+    groups: GroupReport | None = None  # the shown queue's groups, while the groups view is open
 
 
 @dataclass
@@ -38,10 +44,12 @@ class RedisUnavailable(Message):
 
 @dataclass
 class PageLoaded(Message):
-    """Entries of ``page.queue`` older than ``after`` (``None``: the newest ones)."""
+    """Entries of ``page.queue`` matching ``flt`` after the cursor ``after`` (``None``: the
+    newest ones)."""
 
     page: Page
     after: str | None
+    flt: EntryFilter = EVERY_ENTRY
 
 
 @dataclass

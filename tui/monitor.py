@@ -15,15 +15,21 @@ import redis
 
 from celery_morgue.core import zombies
 from celery_morgue.core.dlq import DeadLetterQueue, Page, QueueInfo, RequeueReport
+from celery_morgue.core.filters import EntryFilter
+from celery_morgue.core.groups import GroupReport
 from celery_morgue.core.spool_state import spool_backlogs
 from celery_morgue.core.zombies import ActiveTask, ClusterSnapshot, RevokeReport
 from celery_morgue.tui.connection import Connection, connect_profile
 from celery_morgue.tui.profiles import Profile
+from celery_morgue.tui.scope import EVERY_ENTRY
 
 # Entries per page; a tall terminal shows about 60, and a page costs one XREVRANGE.
 PAGE_SIZE = 100
 # A refresh re-reads at most this many of the newest entries of the visible queue.
 RELOAD_CAP = 1000
+# The groups view lists at most this many groups, largest first: far more than a screen, and a
+# queue with more distinct bugs than this has a bigger problem than which one is 201st.
+GROUPS_SHOWN = 200
 
 ConnectionFactory = Callable[[Profile], Connection]
 """Profile -> live clients. The CLI and the UI connect the same way, through tui.connection."""
@@ -39,6 +45,8 @@ class DLQState:
     head: Page | None
     # Hosts whose spool holds failures not in Redis yet: (host, pending).
     spool: tuple[tuple[str, int], ...] = ()
+    head_filter: EntryFilter = EVERY_ENTRY
+    groups: GroupReport | None = None
 
 
 def describe_error(error: BaseException) -> str:
@@ -74,18 +82,46 @@ class Monitor:
         """:func:`describe_error` with any password this connection knows replaced by ***."""
         return self.connection.scrub(describe_error(error))
 
-    def refresh_dlq(self, preferred: str | None, head_limit: int) -> DLQState:
-        """Every queue, and the newest ``head_limit`` entries of ``preferred`` (else the first)."""
+    def refresh_dlq(
+        self,
+        preferred: str | None,
+        head_limit: int,
+        flt: EntryFilter = EVERY_ENTRY,
+        *,
+        groups: bool = False,
+    ) -> DLQState:
+        """Every queue, and the newest ``head_limit`` entries of ``preferred`` (else the first)
+        that match ``flt`` (a filter applies to ``preferred`` only); with ``groups``, also the
+        failure groups of ``preferred``."""
         queues = self.dlq.queues()
         names = [info.queue for info in queues]
         visible = preferred if preferred in names else (names[0] if names else None)
-        head = self.dlq.page(visible, None, head_limit) if visible is not None else None
+        if visible != preferred:
+            flt = EntryFilter()
+        head = self.page(visible, None, head_limit, flt) if visible is not None else None
+        report = None
+        if groups and visible is not None and visible == preferred:
+            report = self.dlq.groups(visible, limit=GROUPS_SHOWN)
         backlogs = spool_backlogs(self.dlq.client, self.dlq.prefix)
         spool = tuple((state.host, state.pending) for state in backlogs if state.pending)
-        return DLQState(queues=queues, head=head, spool=spool)
+        return DLQState(queues=queues, head=head, spool=spool, head_filter=flt, groups=report)
 
-    def page(self, queue: str, cursor: str | None, limit: int = PAGE_SIZE) -> Page:
-        return self.dlq.page(queue, cursor, limit)
+    def page(
+        self,
+        queue: str,
+        cursor: str | None,
+        limit: int = PAGE_SIZE,
+        flt: EntryFilter = EVERY_ENTRY,
+    ) -> Page:
+        """A page of the entries matching ``flt``, newest first, read by the server."""
+        if flt.is_empty:
+            return self.dlq.page(queue, cursor, limit)
+        if flt == EntryFilter(group=flt.group):
+            return self.dlq.group_page(queue, flt.group or "", cursor, limit)
+        raise NotImplementedError("only a group filter is read by the server yet")
+
+    def groups(self, queue: str) -> GroupReport:
+        return self.dlq.groups(queue, limit=GROUPS_SHOWN)
 
     def cluster(self) -> ClusterSnapshot:
         with self._cluster_lock:

@@ -1,7 +1,7 @@
 """The main screen: the status line, the dead letters and the active tasks, polled.
 
 The screen holds the layout, the polls and the status line. The keys that act on the data are
-the widgets' own: :class:`DeadLetters` (delete, requeue, clear) and :class:`TasksPane`
+the widgets' own: :class:`DeadLetters` (delete, requeue, clear, groups) and :class:`TasksPane`
 (revoke); the footer shows those of the focused widget, as Textual finds them in the focus
 chain. All I/O runs in thread workers that post :mod:`tui.messages` back; the handlers here
 hand the results to the widgets and schedule the next poll once the last one has finished.
@@ -19,6 +19,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from celery_morgue.core.dlq import StoredEntry
+from celery_morgue.core.filters import EntryFilter
 from celery_morgue.core.urls import redact_url
 from celery_morgue.tui.cells import Clock, format_clock_time
 from celery_morgue.tui.messages import (
@@ -163,17 +164,30 @@ class DashboardScreen(Screen[None]):
 
     def _start_dlq_poll(self) -> None:
         dead_letters = self.dead_letters
-        self.poll_dead_letters(dead_letters.shown_queue, dead_letters.head_limit)
+        groups_queue = dead_letters.groups_queue
+        preferred = groups_queue or dead_letters.shown_queue
+        self.poll_dead_letters(
+            preferred, dead_letters.head_limit, dead_letters.head_filter, groups_queue is not None
+        )
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="dlq-poll")
-    def poll_dead_letters(self, preferred: str | None, limit: int) -> None:
+    def poll_dead_letters(
+        self, preferred: str | None, limit: int, flt: EntryFilter, groups: bool
+    ) -> None:
         try:
-            state = self.monitor.refresh_dlq(preferred, limit)
+            state = self.monitor.refresh_dlq(preferred, limit, flt, groups=groups)
         except Exception as error:  # whatever it is, the banner shows it and the poll retries
             self.post_message(RedisUnavailable(self._problem(error), failed_at=self.clock()))
             return
         self.post_message(
-            DeadLettersRefreshed(state.queues, state.head, taken_at=self.clock(), spool=state.spool)
+            DeadLettersRefreshed(
+                state.queues,
+                state.head,
+                taken_at=self.clock(),
+                spool=state.spool,
+                head_filter=state.head_filter,
+                groups=state.groups,
+            )
         )
 
     def _problem(self, error: BaseException) -> str:
@@ -189,13 +203,15 @@ class DashboardScreen(Screen[None]):
         self.status_line.change(connected=True, refreshed_at=message.taken_at, spool=message.spool)
         if reconnected:
             self.notify("Redis answers again.", markup=False)
-        first_shown = await self.dead_letters.show(message.queues, message.head)
+        first_shown = await self.dead_letters.show(
+            message.queues, message.head, message.head_filter, message.groups
+        )
         # The first failures take the focus from where the screen put it on opening.
         if first_shown and (self.focused is None or self.focused is self.tasks_pane.table):
             self.dead_letters.focus_pane()
 
     def on_page_loaded(self, message: PageLoaded) -> None:
-        self.dead_letters.apply_page(message.page, message.after)
+        self.dead_letters.apply_page(message.page, message.after, message.flt)
 
     def on_page_failed(self, message: PageFailed) -> None:
         self.dead_letters.page_failed(message.queue, message.error)

@@ -3,6 +3,8 @@
 The widget owns what acts on them: ``d`` delete, ``e`` requeue, ``E`` requeue all and ``c``
 clear, each confirmed in a dialog first (:mod:`tui.dialogs`), the safe button focused. Enter
 opens an entry's detail, whose own ``d`` and ``e`` come back here to be confirmed the same way.
+``f`` opens the failure groups of the queue shown (:class:`GroupsPane`) in place of the queues;
+enter there narrows the queue's pane to a group, and every action then acts on that group only.
 It loads the pages its panes ask for as their cursor moves down; the dashboard polls the queues
 and hands each refresh to :meth:`DeadLetters.show`, and each page to :meth:`DeadLetters.apply_page`.
 
@@ -28,6 +30,8 @@ from textual.widgets import ContentSwitcher, DataTable, OptionList, Static
 from celery_morgue.core.dlq import Page, QueueInfo, StoredEntry
 from celery_morgue.core.entry import Entry, UnreadableEntry
 from celery_morgue.core.errors import DLQError
+from celery_morgue.core.filters import EntryFilter
+from celery_morgue.core.groups import GroupReport
 from celery_morgue.core.wording import plural
 from celery_morgue.tui.actions import ActionOwner
 from celery_morgue.tui.cells import Clock, entry_age, not_requeueable
@@ -36,7 +40,9 @@ from celery_morgue.tui.literal import printable
 from celery_morgue.tui.messages import ActionDone, PageFailed, PageLoaded
 from celery_morgue.tui.monitor import PAGE_SIZE, Monitor
 from celery_morgue.tui.outcomes import entry_name, requeue_all_done, requeue_refused
+from celery_morgue.tui.scope import EVERY_ENTRY, GroupChoice
 from celery_morgue.tui.widgets.dlq_pane import DLQPane
+from celery_morgue.tui.widgets.groups_pane import GroupsPane
 from celery_morgue.tui.widgets.pane import FILTER
 from celery_morgue.tui.widgets.queue_list import QueueList
 
@@ -58,7 +64,7 @@ class DeadLetters(ActionOwner, Horizontal):
         Binding(
             "c",
             "clear_queue",
-            "Clear queue",
+            "Clear",
             id="clear_queue",
             tooltip="Clear the queue up to the newest entry shown",
         ),
@@ -69,6 +75,13 @@ class DeadLetters(ActionOwner, Horizontal):
             "Requeue",
             id="requeue_entry",
             tooltip="Requeue the entry under a new task id",
+        ),
+        Binding(
+            "f",
+            "groups",
+            "Groups",
+            id="groups",
+            tooltip="What is failing: the failure groups of the queue, largest first",
         ),
         # Not in the footer, which an 80-column terminal fills already: in help and palette.
         Binding(
@@ -83,8 +96,11 @@ class DeadLetters(ActionOwner, Horizontal):
     DESTRUCTIVE_ACTIONS = frozenset(
         {"clear_queue", "delete_entry", "requeue_entry", "requeue_queue"}
     )
+    # What acts on the queue's pane: off while the groups view hides it.
+    PANE_ACTIONS = frozenset({"filter", *DESTRUCTIVE_ACTIONS})
     PALETTE_TITLES: ClassVar[Mapping[str, str]] = {
         "filter": "Filter the dead letters",
+        "groups": "Failure groups of the queue",
         "clear_queue": "Clear queue",
         "delete_entry": "Delete entry",
         "requeue_entry": "Requeue entry",
@@ -113,6 +129,9 @@ class DeadLetters(ActionOwner, Horizontal):
         self._pane_serial = 0
 
     def compose(self) -> ComposeResult:
+        groups = GroupsPane(clock=self.clock, readonly=self.readonly, id="groups")
+        groups.display = False
+        yield groups
         yield QueueList(id="queues")
         with ContentSwitcher(id="panes", initial="no-queues"):
             yield Static(
@@ -128,6 +147,22 @@ class DeadLetters(ActionOwner, Horizontal):
     @property
     def queue_list(self) -> QueueList:
         return self.query_one(QueueList)
+
+    @property
+    def groups_pane(self) -> GroupsPane:
+        return self.query_one(GroupsPane)
+
+    @property
+    def groups_queue(self) -> str | None:
+        """The queue whose groups the next refresh should read: only while the view is open."""
+        groups = self.groups_pane
+        return groups.queue if groups.display else None
+
+    @property
+    def head_filter(self) -> EntryFilter:
+        """What the next refresh reads the shown queue's head under: its pane's scope."""
+        pane = self.visible_pane
+        return pane.entry_filter if pane is not None else EntryFilter()
 
     @property
     def visible_pane(self) -> DLQPane | None:
@@ -154,11 +189,20 @@ class DeadLetters(ActionOwner, Horizontal):
         if pane is not None:
             pane.table.focus()
 
-    async def show(self, queues: Sequence[QueueInfo], head: Page | None) -> bool:
-        """Show a refresh: every queue with its count, and the newest entries of one of them.
+    async def show(
+        self,
+        queues: Sequence[QueueInfo],
+        head: Page | None,
+        head_filter: EntryFilter = EVERY_ENTRY,
+        groups: GroupReport | None = None,
+    ) -> bool:
+        """Show a refresh: every queue with its count, and the newest entries of one of them
+        (read under ``head_filter``), and the groups the groups view shows.
 
         Returns whether a queue is now shown where none was (the first ones to fail).
         """
+        if groups is not None:
+            self.groups_pane.apply_report(groups)
         switcher = self.query_one(ContentSwitcher)
         names = {info.queue for info in queues}
         for queue in list(self._panes):
@@ -170,6 +214,8 @@ class DeadLetters(ActionOwner, Horizontal):
         for info in queues:
             pane = self._panes.get(info.queue)
             fresh = head if head is not None and head.queue == info.queue else None
+            if pane is not None and pane.entry_filter != head_filter:
+                fresh = None  # read before the pane was narrowed (or widened) again
             if pane is None:
                 self._pane_serial += 1
                 pane = DLQPane(info.queue, clock=self.clock, id=f"dlq-{self._pane_serial}")
@@ -182,7 +228,7 @@ class DeadLetters(ActionOwner, Horizontal):
             elif fresh is not None:
                 pane.apply_head(fresh)
                 pane.retry_load()
-            else:
+            elif pane.entry_filter.is_empty:
                 pane.total = info.total
         first_shown = switcher.current == "no-queues" and bool(queues)
         self.queue_list.queues = tuple(queues)
@@ -227,32 +273,87 @@ class DeadLetters(ActionOwner, Horizontal):
             message.pane.fetch_skipped()
             return
         self.run_worker(
-            partial(self._load_page, message.queue, message.after),
+            partial(self._load_page, message.queue, message.after, message.flt),
             thread=True,
             exclusive=True,
             group=f"page-{message.pane.id}",
             exit_on_error=False,
         )
 
-    def _load_page(self, queue: str, after: str | None) -> None:
+    def _load_page(self, queue: str, after: str | None, flt: EntryFilter) -> None:
         # What it read bubbles up to the dashboard, where everything a thread reads arrives
         # (and where tests feed pages), which hands it back to apply_page.
         try:
-            page = self.monitor.page(queue, after, PAGE_SIZE)
+            page = self.monitor.page(queue, after, PAGE_SIZE, flt)
         except Exception as error:  # shown in the pane; the next refresh tries again
             self.post_message(PageFailed(queue, self.monitor.describe(error)))
             return
-        self.post_message(PageLoaded(page, after))
+        self.post_message(PageLoaded(page, after, flt))
 
-    def apply_page(self, page: Page, after: str | None) -> None:
+    def apply_page(self, page: Page, after: str | None, flt: EntryFilter = EVERY_ENTRY) -> None:
         pane = self._panes.get(page.queue)
         if pane is not None:
-            pane.apply_page(page, after)
+            pane.apply_page(page, after, flt)
 
     def page_failed(self, queue: str, error: str) -> None:
         pane = self._panes.get(queue)
         if pane is not None:
             pane.page_failed(error)
+
+    # -- the groups view ------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in self.PANE_ACTIONS and self.groups_pane.display:
+            return False  # the pane they act on is hidden by the groups view
+        return super().check_action(action, parameters)
+
+    def action_groups(self) -> None:
+        if self.groups_pane.display:
+            self.close_groups()
+            return
+        queue = self.shown_queue
+        if queue is None:
+            self.notify("No queue, so no groups.", markup=False)
+            return
+        groups = self.groups_pane
+        groups.open(queue)
+        self.queue_list.display = False
+        self.query_one(ContentSwitcher).display = False
+        groups.display = True
+        groups.table.focus()
+        self.post_message(self.RefreshWanted())  # the groups now, not at the next poll
+
+    def close_groups(self) -> None:
+        groups = self.groups_pane
+        if not groups.display:
+            return
+        groups.display = False
+        self.queue_list.display = True
+        self.query_one(ContentSwitcher).display = True
+        self.focus_pane()
+        self.screen.refresh_bindings()
+
+    @on(GroupsPane.Closed)
+    def _groups_closed(self, message: GroupsPane.Closed) -> None:
+        message.stop()
+        self.close_groups()
+
+    @on(GroupsPane.Chosen)
+    def _group_chosen(self, message: GroupsPane.Chosen) -> None:
+        message.stop()
+        self.narrow(message.choice)
+
+    def narrow(self, choice: GroupChoice | None) -> None:
+        """Show only ``choice``'s entries in the pane of the queue the groups view is of."""
+        queue = self.groups_pane.queue
+        pane = self._panes.get(queue) if queue is not None else None
+        self.close_groups()
+        if pane is not None:
+            pane.narrow_to(choice)
+            pane.table.focus()
+
+    def groups_failed(self, error: str) -> None:
+        self.groups_pane.apply_failure(error)
 
     # -- the entry detail ------------------------------------------------------------------
 

@@ -4,27 +4,38 @@ The pane follows the newest failures: with the cursor on the top row, entries th
 above it and the cursor moves onto the newest. Further down, the row under the cursor stays
 where it is on screen and the title counts what arrived above it ("12 new ↑") until the cursor
 is back at the top (``g`` or ``home``).
+
+A pane can be narrowed to a failure group (chosen in the groups view): its rows then come from
+the server, read under that filter, so what it shows is what its actions touch. ``space`` marks
+rows and ``A`` marks every matching entry up to the newest shown, loaded or not; escape clears
+the marks first, then the filter.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
+from rich.text import Text
+from textual.binding import Binding, BindingType
 from textual.message import Message
 from textual.reactive import reactive
 from textual.widgets import DataTable
 
 from celery_morgue.core.dlq import Page, StoredEntry
+from celery_morgue.core.filters import EntryFilter
 from celery_morgue.tui.cells import (
     AGE_WIDTH,
     SHORT_ID,
     TASK_NAME_WIDTH,
     Clock,
+    Keyed,
     entry_cells,
     entry_matches,
     stream_order,
 )
 from celery_morgue.tui.monitor import PAGE_SIZE, RELOAD_CAP
+from celery_morgue.tui.scope import EVERY_ENTRY, GroupChoice, Scope
 from celery_morgue.tui.widgets.pane import TablePane
 from celery_morgue.tui.widgets.tables import ColumnSpec
 
@@ -42,6 +53,17 @@ COLUMNS = [
     ColumnSpec("Error", "error"),
     ColumnSpec("Task id", "task_id", SHORT_ID),
 ]
+# A marked row's age cell starts with this: a mark must show without colour too (NO_COLOR).
+MARK = "✓"
+
+
+@dataclass(frozen=True)
+class AllMarked:
+    """``A``: every entry in the pane's scope up to ``up_to`` (the newest shown when pressed),
+    ``count`` of them then; loaded or not."""
+
+    up_to: str
+    count: int
 
 
 class DLQPane(TablePane):
@@ -52,13 +74,44 @@ class DLQPane(TablePane):
     (as many as are loaded, up to ``RELOAD_CAP``) so deletions, clears and arrivals show.
     """
 
+    BINDINGS: ClassVar[list[BindingType]] = [
+        # Not in the footer, which an 80-column terminal fills already: in help and palette.
+        Binding(
+            "space",
+            "toggle_mark",
+            "Mark",
+            show=False,
+            id="toggle_mark",
+            tooltip="Mark or unmark the row",
+        ),
+        Binding(
+            "A",
+            "mark_all",
+            "Mark all",
+            show=False,
+            id="mark_all",
+            tooltip="Mark every entry matching the filter, loaded or not",
+        ),
+        # Replaces the pane's escape: the marks go first, then the filter.
+        Binding(
+            "escape",
+            "clear_filter",
+            "Clear marks/filter",
+            show=False,
+            id="clear_marks",
+            tooltip="Clear the marks; pressed again, the filter (group or text)",
+        ),
+    ]
+
     @dataclass
     class LoadMore(Message):
-        """The pane wants the entries of ``queue`` older than ``after`` (``None``: the newest)."""
+        """The pane wants the entries of ``queue`` matching ``flt`` after the cursor ``after``
+        (``None``: the newest)."""
 
         pane: DLQPane
         queue: str
         after: str | None
+        flt: EntryFilter
 
     # The queue's length as last read, and whether a page is on its way: both in the titles.
     total: reactive[int | None] = reactive(None, init=False)
@@ -75,8 +128,33 @@ class DLQPane(TablePane):
         self.error: str | None = None
         # The newest entry the cursor has been on: what arrived after it is "new".
         self.seen: str | None = None
+        # Where the next page starts: the last page's Page.next.
+        self.next_cursor: str | None = None
+        self.group: GroupChoice | None = None
+        self.marked: set[str] = set()
+        self.all_marked: AllMarked | None = None
+        # Set by the owner while a requeue of this queue runs: escape then cancels it.
+        self.busy = False
 
     # -- what the rest of the UI asks ----------------------------------------------------
+
+    @property
+    def scope(self) -> Scope:
+        return Scope(self.group, self.filter_text)
+
+    @property
+    def entry_filter(self) -> EntryFilter:
+        """What the server reads for this pane: the text filter is still applied here."""
+        return Scope(self.group).entry_filter
+
+    @property
+    def mark_count(self) -> int:
+        return self.all_marked.count if self.all_marked is not None else len(self.marked)
+
+    def is_marked(self, entry_id: str) -> bool:
+        if self.all_marked is not None:
+            return stream_order(entry_id) <= stream_order(self.all_marked.up_to)
+        return entry_id in self.marked
 
     @property
     def newest_seen(self) -> str | None:
@@ -140,10 +218,78 @@ class DLQPane(TablePane):
     def entry(self, entry_id: str) -> StoredEntry | None:
         return self.entries.get(entry_id)
 
+    # -- the scope and the marks ---------------------------------------------------------
+
+    def narrow_to(self, group: GroupChoice | None) -> None:
+        """Show only ``group``'s entries (None: the whole queue), read afresh from the server."""
+        if group == self.group:
+            return
+        self.group = group
+        self._forget_rows()
+
+    def _forget_rows(self) -> None:
+        # A page on its way for the old scope is told apart by its filter and dropped.
+        self.entries = {}
+        self.order = []
+        self.loaded_once = False
+        self.exhausted = False
+        self.error = None
+        self.seen = None
+        self.next_cursor = None
+        self.total = None
+        self.fetching = False
+        self.clear_marks()
+        self.render_rows()
+
+    def clear_marks(self) -> None:
+        if self.marked or self.all_marked is not None:
+            self.marked = set()
+            self.all_marked = None
+            self.render_rows()
+
+    def action_toggle_mark(self) -> None:
+        key = self.table.cursor_key
+        if key is None:
+            return
+        if self.all_marked is not None:
+            self.notify("Every matching entry is marked: escape clears the marks.", markup=False)
+            return
+        self.marked ^= {key}
+        self.render_rows()
+        self.table.action_cursor_down()
+
+    def action_mark_all(self) -> None:
+        up_to = self.newest_seen
+        if up_to is None:
+            self.notify("Nothing to mark.", markup=False)
+            return
+        count = max(0, (self.total or len(self.order)) - self.newer_than(up_to))
+        self.marked = set()
+        self.all_marked = AllMarked(up_to, count)
+        self.render_rows()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "clear_filter":
+            if self.busy:
+                return False  # escape cancels the requeue running (the owner's binding)
+            return (
+                self.mark_count > 0
+                or self.group is not None
+                or super().check_action(action, parameters)
+            )
+        return super().check_action(action, parameters)
+
+    def action_clear_filter(self) -> None:
+        if self.mark_count:
+            self.clear_marks()
+            return
+        self.narrow_to(None)
+        self.clear_filter()
+
     # -- data in -------------------------------------------------------------------------
 
     def apply_head(self, page: Page) -> None:
-        """Merge the newest entries of the queue, read just now."""
+        """Merge the newest entries of the scope, read just now."""
         self.loaded_once = True
         self.error = None
         self.total = page.total
@@ -153,26 +299,34 @@ class DLQPane(TablePane):
             # The head is the whole queue.
             kept: list[str] = []
             self.exhausted = True
+            self.next_cursor = None
         elif any(entry_id in fresh for entry_id in self.order):
             # The head overlaps what was loaded, so the older loaded entries continue it without a
-            # gap; keep them and whether the end was reached.
+            # gap; keep them, where the next page starts and whether the end was reached.
             oldest_head = stream_order(head_ids[-1])
             kept = [i for i in self.order if stream_order(i) < oldest_head]
+            if not kept:
+                self.next_cursor = page.next
         else:
             # More arrived than the head holds: what was loaded may no longer join up with it.
             kept = []
             self.exhausted = False
+            self.next_cursor = page.next
         self.entries = {**fresh, **{i: self.entries[i] for i in kept}}
         self.order = head_ids + kept
+        if self.marked:
+            self.marked &= self.entries.keys()  # deleted meanwhile
         self.render_rows()
 
-    def apply_page(self, page: Page, after: str | None) -> None:
+    def apply_page(self, page: Page, after: str | None, flt: EntryFilter = EVERY_ENTRY) -> None:
         """Append a page of older entries, if it still continues what is loaded."""
+        if flt != self.entry_filter:
+            return  # read for a scope the pane has left; the page for the new one is asked for
         self.fetching = False
         if after is None:
             self.apply_head(page)
             return
-        if after != self.oldest_loaded:
+        if after != self.next_cursor:
             # A refresh changed the tail meanwhile: ask again from the new tail if still needed.
             self._maybe_load_more()
             return
@@ -182,6 +336,7 @@ class DLQPane(TablePane):
                 self.entries[item.id] = item
                 self.order.append(item.id)
         self.exhausted = page.next is None
+        self.next_cursor = page.next
         self.render_rows()
 
     def fetch_skipped(self) -> None:
@@ -206,11 +361,18 @@ class DLQPane(TablePane):
         now = self.clock()
         visible = self._visible_ids()
         width = self.table.flex_width
-        self.table.show({i: entry_cells(self.entries[i], now, width) for i in visible}, visible)
+        rows = {i: entry_cells(self.entries[i], now, width) for i in visible}
+        if self.mark_count:
+            for entry_id, cells in rows.items():
+                if self.is_marked(entry_id):
+                    age = cells["age"]
+                    assert isinstance(age, Keyed)
+                    cells["age"] = Keyed(entry_id, Text.assemble((MARK, "bold"), age.text))
+        self.table.show(rows, visible)
         if not self.loaded_once:
             self.show_placeholder(self.error or "Loading…")
         elif not self.order:
-            self.show_placeholder("No entries.")
+            self.show_placeholder("No entries of this group." if self.group else "No entries.")
         elif not visible:
             self.show_placeholder(
                 f"Nothing matches {self.filter_text!r} in the {len(self.order):,} loaded entries."
@@ -231,7 +393,8 @@ class DLQPane(TablePane):
         count = "…" if self.total is None else f"{self.total:,}"
         new = self.new_count
         arrived = f" · {new:,}{'+' if self._more_new() else ''} new ↑" if new else ""
-        title = f"{self.queue} · {count}{arrived}"
+        narrowed = f" · {Scope(self.group).title}" if self.group else ""
+        title = f"{self.queue} · {count}{arrived}{narrowed}"
         if self.filter_text:
             matches = len(self._visible_ids())
             subtitle = f"filter {self.filter_text!r}: {matches:,} of {len(self.order):,} loaded"
@@ -239,6 +402,10 @@ class DLQPane(TablePane):
             subtitle = f"{len(self.order):,} loaded"
         else:
             subtitle = ""
+        if self.all_marked is not None:
+            subtitle = f"all {self.all_marked.count:,} marked · {subtitle}"
+        elif self.marked:
+            subtitle = f"{len(self.marked):,} marked · {subtitle}"
         if self.fetching:
             subtitle = f"{subtitle} · loading…" if subtitle else "loading…"
         self.set_titles(title, subtitle)
@@ -274,11 +441,11 @@ class DLQPane(TablePane):
             and len(self.order) < FILTER_SCAN_CAP
         )
         if near_end or filter_starved:
-            self._request(self.oldest_loaded)
+            self._request(self.next_cursor)
 
     def _request(self, after: str | None) -> None:
         self.fetching = True
-        self.post_message(self.LoadMore(self, self.queue, after))
+        self.post_message(self.LoadMore(self, self.queue, after, self.entry_filter))
 
     def retry_load(self) -> None:
         """After a failed page: try again (called when Redis answers again)."""
