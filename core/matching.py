@@ -26,8 +26,9 @@ the action started are never touched.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from celery_morgue.core.dlq import (
     READ_CHUNK,
@@ -87,15 +88,57 @@ def _range(flt: EntryFilter, up_to: str | None) -> tuple[str, str]:
     return low, high
 
 
+# -- --grep without decoding every row -------------------------------------------------------
+
+# Whether a raw stream row (its fields) can hold a match: False only when it certainly cannot.
+RowTest = Callable[[dict[Any, Any]], bool]
+# Characters JSON may store escaped (so the raw row need not hold them as typed).
+_ESCAPABLE = frozenset('"\\/')
+
+
+def _text_test(flt: EntryFilter) -> RowTest | None:
+    """A test on the raw row for ``--grep``: most rows are told apart without decoding them.
+
+    Sound, never dropping a match: JSON keeps a message's characters as they are (the entry
+    encoder writes UTF-8, not ``\\u`` escapes) except quotes, backslashes, slashes and control
+    characters, which the needle may not hold for this test; a row with a ``\\u`` escape is
+    decoded. Case folding maps character by character, so the folded row holds the folded
+    needle whenever the folded message does. None when the needle has such characters.
+    """
+    if not flt.grep:
+        return None
+    if any(char in _ESCAPABLE or not char.isprintable() for char in flt.grep):
+        return None
+    folded = flt.grep.casefold()
+    folded_ascii = folded.encode() if folded.isascii() else None
+
+    def may_match(fields: dict[Any, Any]) -> bool:
+        data = fields.get(b"entry", fields.get("entry"))
+        if data is None:
+            return True  # not an entry: EntryFilter.matches decides
+        raw = data if isinstance(data, bytes) else str(data).encode("utf-8", "surrogatepass")
+        if b"\\u" in raw:
+            return True
+        if raw.isascii():
+            return folded_ascii is not None and folded_ascii in raw.lower()
+        try:
+            return folded in raw.decode("utf-8").casefold()
+        except UnicodeDecodeError:
+            return True
+
+    return may_match
+
+
 # -- the two sources -------------------------------------------------------------------------
 
 
 class _StreamSource:
     """Rows straight from the stream."""
 
-    def __init__(self, dlq: DeadLetterQueue, queue: str) -> None:
+    def __init__(self, dlq: DeadLetterQueue, queue: str, may_match: RowTest | None) -> None:
         self.dlq = dlq
         self.queue = queue
+        self.may_match = may_match
 
     def read(self, newest_first: bool, start: str, end: str, count: int) -> list[Candidate]:
         key = self.dlq.key(self.queue)
@@ -103,17 +146,25 @@ class _StreamSource:
             rows = self.dlq.client.xrevrange(key, max=start, min=end, count=count)
         else:
             rows = self.dlq.client.xrange(key, min=start, max=end, count=count)
-        entries = self.dlq._grouped_entries(self.queue, rows or [])
-        return [(entry.id, entry) for entry in entries]
+        if self.may_match is None:
+            entries = self.dlq._grouped_entries(self.queue, rows or [])
+            return [(entry.id, entry) for entry in entries]
+        test = self.may_match
+        kept = [row for row in rows or [] if test(row[1] or {})]
+        decoded = {entry.id: entry for entry in self.dlq._grouped_entries(self.queue, kept)}
+        return [(_text(row[0]), decoded.get(_text(row[0]))) for row in rows or []]
 
 
 class _IndexSource:
     """Rows of some groups, through their indexes: a slice of each, merged by id."""
 
-    def __init__(self, dlq: DeadLetterQueue, queue: str, groups: list[str]) -> None:
+    def __init__(
+        self, dlq: DeadLetterQueue, queue: str, groups: list[str], may_match: RowTest | None
+    ) -> None:
         self.dlq = dlq
         self.queue = queue
         self.groups = groups
+        self.may_match = may_match
 
     def read(self, newest_first: bool, start: str, end: str, count: int) -> list[Candidate]:
         if not self.groups:
@@ -144,9 +195,12 @@ class _IndexSource:
         for entry_id in ids:
             pipe.xrange(self.dlq.key(self.queue), min=entry_id, max=entry_id, count=1)
         found: list[Candidate] = []
+        test = self.may_match
         for entry_id, (_, group), rows in zip(ids, merged, pipe.execute(), strict=True):
-            entry = _with_group(self.dlq._entry(rows[0]), group) if rows else None
-            found.append((entry_id, entry))
+            if rows and (test is None or test(rows[0][1])):
+                found.append((entry_id, _with_group(self.dlq._entry(rows[0]), group)))
+            else:
+                found.append((entry_id, None))
         return found
 
 
@@ -168,19 +222,22 @@ def _walk(
 
 
 def _source(dlq: DeadLetterQueue, queue: str, flt: EntryFilter) -> Source:
+    """Where ``flt``'s candidates come from; retention is applied first (what it removes is
+    neither listed nor counted)."""
     if not flt.by_group:
-        return _StreamSource(dlq, queue)
-    _group_the_ungrouped(dlq, queue)
-    return _IndexSource(dlq, queue, selected_groups(dlq, queue, flt))
+        dlq.size(queue)
+        return _StreamSource(dlq, queue, _text_test(flt))
+    return _IndexSource(dlq, queue, selected_groups(dlq, queue, flt), _text_test(flt))
 
 
 def selected_groups(dlq: DeadLetterQueue, queue: str, flt: EntryFilter) -> list[str]:
-    """The groups of ``queue`` that can hold entries ``flt`` matches."""
-    if flt.group is not None and flt.task is None and flt.exception is None:
-        present = dlq.client.hexists(dlq.groups_key(queue), flt.group)
-        return [flt.group] if present else []
+    """The groups of ``queue`` that can hold entries ``flt`` matches (all of them for a filter
+    without group, task or exception), every row of the queue grouped first."""
+    counts = _settled_counts(dlq, queue)
     if not flt.by_group:
-        return sorted(_text(group) for group in dlq.client.hkeys(dlq.groups_key(queue)))
+        return sorted(counts)
+    if flt.group is not None and flt.task is None and flt.exception is None:
+        return [flt.group] if flt.group in counts else []
     return [
         summary.group
         for summary in dlq.groups(queue).groups
@@ -188,32 +245,65 @@ def selected_groups(dlq: DeadLetterQueue, queue: str, flt: EntryFilter) -> list[
     ]
 
 
-def _group_the_ungrouped(dlq: DeadLetterQueue, queue: str) -> None:
+def _settled_counts(dlq: DeadLetterQueue, queue: str) -> dict[str, int]:
+    """The group counts once retention is applied and every row is in a group."""
+    length, counts = _length_and_counts(dlq, queue)
+    if length > sum(counts.values()) and _group_the_ungrouped(dlq, queue):
+        length, counts = _length_and_counts(dlq, queue)
+    return counts
+
+
+def _length_and_counts(dlq: DeadLetterQueue, queue: str) -> tuple[int, dict[str, int]]:
+    pipe = dlq.client.pipeline(transaction=False)
+    dlq._trim_in(pipe, queue)
+    pipe.hgetall(dlq.groups_key(queue))
+    (length, more), counts = pipe.execute()
+    if int(more):  # a backlog of retention: finish it, then read again
+        length = dlq._finish_retention(queue)
+        counts = dlq.client.hgetall(dlq.groups_key(queue))
+    return int(length), {_text(group): int(count) for group, count in counts.items()}
+
+
+# Per DeadLetterQueue and queue, the newest id below which every row was found grouped.
+_checked: WeakKeyDictionary[DeadLetterQueue, dict[str, str]] = WeakKeyDictionary()
+
+
+def _group_the_ungrouped(dlq: DeadLetterQueue, queue: str) -> bool:
     """Group the rows no group counts yet (stored before groups existed, or by something other
-    than celery-morgue), newest first, until the groups count the whole stream.
+    than celery-morgue), newest first; whether it grouped any.
 
     The adding scripts keep the stream's length and the groups' counts in step, so their
-    difference is exactly the rows not grouped yet; when there is none this costs one
-    ``XLEN`` and one ``HVALS``. Rows written raw are usually the newest, so the scan from the
-    newest end usually stops after a chunk; entries from before groups are read once.
+    difference is the rows not grouped yet, and the scan stops once it is none. Rows only ever
+    join the stream at its newest end, so a later call scans only the rows that came after the
+    newest one an earlier call checked: a row that cannot be counted (a hostile row naming a
+    group that never counted it) costs one scan, not one a read.
     """
-    top = "+"
-    while _ungrouped(dlq, queue) > 0:
+    newest = dlq.newest_id(queue)
+    if newest is None:
+        return False
+    checked = _checked.setdefault(dlq, {})
+    floor = checked.get(queue)
+    if floor is not None and _bound_key(floor) > _bound_key(newest):
+        floor = None  # the stream started anew
+    low = "(" + floor if floor else "-"
+    top = newest
+    grouped = False
+    while True:
         rows: list[Any] = (
-            dlq.client.xrevrange(dlq.key(queue), max=top, min="-", count=READ_CHUNK) or []
+            dlq.client.xrevrange(dlq.key(queue), max=top, min=low, count=READ_CHUNK) or []
         )
         late = [row for row in rows if not _row_group(row[1])]
         if late:
             dlq._grouped_entries(queue, late)
+            grouped = True
         if len(rows) < READ_CHUNK:
-            return
+            break
         top = "(" + _text(rows[-1][0])
-
-
-def _ungrouped(dlq: DeadLetterQueue, queue: str) -> int:
-    length = dlq.size(queue)
-    counts = dlq.client.hvals(dlq.groups_key(queue))
-    return length - sum(int(count) for count in counts)
+        length, counts = _length_and_counts(dlq, queue)
+        if length <= sum(counts.values()):
+            break
+    checked[queue] = newest
+    return grouped
 
 
 def _chunk(flt: EntryFilter, wanted: int) -> int:
@@ -238,7 +328,6 @@ def matching_page(
     low, high = _range(flt, up_to)
     if cursor is not None:
         high = _lower_of(high, "(" + check_entry_id(cursor))
-    dlq.size(queue)  # retention first: what it removes is not listed
     source = _source(dlq, queue, flt)
     items: list[StoredEntry] = []
     scanned = 0
@@ -256,26 +345,42 @@ def matching_page(
         if scanned >= PAGE_SCAN_LIMIT:
             next_cursor = batch[-1][0]
             break
-    total = count_matching(dlq, queue, flt, up_to)
+    groups = source.groups if isinstance(source, _IndexSource) else None
+    total = _count(dlq, queue, flt, up_to, groups)
     return Page(queue=queue, total=total, items=items, next=next_cursor)
 
 
 def count_matching(
     dlq: DeadLetterQueue, queue: str, flt: EntryFilter, up_to: str | None = None
 ) -> int:
+    return _count(dlq, queue, flt, up_to, None)
+
+
+def _count(
+    dlq: DeadLetterQueue,
+    queue: str,
+    flt: EntryFilter,
+    up_to: str | None,
+    groups: list[str] | None,
+) -> int:
+    """The matching count; ``groups`` are the selected groups when the caller has them."""
     low, high = _range(flt, up_to)
-    size = dlq.size(queue)
     if flt.is_empty and up_to is None:
-        return size
+        return dlq.size(queue)
     if flt.grep:
+        source: Source = (
+            _IndexSource(dlq, queue, groups, _text_test(flt))
+            if groups is not None
+            else _source(dlq, queue, flt)
+        )
         return sum(
             1
-            for batch in _walk(_source(dlq, queue, flt), False, low, high, SCAN_CHUNK)
+            for batch in _walk(source, False, low, high, SCAN_CHUNK)
             for _, entry in batch
             if entry is not None and flt.matches(entry)
         )
-    _group_the_ungrouped(dlq, queue)
-    groups = selected_groups(dlq, queue, flt)
+    if groups is None:
+        groups = selected_groups(dlq, queue, flt)
     if not groups:
         return 0
     pipe = dlq.client.pipeline(transaction=False)
@@ -298,7 +403,6 @@ def iter_matching(
         if up_to is None:
             return
     low, high = _range(flt, up_to)
-    dlq.size(queue)
     found: list[StoredEntry] = []
     for batch in _walk(_source(dlq, queue, flt), False, low, high, _chunk(flt, chunk)):
         for _, entry in batch:

@@ -15,7 +15,7 @@ import redis
 from celery_morgue.core import DeadLetterQueue, matching
 from celery_morgue.core.entry import Entry, UnreadableEntry
 from celery_morgue.core.filters import EntryFilter
-from celery_morgue.core.groups import UNREADABLE_GROUP, index_member_id
+from celery_morgue.core.groups import UNREADABLE_GROUP, index_member, index_member_id
 from tests.helpers import make_entry, stream_ms, wait_for_redis_clock
 
 QUEUE = "celery"
@@ -324,3 +324,70 @@ def test_malformed_rows_do_not_break_a_filtered_listing_or_delete(
     assert dlq.clear(QUEUE, flt=EntryFilter(group=UNREADABLE_GROUP)) == 4
     assert all(isinstance(e, Entry) for e in dlq.iter_entries(QUEUE))
     assert_groups_exact(redis_client, dlq)
+
+
+@pytest.mark.parametrize(
+    "needle",
+    ["café", "CAFÉ", "strasse", "k", "Ok", '"quoted"', "a/b", "order 3", "ünïcode", "\u017f"],
+)
+def test_grep_finds_exactly_what_decoding_every_row_finds(
+    dlq: DeadLetterQueue, redis_client: redis.Redis, needle: str
+) -> None:
+    messages = [
+        "Café closed",
+        "STRASSE 5",
+        "Straße 5",
+        "\u212a only",
+        'said "quoted" twice',
+        "path a/b missing",
+        "order 3 failed",
+        "ÜNÏCODE everywhere",
+        "long \u017f here",
+        "nothing to see",
+    ]
+    for n, message in enumerate(messages):
+        dlq.add(failure(n, ("find", "ship")[n % 2], message))
+    # Rows another writer stored with \u escapes, and with a needle-like text split by one.
+    for n, message in enumerate(["Caf\u00e9 escaped", "ORDER 3 escaped", "x/y"]):
+        data = json.loads(failure(100 + n, "find", message).to_json())
+        raw = json.dumps(data, ensure_ascii=True)
+        redis_client.xadd(dlq.key(QUEUE), {"group": data["group"], "entry": raw})
+        redis_client.hincrby(dlq.groups_key(QUEUE), data["group"], 1)
+        redis_client.zadd(dlq.group_key(QUEUE, data["group"]), {index_member(raw_id(dlq)): 0})
+    flt = EntryFilter(grep=needle)
+    expected = [entry.id for entry in dlq.iter_entries(QUEUE) if flt.matches(entry)]
+    assert listed(dlq, flt, 3) == expected
+    assert dlq.count_matching(QUEUE, flt) == len(expected)
+    group = group_of_bug(dlq, expected[0]) if expected else None
+    if group:
+        in_group = EntryFilter(group=group, grep=needle)
+        assert listed(dlq, in_group, 2) == [
+            entry.id for entry in dlq.iter_entries(QUEUE) if in_group.matches(entry)
+        ]
+
+
+def raw_id(dlq: DeadLetterQueue) -> str:
+    newest = dlq.newest_id(QUEUE)
+    assert newest is not None
+    return newest
+
+
+def test_a_row_no_group_can_count_costs_one_scan_not_one_a_read(
+    dlq: DeadLetterQueue, redis_client: redis.Redis
+) -> None:
+    bugs = interleaved(dlq, 3500)
+    group = group_of_bug(dlq, bugs["find"][0])
+    # Names a real group that never counted it: the stream is one longer than the counts.
+    redis_client.xadd(dlq.key(QUEUE), {"entry": "{}", "group": group})
+    flt = EntryFilter(group=group)
+    reads = command_calls(redis_client, "xrevrange")
+    assert dlq.count_matching(QUEUE, flt) == len(bugs["find"])
+    first = command_calls(redis_client, "xrevrange") - reads
+    assert first >= 4  # the whole stream, a chunk a call
+    for _ in range(3):
+        reads = command_calls(redis_client, "xrevrange")
+        page = dlq.matching_page(QUEUE, flt, limit=10)
+        assert page.total == len(bugs["find"])
+        assert [item.id for item in page.items] == newest_first(bugs["find"])[:10]
+        # Only what came after the newest row already checked is looked at: nothing.
+        assert command_calls(redis_client, "xrevrange") - reads <= 2 * 2
