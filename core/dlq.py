@@ -27,9 +27,17 @@ with ``@`` for its final ``:`` (``dlq@``), which no ``dlq:{queue}`` key can equa
   holds its group (field ``group``), so the scripts that take rows out (retention, the cap,
   delete, clear, requeue) take them out of their group in the same step, and the counts stay
   exact. ``dlq@grouped:{queue}``: hash entry id -> group for entries stored before groups
-  existed, grouped when first read or by :meth:`DeadLetterQueue.regroup`. These have no TTL of
-  their own: they go with their queue, when it empties, when a read or ``trim()`` (the reaper's)
-  finds its stream expired, or when the next write starts the stream anew.
+  existed, grouped when first read or by :meth:`DeadLetterQueue.regroup`. A row counts while its
+  group's index holds it, so a row written by hand is never uncounted for what it never
+  counted, and :meth:`DeadLetterQueue.rebuild_groups` recounts from the rows a chunk at a time.
+  The group keys get the stream's TTL at every write, so an expired stream's groups expire with
+  it; whole keys dropped otherwise (an emptied queue, a stream started anew) go by ``UNLINK``,
+  freed off Redis's main thread.
+
+Every bulk path costs a bounded chunk per Redis call (``READ_CHUNK`` rows for a clear, a
+delete or retention on read, ``WRITE_CHUNK`` for a write's cap and retention, ``GROUP_CHUNK``
+and ``DETAILS_CHUNK`` for listing groups), so a concurrent ``PING`` waits milliseconds, not
+the length of the queue.
 
 Needs Redis 6.2 or later (``XTRIM MINID``, exclusive ranges).
 """
@@ -62,8 +70,11 @@ from celery_morgue.core.dlq_scripts import (
     GROUP_DETAILS,
     GROUP_HELPERS,
     GROUP_PAGE,
+    REBUILD_GROUP,
+    REBUILD_GROUPED,
     RELEASE,
     TRIM,
+    lua_string,
 )
 from celery_morgue.core.entry import RAW_SHOWN_LIMIT, Entry, UnreadableEntry, group_of
 from celery_morgue.core.errors import (
@@ -81,6 +92,7 @@ from celery_morgue.core.groups import (
     UNREADABLE_GROUP,
     GroupReport,
     GroupSummary,
+    RebuildReport,
     RegroupStep,
     index_member,
     index_member_id,
@@ -101,6 +113,9 @@ SEEN_LIMIT = 100_000
 WRITE_CHUNK = 100
 # Entries a read's retention, or a clear, takes out a call: a few milliseconds of Redis.
 READ_CHUNK = 1000
+# Group counts read a call, and groups whose details (first, last, newest row) are read a call.
+GROUP_CHUNK = 1000
+DETAILS_CHUNK = 100
 # A requeue marker younger than this is someone's requeue in progress; older, one that stopped.
 _CLAIM_SECONDS = 60.0
 # What publishing raises for a malformed entry (its own options), as opposed to the broker.
@@ -239,6 +254,9 @@ class DeadLetterQueue:
             GROUP_HELPERS
             + ADD
             % {
+                "namespace": lua_string(self.namespace),
+                "seen": lua_string(self.seen_key),
+                "queues": lua_string(self.index_key),
                 "cap": max_entries,
                 "retention_ms": retention * 1000,
                 "dedupe_ms": min(retention, DEDUPE_WINDOW) * 1000,
@@ -252,6 +270,8 @@ class DeadLetterQueue:
         self._clear_before = client.register_script(CLEAR_BEFORE)
         self._delete = client.register_script(DELETE)
         self._group_script = client.register_script(GROUP)
+        self._rebuild_group = client.register_script(REBUILD_GROUP)
+        self._rebuild_grouped = client.register_script(REBUILD_GROUPED)
         self._group_page = client.register_script(GROUP_PAGE)
         self._group_details = client.register_script(GROUP_DETAILS)
         self._claim_script = client.register_script(CLAIM)
@@ -286,19 +306,10 @@ class DeadLetterQueue:
     def _add_args(self, entry: Entry, payload: bytes | None = None) -> tuple[list[str], list[Any]]:
         # Entries spooled by an older version have no group (nor failure id): computed here.
         group = entry.group if is_group_id(entry.group) else group_of(entry)
-        queue = entry.queue
-        keys = [
-            self.key(queue),
-            self.index_key,
-            self.seen_key,
-            self.groups_key(queue),
-            self.group_key(queue, group),
-            self.grouped_key(queue),
-        ]
         data: str | bytes = entry.to_json() if payload is None else payload
         # Entries spooled by an older version have no failure id: their task id stands in.
         failure_id = entry.failure_id or entry.task_id
-        return keys, [queue, data, entry.task_id, failure_id]
+        return [self.prefix + entry.queue], [entry.queue, data, entry.task_id, failure_id, group]
 
     def add(self, entry: Entry, payload: bytes | None = None) -> str | None:
         """Store ``entry``; returns its stream id, or None if this failure was already stored.
@@ -514,64 +525,128 @@ class DeadLetterQueue:
         return int(self._group_script(keys=keys, args=args))
 
     def regroup(self, queue: str, cursor: str | None = None, chunk: int = 500) -> RegroupStep:
-        """Group a chunk of the entries stored before groups existed, oldest first, from
-        after ``cursor``; a bounded cost a call. Call again with ``step.next`` until None."""
+        """Index a chunk of the rows not in their group's index yet (entries stored before
+        groups existed, rows written by hand), oldest first, from after ``cursor``; a bounded
+        cost a call. Call again with ``step.next`` until None."""
         if chunk <= 0:
             raise ValueError(f"chunk must be positive, got {chunk!r}")
         lower = "-" if cursor is None else f"({check_entry_id(cursor)}"
         if cursor is None:
             self.size(queue)
-        rows = self.client.xrange(self.key(queue), min=lower, max="+", count=chunk) or []
-        _, pending = self._late_groups(queue, rows, [self._entry(row) for row in rows])
-        grouped = self._index_groups(queue, pending) if pending else 0
+        rows: list[Any] = self.client.xrange(self.key(queue), min=lower, max="+", count=chunk) or []
+        entries = [self._entry(row) for row in rows]
+        late, _ = self._late_groups(queue, rows, entries)
+        pairs = [
+            (entries[position].id, late.get(position) or _row_group(row[1]))
+            for position, row in enumerate(rows)
+        ]
+        grouped = self._index_groups(queue, pairs) if pairs else 0
         next_cursor = _text(rows[-1][0]) if len(rows) == chunk else None
-        return RegroupStep(scanned=len(rows), grouped=grouped, next=next_cursor)
+        seen = tuple(sorted({group for _, group in pairs}))
+        return RegroupStep(scanned=len(rows), grouped=grouped, next=next_cursor, groups=seen)
+
+    def rebuild_groups(self, queue: str, chunk: int = 500) -> RebuildReport:
+        """Recount ``queue``'s groups from its rows, for counts that drifted (rows removed by
+        hand, a version that wrote rows without their group beside one that wrote them).
+
+        Three passes, each a chunk a call, so Redis is never held for long while workers go on
+        writing: every row into its group's index (:meth:`regroup`); out of each index the
+        members whose row is gone, then the group's count set to what its index holds; out of
+        the ``grouped`` hash the entries whose row is gone. Every script keeps a group's count
+        and its index in step, so the counts are exact at the end, with writes meanwhile.
+        """
+        if chunk <= 0:
+            raise ValueError(f"chunk must be positive, got {chunk!r}")
+        scanned = indexed = stale = 0
+        groups: set[str] = set()
+        cursor: str | None = None
+        while True:
+            step = self.regroup(queue, cursor, chunk)
+            scanned += step.scanned
+            indexed += step.grouped
+            groups.update(step.groups)
+            if step.next is None:
+                break
+            cursor = step.next
+        groups_key = self.groups_key(queue)
+        groups.update(_text(group) for group, _ in self.client.hscan_iter(groups_key, count=chunk))
+        for group in sorted(group for group in groups if is_group_id(group)):
+            keys = [self.key(queue), groups_key, self.group_key(queue, group)]
+            after = ""
+            while True:
+                removed, after = self._rebuild_group(keys=keys, args=[group, after, chunk])
+                stale += int(removed)
+                after = _text(after)
+                if not after:
+                    break
+        keys = [self.key(queue), self.grouped_key(queue)]
+        scan: str = "0"
+        while True:
+            removed, scan = self._rebuild_grouped(keys=keys, args=[scan, chunk])
+            stale += int(removed)
+            scan = _text(scan)
+            if scan == "0":
+                break
+        return RebuildReport(scanned=scanned, indexed=indexed, stale=stale)
 
     def groups(self, queue: str, limit: int | None = None) -> GroupReport:
-        """The queue's failure groups, largest first (ties by group id), at most ``limit``."""
+        """The queue's failure groups, largest first (ties by group id), at most ``limit``.
+
+        The counts are read, and the groups' details fetched, a bounded chunk a call: a queue
+        of 100,000 groups (a message formatted into the frame's name) stalls nobody.
+        """
         if limit is not None and limit <= 0:
             raise ValueError(f"limit must be positive, got {limit!r}")
+        groups_key = self.groups_key(queue)
         pipe = self.client.pipeline(transaction=False)
         self._trim_in(pipe, queue)
-        pipe.hgetall(self.groups_key(queue))
-        (total, more), counts = pipe.execute()
+        pipe.hscan(groups_key, 0, count=GROUP_CHUNK)
+        found: Any
+        (total, more), (scan, found) = pipe.execute()
         if int(more):
             total = self._finish_retention(queue)
-            counts = self.client.hgetall(self.groups_key(queue))
-        ranked = sorted(
-            ((_text(group), int(count)) for group, count in counts.items()),
-            key=lambda pair: (-pair[1], pair[0]),
-        )
+            scan, found = self.client.hscan(groups_key, 0, count=GROUP_CHUNK)
+        counts = {_text(group): int(count) for group, count in found.items()}
+        while int(scan):
+            scan, found = self.client.hscan(groups_key, scan, count=GROUP_CHUNK)
+            counts.update((_text(group), int(count)) for group, count in found.items())
+        total = int(total)
+        ranked = sorted(counts.items(), key=lambda pair: (-pair[1], pair[0]))
         counted = sum(count for _, count in ranked)
         shown = [group for group, _ in ranked[:limit]]
         summaries: list[GroupSummary] = []
-        if shown:
-            keys = [self.key(queue), self.groups_key(queue)]
-            keys += [self.group_key(queue, group) for group in shown]
-            details = self._group_details(keys=keys, args=shown)
-            for group, (count, first, last, row) in zip(shown, details, strict=True):
-                if not count or not first or not last:
-                    continue  # emptied since the counts were read
-                newest = self._entry(_script_row(row)) if row else None
-                if isinstance(newest, Entry):
-                    described = {
-                        "task": newest.task,
-                        "exception": newest.exception,
-                        "traceback": newest.traceback,
-                        "sample": newest.message,
-                    }
-                else:
-                    described = {"sample": newest.problem if newest else ""}
-                first_at = stream_id_time(index_member_id(_text(first)))
-                last_at = stream_id_time(index_member_id(_text(last)))
-                summaries.append(summarise(group, int(count), first_at, last_at, **described))
+        for start in range(0, len(shown), DETAILS_CHUNK):
+            summaries += self._group_summaries(queue, shown[start : start + DETAILS_CHUNK])
         return GroupReport(
             queue=queue,
-            total=int(total),
-            ungrouped=max(0, int(total) - counted),
+            total=total,
+            ungrouped=max(0, total - counted),
             groups=summaries,
             distinct=len(ranked),
         )
+
+    def _group_summaries(self, queue: str, shown: list[str]) -> list[GroupSummary]:
+        keys = [self.key(queue), self.groups_key(queue)]
+        keys += [self.group_key(queue, group) for group in shown]
+        details = self._group_details(keys=keys, args=shown)
+        summaries: list[GroupSummary] = []
+        for group, (count, first, last, row) in zip(shown, details, strict=True):
+            if not count or not first or not last:
+                continue  # emptied since the counts were read
+            newest = self._entry(_script_row(row)) if row else None
+            if isinstance(newest, Entry):
+                described = {
+                    "task": newest.task,
+                    "exception": newest.exception,
+                    "traceback": newest.traceback,
+                    "sample": newest.message,
+                }
+            else:
+                described = {"sample": newest.problem if newest else ""}
+            first_at = stream_id_time(index_member_id(_text(first)))
+            last_at = stream_id_time(index_member_id(_text(last)))
+            summaries.append(summarise(group, int(count), first_at, last_at, **described))
+        return summaries
 
     def group_page(
         self, queue: str, group: str, cursor: str | None = None, limit: int = DEFAULT_PAGE_SIZE
@@ -637,13 +712,14 @@ class DeadLetterQueue:
     # -- changing ------------------------------------------------------------------------
 
     def delete(self, queue: str, *entry_ids: str) -> int:
-        """Delete entries by id; returns how many existed."""
-        if not entry_ids:
-            return 0
+        """Delete entries by id; returns how many existed. A chunk of ids a call."""
         for entry_id in entry_ids:
             check_entry_id(entry_id)
-        args = [queue, self.group_key_prefix(queue), *entry_ids]
-        return int(self._delete(keys=self._queue_keys(queue), args=args))
+        removed = 0
+        for start in range(0, len(entry_ids), READ_CHUNK):
+            args = [queue, self.group_key_prefix(queue), *entry_ids[start : start + READ_CHUNK]]
+            removed += int(self._delete(keys=self._queue_keys(queue), args=args))
+        return removed
 
     def clear(self, queue: str, up_to: str | None = None, flt: EntryFilter | None = None) -> int:
         """Remove entries up to and including ``up_to`` (default: the newest one now); with

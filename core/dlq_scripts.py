@@ -15,19 +15,27 @@ from __future__ import annotations
 # so Redis orders members bytewise): a letter for the number of digits, then the digits.
 # Which groups a trim touches is only known inside the script, so their keys are built there
 # from ``zprefix`` (passed in, and derived from the DLQ prefix like every other key).
+#
+# A row's group is its LAST field named ``group``, when that is 12 lowercase hex characters:
+# redis-py gives a row as a dict, where a field written twice keeps its last value, so Python
+# (core.dlq._row_group) and these scripts read a hostile row alike.
+#
+# A row counts in its group while its index holds it: every script that indexes a row counts
+# it in the same step, and every script that takes one out uncounts it only if its index held
+# it (or the index is gone: it expired, its newest entry past its retention, while a trim had
+# still to take its entries out). A row written by hand that names a group is not uncounted
+# for what was never counted.
 GROUP_HELPERS = """
 local function member(id)
   local ms, seq = string.match(id, '^(%d+)-(%d+)$')
   return string.char(96 + #ms) .. ms .. string.char(96 + #seq) .. seq
 end
 local function row_group(fields)
+  local g
   for i = 1, #fields, 2 do
-    if fields[i] == 'group' then
-      local g = fields[i + 1]
-      if #g == 12 and not string.find(g, '[^0-9a-f]') then return g end
-      return nil
-    end
+    if fields[i] == 'group' then g = fields[i + 1] end
   end
+  if g and #g == 12 and not string.find(g, '[^0-9a-f]') then return g end
   return nil
 end
 local function ungroup(rows, groups, grouped, zprefix)
@@ -39,10 +47,10 @@ local function ungroup(rows, groups, grouped, zprefix)
       if g then redis.call('HDEL', grouped, id) end
     end
     if g then
-      -- Counted whether or not the index still held it: a group's index key may have expired
-      -- (its newest entry passed its retention) before a trim took its entries out.
-      redis.call('ZREM', zprefix .. g, member(id))
-      if redis.call('HINCRBY', groups, g, -1) <= 0 then redis.call('HDEL', groups, g) end
+      local index = zprefix .. g
+      if redis.call('ZREM', index, member(id)) == 1 or redis.call('EXISTS', index) == 0 then
+        if redis.call('HINCRBY', groups, g, -1) <= 0 then redis.call('HDEL', groups, g) end
+      end
     end
   end
 end
@@ -51,70 +59,100 @@ local function drop_oldest(stream, rows, groups, grouped, zprefix)
   ungroup(rows, groups, grouped, zprefix)
   redis.call('XTRIM', stream, 'MAXLEN', redis.call('XLEN', stream) - #rows)
 end
+-- A queue whose stream is gone or empty keeps no groups. Rows leave their groups one by one and
+-- the group keys expire with the stream, so there is normally nothing here; what is left (rows
+-- removed by hand, keys of a version that gave them no TTL) goes by UNLINK, which frees a big
+-- key off Redis's main thread. Past FORGET_LIMIT groups their indexes are left to their TTL:
+-- naming each would make this call as long as the groups are many.
+local FORGET_LIMIT = 1000
+local function forget_groups(groups, grouped, zprefix)
+  if redis.call('HLEN', groups) <= FORGET_LIMIT then
+    for _, g in ipairs(redis.call('HKEYS', groups)) do redis.call('UNLINK', zprefix .. g) end
+  end
+  redis.call('UNLINK', groups, grouped)
+end
 -- keep_stream: leave the emptied stream itself (it expires by its TTL), so that it keeps its
 -- last id and the next entry's id is above everything a clear removed.
 local function forget_if_empty(stream, queues, queue, groups, grouped, zprefix, keep_stream)
   local n = redis.call('XLEN', stream)
   if n == 0 then
-    for _, g in ipairs(redis.call('HKEYS', groups)) do redis.call('DEL', zprefix .. g) end
-    redis.call('DEL', groups, grouped)
-    if not keep_stream then redis.call('DEL', stream) end
+    forget_groups(groups, grouped, zprefix)
+    if not keep_stream then redis.call('UNLINK', stream) end
     redis.call('HDEL', queues, queue)
   end
   return n
 end
 """
 
-# KEYS: stream, queues, seen, groups, the entry's group index, grouped.  ARGV: queue, entry
-# json, task id, failure id (the group, and where group index keys start, are the end and the
-# rest of KEYS[5]).  The numbers are formatted in per instance (retention ms, cap, dedupe ms,
-# seen limit and what its trim keeps, chunk): fewer arguments to encode on the hot path.  Each
-# call inside a script costs about as much as the command itself, so the hot path makes few:
-# the time comes from the new stream id; the failure id is checked by adding it (a duplicate's
-# row is taken back); and the work that only bounds memory (retention, which readers apply
-# anyway before they answer, the dedupe window, the index's copy of the retention) runs on
-# about one write in 16 and when a queue starts.  The cap and retention drop at most a chunk a
-# call, so no write stalls Redis on a backlog.  A stream that starts anew (it expired by its
-# TTL) first drops what a group index still held of it.  Returns the new stream id, or false
-# if this failure was already stored.  Runs after GROUP_HELPERS (not joined here: this one is
+# KEYS: stream.  ARGV: queue, entry json, task id, failure id, group (checked by the caller: it
+# names a key).  The other keys, and the numbers (retention ms, cap, dedupe ms, seen limit and
+# what its trim keeps, chunk), are formatted in per instance: each argument costs encoding on
+# the hot path.  Each call inside a script costs about as much as the command itself, so the
+# hot path makes few: the time comes from the new stream id; the failure id is checked by
+# adding it (a duplicate's row is taken back); and the work that only bounds memory
+# (retention, which readers apply anyway before they answer, the dedupe window) runs on about
+# one write in 16 and when a queue starts.  The cap and retention drop at most a chunk a call,
+# so no write stalls Redis on a backlog.  The group keys get the stream's TTL, so an expired
+# stream's groups expire with it (an index not written since expires earlier, its entries all
+# past their retention by then: see ungroup).  A stream that starts anew forgets what its
+# group keys still held (see forget_groups).  Returns the new stream id, or false if this
+# failure was already stored.  Runs after GROUP_HELPERS (not joined here: this one is
 # formatted).
 ADD = """
-local group, zprefix = string.sub(KEYS[5], -12), string.sub(KEYS[5], 1, -13)
+local queue, group = ARGV[1], ARGV[5]
 local id = redis.call('XADD', KEYS[1], '*', 'task_id', ARGV[3], 'group', group, 'entry', ARGV[2])
 local now_ms = tonumber(string.match(id, '^%%d+'))
-if redis.call('ZADD', KEYS[3], 'NX', now_ms, ARGV[4]) == 0 then
+if redis.call('ZADD', %(seen)s, 'NX', now_ms, ARGV[4]) == 0 then
   redis.call('XDEL', KEYS[1], id)
   if redis.call('XLEN', KEYS[1]) == 0 then redis.call('DEL', KEYS[1]) end
   return false
 end
+local zprefix = %(namespace)s .. 'group:' .. queue .. ':'
+local groups = %(namespace)s .. 'groups:' .. queue
+local grouped = %(namespace)s .. 'grouped:' .. queue
+local index = zprefix .. group
 local length = redis.call('XLEN', KEYS[1])
 if length == 1 then
-  for _, g in ipairs(redis.call('HKEYS', KEYS[4])) do redis.call('DEL', zprefix .. g) end
-  redis.call('DEL', KEYS[4], KEYS[6])
+  forget_groups(groups, grouped, zprefix)
+  redis.call('UNLINK', index)
 end
-redis.call('ZADD', KEYS[5], 0, member(id))
-redis.call('HINCRBY', KEYS[4], group, 1)
+redis.call('ZADD', index, 0, member(id))
+redis.call('HINCRBY', groups, group, 1)
 if length > %(cap)d then
   local over = math.min(length - %(cap)d, %(chunk)d)
   local rows = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', over)
-  drop_oldest(KEYS[1], rows, KEYS[4], KEYS[6], zprefix)
+  drop_oldest(KEYS[1], rows, groups, grouped, zprefix)
 end
-redis.call('PEXPIRE', KEYS[1], '%(retention_ms)d')
-local seen = redis.call('ZCARD', KEYS[3])
+redis.call('PEXPIRE', KEYS[1], %(retention_ms)d)
+redis.call('PEXPIRE', groups, %(retention_ms)d)
+redis.call('PEXPIRE', index, %(retention_ms)d)
+redis.call('PEXPIRE', grouped, %(retention_ms)d)
+local seen = redis.call('ZCARD', %(seen)s)
 if seen > %(seen_limit)d then
-  redis.call('ZREMRANGEBYRANK', KEYS[3], 0, seen - %(seen_kept)d - 1)
+  redis.call('ZREMRANGEBYRANK', %(seen)s, 0, seen - %(seen_kept)d - 1)
 end
 if length == 1 or now_ms %% 16 == 0 then
-  redis.call('HSET', KEYS[2], ARGV[1], '%(retention_ms)d')
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now_ms - %(dedupe_ms)d)
+  redis.call('HSET', %(queues)s, queue, %(retention_ms)d)
+  redis.call('ZREMRANGEBYSCORE', %(seen)s, '-inf', now_ms - %(dedupe_ms)d)
   local min_ms = now_ms - %(retention_ms)d
   if min_ms > 0 then
     local rows = redis.call('XRANGE', KEYS[1], '-', min_ms - 1, 'COUNT', %(chunk)d)
-    drop_oldest(KEYS[1], rows, KEYS[4], KEYS[6], zprefix)
+    drop_oldest(KEYS[1], rows, groups, grouped, zprefix)
   end
 end
 return id
 """
+
+
+def lua_string(text: str) -> str:
+    """``text`` as a Lua string literal, every byte but letters and digits escaped: a prefix
+    formatted into a script can hold quotes, backslashes or newlines."""
+    # Three digits always: a shorter escape would take a digit that follows it.
+    escaped = (
+        chr(b) if chr(b).isascii() and chr(b).isalnum() else f"\\{b:03d}" for b in text.encode()
+    )
+    return "'" + "".join(escaped) + "'"
+
 
 # Drop (a chunk of) what retention says is gone, then answer; an emptied queue leaves the
 # index.  KEYS: stream, queues, groups, grouped.  ARGV: queue, zprefix, chunk.
@@ -175,25 +213,94 @@ return removed
 """
 )
 
-# Group entries stored before groups existed (each once: a concurrent reader may be at it too).
-# KEYS: stream, queues, groups, grouped, then the group index of each pair.  ARGV: queue, then
-# entry id and group pairs.  Returns how many were grouped.
+# Index rows not in their group's index yet, each once (a concurrent reader may be at it too):
+# an entry stored before groups existed (no ``group`` field: its group goes in the ``grouped``
+# hash), or a row written by hand that names a group.  The caller gives the group it read for
+# each row (the row's own, else the ``grouped`` hash's, else computed); a row whose group is
+# not that any more is left for the next call.  The keys written get the stream's TTL, as ADD
+# gives them.  KEYS: stream, queues, groups, grouped, then the group index of each pair.
+# ARGV: queue, then entry id and group pairs.  Returns how many were counted.
 GROUP = (
     GROUP_HELPERS
     + """
 local done = 0
+local ttl = redis.call('PTTL', KEYS[1])
 for i = 2, #ARGV, 2 do
   local id, g = ARGV[i], ARGV[i + 1]
+  local index = KEYS[4 + i / 2]
   local rows = redis.call('XRANGE', KEYS[1], id, id, 'COUNT', 1)
-  if #rows > 0 and not row_group(rows[1][2]) and redis.call('HSETNX', KEYS[4], id, g) == 1 then
-    redis.call('ZADD', KEYS[4 + i / 2], 0, member(id))
-    redis.call('HINCRBY', KEYS[3], g, 1)
-    done = done + 1
+  if #rows > 0 then
+    local own = row_group(rows[1][2])
+    local counted = false
+    if own then
+      counted = own == g and redis.call('ZADD', index, 'NX', 0, member(id)) == 1
+    else
+      local known = redis.call('HGET', KEYS[4], id)
+      if not known then
+        redis.call('HSET', KEYS[4], id, g)
+        known = g
+      end
+      counted = known == g and redis.call('ZADD', index, 'NX', 0, member(id)) == 1
+    end
+    if counted then
+      redis.call('HINCRBY', KEYS[3], g, 1)
+      if ttl > 0 then redis.call('PEXPIRE', index, ttl) end
+      done = done + 1
+    end
   end
+end
+if done > 0 and ttl > 0 then
+  redis.call('PEXPIRE', KEYS[3], ttl)
+  redis.call('PEXPIRE', KEYS[4], ttl)
 end
 return done
 """
 )
+
+# Part of a rebuild of a queue's counts from its rows (after GROUP has indexed every row):
+# take out of one group's index a chunk of members whose row is gone, and at the last chunk
+# set the group's count to what its index holds.  KEYS: stream, groups, the group's index.
+# ARGV: group, the member to start after ('' for the first), chunk.  Returns {stale members
+# removed, the member to continue after, or '' when the group is done}.
+REBUILD_GROUP = """
+local low = '-'
+if ARGV[2] ~= '' then low = '(' .. ARGV[2] end
+local members = redis.call('ZRANGEBYLEX', KEYS[3], low, '+', 'LIMIT', 0, tonumber(ARGV[3]))
+local removed = 0
+for _, m in ipairs(members) do
+  local n = string.byte(m, 1) - 96
+  local id = string.sub(m, 2, n + 1) .. '-' .. string.sub(m, n + 3)
+  if #redis.call('XRANGE', KEYS[1], id, id, 'COUNT', 1) == 0 then
+    redis.call('ZREM', KEYS[3], m)
+    removed = removed + 1
+  end
+end
+if #members == tonumber(ARGV[3]) then return {removed, members[#members]} end
+local count = redis.call('ZCARD', KEYS[3])
+if count > 0 then
+  redis.call('HSET', KEYS[2], ARGV[1], count)
+else
+  redis.call('HDEL', KEYS[2], ARGV[1])
+end
+return {removed, ''}
+"""
+
+# Part of a rebuild: a chunk of the ``grouped`` hash, its entries whose row is gone removed.
+# KEYS: stream, grouped.  ARGV: HSCAN cursor, chunk.  Returns {removed, next cursor ('0' at
+# the end)}.
+REBUILD_GROUPED = """
+local reply = redis.call('HSCAN', KEYS[2], ARGV[1], 'COUNT', tonumber(ARGV[2]))
+local removed = 0
+local pairs_ = reply[2]
+for i = 1, #pairs_, 2 do
+  local id = pairs_[i]
+  if #redis.call('XRANGE', KEYS[1], id, id, 'COUNT', 1) == 0 then
+    redis.call('HDEL', KEYS[2], id)
+    removed = removed + 1
+  end
+end
+return {removed, reply[1]}
+"""
 
 # A page of one group, newest first.  KEYS: stream, groups, the group's index.  ARGV: group,
 # the member of the cursor ('' for the newest), limit.  Returns {count, members, rows} (a row

@@ -504,6 +504,19 @@ def new_failure_id() -> str:
     return os.urandom(16).hex()  # a uuid4's randomness, without building a UUID per failure
 
 
+def _innermost_line(exception: BaseException | None) -> str:
+    """Where ``exception`` was raised, as a traceback's line: it groups an entry stored without
+    its traceback with the other failures of its bug, and group_of() reads it back alike."""
+    tb = exception.__traceback__ if exception is not None else None
+    if tb is None:
+        return ""
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    code = tb.tb_frame.f_code
+    line = f'  File "{code.co_filename}", line {tb.tb_lineno}, in {code.co_name}'
+    return "\nRaised at:\n" + encodable(line)[0]
+
+
 def unstorable_entry(
     *,
     task_id: str,
@@ -524,7 +537,8 @@ def unstorable_entry(
         kwargs={},
         exception=type(exception).__name__ if exception is not None else "",
         message=_exception_message(exception),
-        traceback=f"celery-morgue could not store this failure's details: {problem!r}"[:4096],
+        traceback=f"celery-morgue could not store this failure's details: {problem!r}"[:4096]
+        + _innermost_line(exception),
         retries=0,
         hostname=_text(hostname, MESSAGE_LIMIT),
         failed_at=dt.datetime.now(dt.UTC).isoformat(),

@@ -191,6 +191,7 @@ class GroupReport:
             "queue": self.queue,
             "total": self.total,
             "ungrouped": self.ungrouped,
+            "total_groups": self.distinct,
             "groups": [group.as_dict() for group in self.groups],
         }
 
@@ -200,3 +201,14 @@ class RegroupStep:
     scanned: int
     grouped: int
     next: str | None  # the cursor of the next chunk; None at the end
+    groups: tuple[str, ...] = ()  # the groups of the rows read
+
+
+@dataclass(frozen=True)
+class RebuildReport:
+    scanned: int  # rows read
+    indexed: int  # rows that were not in their group's index
+    stale: int  # index and ``grouped`` entries whose row was gone
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"scanned": self.scanned, "indexed": self.indexed, "stale": self.stale}

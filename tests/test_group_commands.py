@@ -34,7 +34,8 @@ def test_groups_json_largest_first_and_queues_counts_them(
 ) -> None:
     groups = fail_three_ways(worker, dlq)
     data = morgue.json("--url", redis_server.url, "dlq", "groups", "celery")
-    assert set(data) == {"queue", "total", "ungrouped", "groups"}
+    assert set(data) == {"queue", "total", "ungrouped", "total_groups", "groups"}
+    assert data["total_groups"] == 3
     assert (data["queue"], data["total"], data["ungrouped"]) == ("celery", 11, 0)
     assert all(set(group) == GROUP_KEYS for group in data["groups"])
     assert [(g["group"], g["count"]) for g in data["groups"]] == [
@@ -107,3 +108,39 @@ def test_groups_of_an_unknown_queue_fail_with_one_line(
         result = morgue("--url", redis_server.url, "dlq", command, "nope")
         assert result.returncode == 1
         assert one_error_line(result) == "Error: no queue 'nope' in the DLQ (queues: known)"
+
+
+def test_groups_limit_lists_the_largest_and_counts_them_all(
+    morgue: Morgue, redis_server: RedisServer, dlq: DeadLetterQueue
+) -> None:
+    # 300 groups: a message formatted into the task's name (one group per failure).
+    dlq.add_many(make_entry(f"t{n}", task=f"proj.tasks.order_{n}") for n in range(300))
+    dlq.add_many(make_entry(f"big{n}", task="proj.tasks.order_7") for n in range(4))
+    data = morgue.json("--url", redis_server.url, "dlq", "groups", "celery", "--limit", "2")
+    assert (data["total"], data["total_groups"], len(data["groups"])) == (304, 300, 2)
+    assert [g["count"] for g in data["groups"]] == [5, 1]
+    table = morgue("--url", redis_server.url, "dlq", "groups", "celery")
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert len(lines) == 1 + 50 + 1
+    assert lines[-1] == "300 groups, 304 entries in 'celery'; the largest 50 shown (--limit)"
+    bad = morgue("--url", redis_server.url, "dlq", "groups", "celery", "--limit", "0")
+    assert bad.returncode == 2 and "--limit" in one_error_line(bad)
+
+
+def test_regroup_rebuild_recounts_from_the_entries(
+    morgue: Morgue, redis_server: RedisServer, redis_client: redis.Redis, dlq: DeadLetterQueue
+) -> None:
+    ids = dlq.add_many(make_entry(f"t{n}", task=f"proj.tasks.t{n % 3}") for n in range(30))
+    group = dlq.get("celery", str(ids[0])).group
+    redis_client.hincrby(dlq.groups_key("celery"), group, 100)
+    redis_client.xdel(dlq.key("celery"), str(ids[1]))  # by hand: still counted
+    done = morgue.json("--url", redis_server.url, "dlq", "regroup", "celery", "--rebuild")
+    assert done == {"queue": "celery", "scanned": 29, "indexed": 0, "stale": 1}
+    data = morgue.json("--url", redis_server.url, "dlq", "groups", "celery")
+    assert sorted(g["count"] for g in data["groups"]) == [9, 10, 10]
+    text = morgue("--url", redis_server.url, "dlq", "regroup", "celery", "--rebuild")
+    assert text.stdout == (
+        "recounted the groups of the 29 entries in 'celery': 0 entries indexed, "
+        "0 stale records removed\n"
+    )

@@ -16,8 +16,14 @@ import pytest
 import redis
 
 from celery_morgue.core import DeadLetterQueue, DLQError
-from celery_morgue.core.dlq import READ_CHUNK, WRITE_CHUNK
-from celery_morgue.core.entry import TRACEBACK_LIMIT, Entry, UnreadableEntry
+from celery_morgue.core.dlq import DETAILS_CHUNK, GROUP_CHUNK, READ_CHUNK, WRITE_CHUNK
+from celery_morgue.core.entry import (
+    TRACEBACK_LIMIT,
+    Entry,
+    UnreadableEntry,
+    group_of,
+    unstorable_entry,
+)
 from celery_morgue.core.groups import (
     UNREADABLE_GROUP,
     fingerprint,
@@ -457,16 +463,153 @@ def test_a_group_page_refuses_a_bad_group_id(dlq: DeadLetterQueue) -> None:
     assert dlq.group_page("celery", "0" * 12).items == []
 
 
-def test_an_expired_stream_started_anew_forgets_its_old_groups(redis_client: redis.Redis) -> None:
-    """A queue whose stream expired by its TTL, with no reader meanwhile, starts from zero."""
+def group_keys(client: redis.Redis, dlq: DeadLetterQueue, queue: str) -> list[str]:
+    names = [dlq.groups_key(queue), dlq.grouped_key(queue)]
+    names += [key.decode() for key in client.scan_iter(f"{dlq.group_key_prefix(queue)}*")]
+    return [name for name in names if client.exists(name)]
+
+
+def test_an_expired_streams_group_keys_expire_with_it(redis_client: redis.Redis) -> None:
+    """No reader, no script: the group keys carry the stream's TTL, so nothing is left."""
     dlq = DeadLetterQueue(redis_client, retention=1)
-    last = stream_ms(dlq.add_many(bug(f"t{n}", "find", "x") for n in range(5))[-1])
+    ids = dlq.add_many(bug(f"t{n}", ("find", "charge")[n % 2], "x") for n in range(6))
+    old = redis_client.xadd(dlq.key("celery"), {"entry": "{}"}).decode()  # grouped when read
+    assert dlq.get("celery", old).group == UNREADABLE_GROUP
+    keys = group_keys(redis_client, dlq, "celery")
+    assert len(keys) == 5  # the counts, the grouped hash, three indexes
+    assert all(0 < redis_client.pttl(key) <= 1000 for key in keys)
     wait_for(lambda: not redis_client.exists(dlq.key("celery")), timeout=10)
-    assert redis_client.hlen(dlq.groups_key("celery")) == 1  # no reader yet
-    wait_for_redis_clock(redis_client, last + 1000)
+    assert group_keys(redis_client, dlq, "celery") == []
+    wait_for_redis_clock(redis_client, stream_ms(ids[-1]) + 1000)
     dlq.add(bug("again", "charge", "y"))
+    assert list(assert_index_exact(redis_client, dlq, "celery").values()) == [1]
+
+
+def test_a_stream_started_anew_unlinks_what_keys_without_a_ttl_still_held(
+    redis_client: redis.Redis, dlq: DeadLetterQueue
+) -> None:
+    """Keys an older version wrote without a TTL, of a stream that expired (or went by hand)."""
+    dlq.add_many(bug(f"t{n}", ("find", "charge", "ship")[n % 3], "x") for n in range(9))
+    for key in group_keys(redis_client, dlq, "celery"):
+        redis_client.persist(key)
+    redis_client.delete(dlq.key("celery"))
+    dlq.add(bug("new", "refund", "y"))
+    assert list(assert_index_exact(redis_client, dlq, "celery").values()) == [1]
+
+
+def test_a_row_naming_its_group_twice_is_read_alike_by_python_and_the_scripts(
+    redis_client: redis.Redis, dlq: DeadLetterQueue
+) -> None:
+    """A field written twice: redis-py keeps the last, and so do the scripts."""
+    real = dlq.get("celery", dlq.add(bug("real", "find", "x"))).group
+    other = bug("other", "charge", "y")
+    key = dlq.key("celery")
+    payload = other.to_json()
+    last_valid = redis_client.execute_command(
+        "XADD", key, "*", "group", "not-a-group!", "entry", payload, "group", real
+    ).decode()
+    last_invalid = redis_client.execute_command(
+        "XADD", key, "*", "group", real, "entry", payload, "group", "NOT-HEX-12ch"
+    ).decode()
+    assert dlq.get("celery", last_valid).group == real
+    assert dlq.get("celery", last_invalid).group == other.group  # its entry's, counted now
+    # The hand-written row naming a group is not counted until a regroup indexes it ...
+    assert {s.group: s.count for s in dlq.groups("celery").groups} == {real: 1, other.group: 1}
+    # ... and taking it out does not uncount what it never counted.
+    assert dlq.delete("celery", last_valid) == 1
+    assert assert_index_exact(redis_client, dlq, "celery") == {real: 1, other.group: 1}
+    again = redis_client.execute_command(
+        "XADD", key, "*", "group", "x", "entry", payload, "group", real
+    ).decode()
+    step = dlq.regroup("celery")
+    assert (step.scanned, step.grouped, step.next) == (3, 1, None)
+    assert assert_index_exact(redis_client, dlq, "celery") == {real: 2, other.group: 1}
+    assert dlq.delete("celery", again, last_invalid) == 2
+    assert assert_index_exact(redis_client, dlq, "celery") == {real: 1}
+    dlq.clear("celery")
+    assert_nothing_left(redis_client, "celery")
+
+
+def test_an_entry_stored_without_its_details_joins_its_bugs_group() -> None:
+    def parse_invoice(order: int) -> None:
+        raise ValueError(f"order {order} has no invoice")
+
+    try:
+        parse_invoice(17)
+    except ValueError as exc:
+        stored = make_entry(exception=exc, traceback=traceback.format_exc())
+        kept = unstorable_entry(
+            task_id="t",
+            task=stored.task,
+            queue="celery",
+            exception=exc,
+            problem=TypeError("cannot encode"),
+            hostname="w1",
+        )
+    assert kept.group == stored.group == group_of(kept)
+    assert innermost_frame(kept.traceback) == innermost_frame(stored.traceback)
+    lost = unstorable_entry(
+        task_id="u", task="t", queue="celery", exception=None, problem=OSError(), hostname="w"
+    )
+    assert lost.group == group_of(lost)
+
+
+def test_many_groups_are_read_in_chunks_and_listed_up_to_a_limit(
+    redis_client: redis.Redis, dlq: DeadLetterQueue
+) -> None:
+    """A message formatted into the frame's name: a group per failure."""
+    distinct = GROUP_CHUNK * 2 + 17
+    dlq.add_many(bug(f"t{n}", f"find_{n}", "x") for n in range(distinct))
+    dlq.add_many(bug(f"big{n}", "find_7", "x") for n in range(3))
+    dlq.add_many(bug(f"mid{n}", "find_9", "x") for n in range(2))
+    report = dlq.groups("celery", limit=DETAILS_CHUNK + 5)
+    assert (report.distinct, report.total, report.ungrouped) == (distinct, distinct + 5, 0)
+    assert [s.count for s in report.groups[:3]] == [4, 3, 1]
+    assert len(report.groups) == DETAILS_CHUNK + 5
+    assert report.as_dict()["total_groups"] == distinct
+    everything = dlq.groups("celery")
+    assert len(everything.groups) == distinct
+    assert sum(s.count for s in everything.groups) == distinct + 5
+
+
+def test_deleting_more_ids_than_a_chunk_is_exact(
+    redis_client: redis.Redis, dlq: DeadLetterQueue
+) -> None:
+    ids = dlq.add_many(
+        bug(f"t{n}", ("find", "charge")[n % 2], "x") for n in range(READ_CHUNK + 300)
+    )
+    assert dlq.delete("celery", *[str(i) for i in ids][:-2]) == READ_CHUNK + 298
+    assert sorted(assert_index_exact(redis_client, dlq, "celery").values()) == [1, 1]
+
+
+def test_rebuild_recounts_drifted_groups_while_old_and_new_workers_write(
+    redis_client: redis.Redis, dlq: DeadLetterQueue
+) -> None:
+    """An older worker writes rows without their group beside a newer one; counts drift by
+    hand; a rebuild in small chunks makes them exact again."""
+    key = dlq.key("celery")
+    for n in range(60):
+        entry = bug(f"t{n}", ("find", "charge", "ship")[n % 3], "x")
+        if n % 2:
+            dlq.add(entry)
+        else:  # an older worker: no group field, and no group in the entry either
+            entry.group = ""
+            redis_client.xadd(key, {"task_id": entry.task_id, "entry": entry.to_json()})
+    dlq.page("celery", limit=10)  # the newest old-style rows are grouped when read
+    find = dlq.get("celery", dlq.page("celery").items[-1].id).group
+    redis_client.hincrby(dlq.groups_key("celery"), find, 40)  # counts drifted up
+    redis_client.hincrby(dlq.groups_key("celery"), "abcdefabcdef", 3)  # a group long gone
+    redis_client.zadd(dlq.group_key("celery", find), {"a1a0": 0})  # a member with no row
+    victim = dlq.page("celery", limit=1).items[0].id
+    redis_client.xdel(key, victim)  # a row removed by hand, still counted
+    redis_client.hset(dlq.grouped_key("celery"), "1-0", find)  # a stale grouped entry
+    report = dlq.rebuild_groups("celery", chunk=7)
+    assert report.scanned == 59
+    assert report.stale >= 3
     counts = assert_index_exact(redis_client, dlq, "celery")
-    assert list(counts.values()) == [1]
+    assert sum(counts.values()) == 59 and len(counts) == 3
+    assert not redis_client.hexists(dlq.grouped_key("celery"), "1-0")
+    assert dlq.rebuild_groups("celery", chunk=7).stale == 0  # nothing left to fix
 
 
 def test_a_row_without_a_group_whose_entry_names_one_joins_that_group(

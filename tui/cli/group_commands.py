@@ -12,18 +12,28 @@ from celery_morgue.tui.cli.session import Session, pass_session
 
 # Entries a regroup reads a call: a few milliseconds of Redis each.
 REGROUP_CHUNK = 500
+# Groups listed by default: a queue can have 100,000 (a message formatted into a frame's name).
+DEFAULT_GROUP_LIMIT = 50
 
 
 @click.command("groups", short_help="Failure groups of a queue, largest first.")
 @click.argument("queue")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=DEFAULT_GROUP_LIMIT,
+    show_default=True,
+    help="List at most this many groups, the largest.",
+)
 @json_option
 @pass_session
-def failure_groups(session: Session, queue: str, as_json: bool) -> None:
+def failure_groups(session: Session, queue: str, limit: int, as_json: bool) -> None:
     """The failure groups of QUEUE, largest first: entries of one task that raised one
-    exception type at one place (file and function), whatever their message."""
+    exception type at one place (file and function), whatever their message. JSON's
+    ``total_groups`` counts them all, listed or not."""
     dlq_ = session.connection().dlq
     require_queue(dlq_, queue)
-    report = dlq_.groups(queue)
+    report = dlq_.groups(queue, limit=limit)
     if as_json:
         emit_json(report.as_dict())
         return
@@ -53,6 +63,8 @@ def failure_groups(session: Session, queue: str, as_json: bool) -> None:
 def _footer(report: GroupReport) -> str:
     counts = f"{plural(report.distinct, 'group')}, {plural(report.total, 'entry')}"
     line = f"{counts} in {report.queue!r}"
+    if len(report.groups) < report.distinct:
+        line += f"; the largest {len(report.groups):,} shown (--limit)"
     if report.ungrouped:
         line += (
             f"; {plural(report.ungrouped, 'entry')} stored before groups existed, not grouped "
@@ -63,14 +75,32 @@ def _footer(report: GroupReport) -> str:
 
 @click.command("regroup", short_help="Group entries stored before groups existed.")
 @click.argument("queue")
+@click.option(
+    "--rebuild",
+    is_flag=True,
+    help="Recount every group from the entries themselves (counts that drifted: entries "
+    "removed by hand, old and new workers writing side by side).",
+)
 @json_option
 @pass_session
-def regroup(session: Session, queue: str, as_json: bool) -> None:
+def regroup(session: Session, queue: str, rebuild: bool, as_json: bool) -> None:
     """Group the entries of QUEUE stored before failure groups existed (once is enough: new
     entries are grouped as they are stored). Reads the queue a chunk at a time, so Redis is
-    never held for long."""
+    never held for long, and workers may go on writing meanwhile."""
     dlq_ = session.connection().dlq
     require_queue(dlq_, queue)
+    if rebuild:
+        report = dlq_.rebuild_groups(queue, REGROUP_CHUNK)
+        if as_json:
+            emit_json({"queue": queue, **report.as_dict()})
+        else:
+            indexed = plural(report.indexed, "entry")
+            stale = plural(report.stale, "stale record")
+            click.echo(
+                f"recounted the groups of the {report.scanned:,} entries in {queue!r}: "
+                f"{indexed} indexed, {stale} removed"
+            )
+        return
     scanned = grouped = 0
     cursor: str | None = None
     while True:
