@@ -27,6 +27,7 @@ the action started are never touched.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 from weakref import WeakKeyDictionary
 
@@ -36,17 +37,21 @@ from celery_morgue.core.dlq import (
     Page,
     StoredEntry,
     _row_group,
+    _script_row,
     _text,
     _with_group,
     check_entry_id,
 )
 from celery_morgue.core.filters import EntryFilter
 from celery_morgue.core.groups import index_member, index_member_id
+from celery_morgue.core.matching_scripts import GREP_ROWS
 
 # Rows a call reads when every row is tested (--grep): a few milliseconds of Redis.
 SCAN_CHUNK = 1000
 # Candidates one page looks at, at most, before it returns what it found.
 PAGE_SCAN_LIMIT = 10 * SCAN_CHUNK
+# Bytes of entries the text test in Redis looks at a call, at most: a few milliseconds.
+GREP_BYTES = 4 * 1024 * 1024
 # Ids a delete script takes a call.
 DELETE_CHUNK = 500
 
@@ -132,27 +137,61 @@ def _text_test(flt: EntryFilter) -> RowTest | None:
 # -- the two sources -------------------------------------------------------------------------
 
 
-class _StreamSource:
-    """Rows straight from the stream."""
+@dataclass(frozen=True)
+class Batch:
+    """One read of a source: the candidates, how many rows it looked at (a candidate each,
+    but for rows the text test in Redis passed over), the last row's id, and whether the
+    range may hold more."""
 
-    def __init__(self, dlq: DeadLetterQueue, queue: str, may_match: RowTest | None) -> None:
+    candidates: list[Candidate]
+    scanned: int
+    last: str | None
+    more: bool
+
+
+class _StreamSource:
+    """Rows straight from the stream; for ``--grep``, first looked at in Redis."""
+
+    def __init__(self, dlq: DeadLetterQueue, queue: str, flt: EntryFilter) -> None:
         self.dlq = dlq
         self.queue = queue
-        self.may_match = may_match
+        self.grep_in_redis = _text_test(flt) is not None
+        self.needle = ""
+        if flt.grep and flt.grep.casefold().isascii():
+            self.needle = flt.grep.casefold()
+        self._grep_rows = dlq.client.register_script(GREP_ROWS)
 
-    def read(self, newest_first: bool, start: str, end: str, count: int) -> list[Candidate]:
+    def read(self, newest_first: bool, start: str, end: str, count: int) -> Batch:
+        if self.grep_in_redis:
+            return self._grep(newest_first, start, end, count)
         key = self.dlq.key(self.queue)
         if newest_first:
-            rows = self.dlq.client.xrevrange(key, max=start, min=end, count=count)
+            rows = self.dlq.client.xrevrange(key, max=start, min=end, count=count) or []
         else:
-            rows = self.dlq.client.xrange(key, min=start, max=end, count=count)
-        if self.may_match is None:
-            entries = self.dlq._grouped_entries(self.queue, rows or [])
-            return [(entry.id, entry) for entry in entries]
-        test = self.may_match
-        kept = [row for row in rows or [] if test(row[1] or {})]
-        decoded = {entry.id: entry for entry in self.dlq._grouped_entries(self.queue, kept)}
-        return [(_text(row[0]), decoded.get(_text(row[0]))) for row in rows or []]
+            rows = self.dlq.client.xrange(key, min=start, max=end, count=count) or []
+        entries = self.dlq._grouped_entries(self.queue, rows)
+        last_id = entries[-1].id if entries else None
+        return Batch(
+            [(entry.id, entry) for entry in entries], len(rows), last_id, len(rows) == count
+        )
+
+    def _grep(self, newest_first: bool, start: str, end: str, count: int) -> Batch:
+        args: list[str | int] = [
+            "rev" if newest_first else "fwd",
+            start,
+            end,
+            count,
+            self.needle,
+            GREP_BYTES,
+        ]
+        scanned, last, kept, more = self._grep_rows(keys=[self.dlq.key(self.queue)], args=args)
+        entries = self.dlq._grouped_entries(self.queue, [_script_row(row) for row in kept])
+        return Batch(
+            [(entry.id, entry) for entry in entries],
+            int(scanned),
+            _text(last) if last else None,
+            bool(int(more)),
+        )
 
 
 class _IndexSource:
@@ -166,9 +205,9 @@ class _IndexSource:
         self.groups = groups
         self.may_match = may_match
 
-    def read(self, newest_first: bool, start: str, end: str, count: int) -> list[Candidate]:
+    def read(self, newest_first: bool, start: str, end: str, count: int) -> Batch:
         if not self.groups:
-            return []
+            return Batch([], 0, None, False)
         client = self.dlq.client
         pipe = client.pipeline(transaction=False)
         for group in self.groups:
@@ -189,7 +228,7 @@ class _IndexSource:
             reverse=newest_first,
         )[:count]
         if not merged:
-            return []
+            return Batch([], 0, None, False)
         ids = [index_member_id(member) for member, _ in merged]
         pipe = client.pipeline(transaction=False)
         for entry_id in ids:
@@ -201,24 +240,22 @@ class _IndexSource:
                 found.append((entry_id, _with_group(self.dlq._entry(rows[0]), group)))
             else:
                 found.append((entry_id, None))
-        return found
+        return Batch(found, len(ids), ids[-1], len(ids) == count)
 
 
 Source = _StreamSource | _IndexSource
 
 
-def _walk(
-    source: Source, newest_first: bool, start: str, end: str, chunk: int
-) -> Iterator[list[Candidate]]:
-    """The candidates from ``start`` towards ``end``, a chunk a call, each chunk's cursor the
-    last id of the one before (exclusive), so rows removed meanwhile leave no gap."""
+def _walk(source: Source, newest_first: bool, start: str, end: str, chunk: int) -> Iterator[Batch]:
+    """The batches from ``start`` towards ``end``, each read from after the last row of the
+    one before (exclusive), so rows removed meanwhile leave no gap."""
     while True:
         batch = source.read(newest_first, start, end, chunk)
-        if batch:
+        if batch.scanned:
             yield batch
-        if len(batch) < chunk:
+        if not batch.more or batch.last is None:
             return
-        start = "(" + batch[-1][0]
+        start = "(" + batch.last
 
 
 def _source(dlq: DeadLetterQueue, queue: str, flt: EntryFilter) -> Source:
@@ -226,7 +263,7 @@ def _source(dlq: DeadLetterQueue, queue: str, flt: EntryFilter) -> Source:
     neither listed nor counted)."""
     if not flt.by_group:
         dlq.size(queue)
-        return _StreamSource(dlq, queue, _text_test(flt))
+        return _StreamSource(dlq, queue, flt)
     return _IndexSource(dlq, queue, selected_groups(dlq, queue, flt), _text_test(flt))
 
 
@@ -333,7 +370,7 @@ def matching_page(
     scanned = 0
     next_cursor: str | None = None
     for batch in _walk(source, True, high, low, _chunk(flt, limit)):
-        for entry_id, entry in batch:
+        for entry_id, entry in batch.candidates:
             if entry is not None and flt.matches(entry):
                 items.append(entry)
                 if len(items) == limit:
@@ -341,9 +378,9 @@ def matching_page(
                     break
         if next_cursor is not None:
             break
-        scanned += len(batch)
-        if scanned >= PAGE_SCAN_LIMIT:
-            next_cursor = batch[-1][0]
+        scanned += batch.scanned
+        if scanned >= PAGE_SCAN_LIMIT and batch.more:
+            next_cursor = batch.last
             break
     groups = source.groups if isinstance(source, _IndexSource) else None
     total = _count(dlq, queue, flt, up_to, groups)
@@ -376,7 +413,7 @@ def _count(
         return sum(
             1
             for batch in _walk(source, False, low, high, SCAN_CHUNK)
-            for _, entry in batch
+            for _, entry in batch.candidates
             if entry is not None and flt.matches(entry)
         )
     if groups is None:
@@ -405,7 +442,7 @@ def iter_matching(
     low, high = _range(flt, up_to)
     found: list[StoredEntry] = []
     for batch in _walk(_source(dlq, queue, flt), False, low, high, _chunk(flt, chunk)):
-        for _, entry in batch:
+        for _, entry in batch.candidates:
             if entry is not None and flt.matches(entry):
                 found.append(entry)
                 if len(found) == chunk:

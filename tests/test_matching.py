@@ -185,6 +185,10 @@ def test_grep_scans_in_bounded_chunks_and_continues_where_it_stopped(
     assert listed(dlq, EntryFilter(group=ship, grep="NEEDLE"), 2) == shipped
     loaded = newest_first([i for i, function in wanted if function != "ship"])
     assert listed(dlq, EntryFilter(task="shop.tasks.load", grep="needle"), 3) == loaded
+    # A call in Redis that stops early on its byte budget is continued where it stopped.
+    monkeypatch.setattr(matching, "SCAN_CHUNK", 1000)
+    monkeypatch.setattr(matching, "GREP_BYTES", 1)
+    assert listed(dlq, EntryFilter(grep="needle"), 4) == ids
 
 
 def test_up_to_leaves_out_what_came_later(dlq: DeadLetterQueue) -> None:
