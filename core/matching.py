@@ -433,12 +433,20 @@ def iter_matching(
     up_to: str | None = None,
     chunk: int = 500,
 ) -> Iterator[list[StoredEntry]]:
+    """Not a generator itself: the newest id is read at the call, not at the first chunk,
+    so an entry stored in between is not among them."""
     if chunk <= 0:
         raise ValueError(f"chunk must be positive, got {chunk!r}")
     if up_to is None:
         up_to = dlq.newest_id(queue)
         if up_to is None:
-            return
+            return iter(())
+    return _chunks(dlq, queue, flt, up_to, chunk)
+
+
+def _chunks(
+    dlq: DeadLetterQueue, queue: str, flt: EntryFilter, up_to: str, chunk: int
+) -> Iterator[list[StoredEntry]]:
     low, high = _range(flt, up_to)
     found: list[StoredEntry] = []
     for batch in _walk(_source(dlq, queue, flt), False, low, high, _chunk(flt, chunk)):

@@ -242,7 +242,7 @@ def test_a_filtered_clear_keeps_the_rest(morgue: Morgue, url: str, dlq: DeadLett
     result = morgue("--url", url, "dlq", "clear", QUEUE, "--exception", "LookupError", "--yes")
     assert result.returncode == 0, result.stderr
     assert result.stdout == (
-        f"deleted {len(bugs['find'] + bugs['ship'])} entries with exception LookupError "
+        f"cleared {len(bugs['find'] + bugs['ship'])} entries with exception LookupError "
         "from 'celery'\n"
     )
     assert {entry.id for entry in dlq.iter_entries(QUEUE)} == set(bugs["charge"])
@@ -250,6 +250,14 @@ def test_a_filtered_clear_keeps_the_rest(morgue: Morgue, url: str, dlq: DeadLett
     assert [(g["group"], g["count"]) for g in report["groups"]] == [
         (groups["charge"], len(bugs["charge"]))
     ]
+    newest = dlq.newest_id(QUEUE)
+    done = morgue.json("--url", url, "dlq", "clear", QUEUE, "--since", "1h", "--yes")
+    assert done == {
+        "queue": QUEUE,
+        "filter": {"since": done["filter"]["since"]},
+        "up_to": newest,
+        "cleared": len(bugs["charge"]),
+    }
 
 
 def test_malformed_rows_do_not_break_filtered_commands(

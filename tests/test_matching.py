@@ -209,8 +209,9 @@ def test_iter_matching_is_oldest_first_in_chunks_and_stops_at_its_start(
     bugs = interleaved(dlq, 120)
     group = group_of_bug(dlq, bugs["find"][0])
     chunks = dlq.iter_matching(QUEUE, EntryFilter(group=group), chunk=16)
+    dlq.add_many(failure(1000 + n, "find") for n in range(20))  # after the call: not listed
     first = next(chunks)
-    dlq.add_many(failure(1000 + n, "find") for n in range(40))  # after the start: not listed
+    dlq.add_many(failure(2000 + n, "find") for n in range(20))
     rest = [entry for chunk in chunks for entry in chunk]
     assert len(first) == 16
     assert [entry.id for entry in first + rest] == bugs["find"]

@@ -278,7 +278,7 @@ def delete(
     dlq_ = session.connection().dlq
     require_queue(dlq_, queue)
     if every:
-        _remove_matching(dlq_, queue, flt, dry_run=dry_run, yes=yes, as_json=as_json)
+        _remove_matching(dlq_, queue, flt, "deleted", dry_run=dry_run, yes=yes, as_json=as_json)
         return
     unique = list(dict.fromkeys(entry_ids))
     if dry_run:
@@ -307,9 +307,17 @@ def _exists(dlq_: DeadLetterQueue, queue: str, entry_id: str) -> bool:
 
 
 def _remove_matching(
-    dlq_: DeadLetterQueue, queue: str, flt: EntryFilter, *, dry_run: bool, yes: bool, as_json: bool
+    dlq_: DeadLetterQueue,
+    queue: str,
+    flt: EntryFilter,
+    done: str,
+    *,
+    dry_run: bool,
+    yes: bool,
+    as_json: bool,
 ) -> None:
-    """`delete --all` and a filtered `clear`: the matching entries up to the newest now."""
+    """`delete --all` and a filtered `clear`: the matching entries up to the newest now;
+    ``done`` names what happened to them ("deleted", "cleared"), in JSON and in words."""
     up_to = dlq_.newest_id(queue)
     if up_to is None:
         raise Failure(f"queue {queue!r} is already empty")
@@ -324,9 +332,9 @@ def _remove_matching(
         confirm(yes, f"Delete {what} from {queue!r}?")
         count = dlq_.clear(queue, up_to=up_to, flt=flt)
     if as_json:
-        emit_json({"queue": queue, "filter": flt.as_dict(), "up_to": up_to, "deleted": count})
+        emit_json({"queue": queue, "filter": flt.as_dict(), "up_to": up_to, done: count})
     elif count:
-        click.echo(printable(f"deleted {_what(dlq_, queue, flt, count)} from {queue!r}"))
+        click.echo(printable(f"{done} {_what(dlq_, queue, flt, count)} from {queue!r}"))
     else:
         none = "no " + _what(dlq_, queue, flt, 0).split(" ", 1)[1]  # "no entries of group …"
         click.echo(printable(f"nothing to delete in {queue!r}: {none}"))
@@ -386,7 +394,7 @@ def clear(
     dlq_ = session.connection().dlq
     count = require_queue(dlq_, queue)
     if dry_run or not flt.is_empty:
-        _remove_matching(dlq_, queue, flt, dry_run=dry_run, yes=yes, as_json=as_json)
+        _remove_matching(dlq_, queue, flt, "cleared", dry_run=dry_run, yes=yes, as_json=as_json)
         return
     newest = dlq_.newest_id(queue)
     if newest is None:  # emptied between the two calls
