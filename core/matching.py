@@ -10,9 +10,13 @@ Candidate rows come from one of two sources, read a bounded slice at a time:
 
 Each candidate is then tested with :meth:`EntryFilter.matches`: the text of ``--grep``, and
 rows that are not celery-morgue entries (which only filters that can select them match). A
-page returns after ``limit`` matches or after it looked at ``PAGE_SCAN_LIMIT`` candidates,
-whichever comes first; in the second case its cursor is the last row looked at, so the next
-page continues there with no gap and no repeat.
+page returns after ``limit`` matches or after it looked at ``PAGE_SCAN_LIMIT`` rows, whichever
+comes first; in the second case its cursor is the last row looked at, so the next page
+continues there with no gap and no repeat.
+
+``--grep`` first looks at the raw rows, to decode only those that may hold the text: on the
+stream, in Redis (core.matching_scripts), so the rows passed over are never sent; through the
+index, in Python (:func:`_text_test`).
 
 Counts without ``--grep`` come from the index too: ``ZLEXCOUNT`` of each selected group in the
 id range. That needs every row grouped: rows stored before groups existed (or written by
@@ -42,8 +46,9 @@ from celery_morgue.core.dlq import (
     _with_group,
     check_entry_id,
 )
+from celery_morgue.core.entry import Entry
 from celery_morgue.core.filters import EntryFilter
-from celery_morgue.core.groups import index_member, index_member_id
+from celery_morgue.core.groups import UNREADABLE_GROUP, index_member, index_member_id
 from celery_morgue.core.matching_scripts import GREP_ROWS
 
 # Rows a call reads when every row is tested (--grep): a few milliseconds of Redis.
@@ -55,7 +60,8 @@ GREP_BYTES = 4 * 1024 * 1024
 # Ids a delete script takes a call.
 DELETE_CHUNK = 500
 
-# A candidate: its stream id, and its entry (None when the row went meanwhile).
+# A candidate: its stream id, and its entry (None when the row went meanwhile, or the text
+# test passed over it).
 Candidate = tuple[str, StoredEntry | None]
 
 
@@ -275,11 +281,37 @@ def selected_groups(dlq: DeadLetterQueue, queue: str, flt: EntryFilter) -> list[
         return sorted(counts)
     if flt.group is not None and flt.task is None and flt.exception is None:
         return [flt.group] if flt.group in counts else []
+    kinds = _group_kinds(dlq, queue, sorted(counts))
     return [
-        summary.group
-        for summary in dlq.groups(queue).groups
-        if flt.matches_group(summary.task, summary.exception, summary.group)
+        group
+        for group, (task, exception) in kinds.items()
+        if flt.matches_group(task, exception, group)
     ]
+
+
+# Per DeadLetterQueue, each group's task and exception: its id is a fingerprint of them, so
+# they never change, and a page under --task reads only the groups it has not met yet.
+_kinds: WeakKeyDictionary[DeadLetterQueue, dict[str, tuple[str, str]]] = WeakKeyDictionary()
+# Groups whose newest entry one script call reads, at most.
+_KINDS_CHUNK = 100
+
+
+def _group_kinds(dlq: DeadLetterQueue, queue: str, groups: list[str]) -> dict[str, tuple[str, str]]:
+    """The task and exception of each group, from its newest entry ("" for the group of rows
+    that are not celery-morgue entries, and for a group emptied meanwhile)."""
+    known = _kinds.setdefault(dlq, {})
+    known.setdefault(UNREADABLE_GROUP, ("", ""))
+    missing = [group for group in groups if group not in known]
+    for start in range(0, len(missing), _KINDS_CHUNK):
+        chunk = missing[start : start + _KINDS_CHUNK]
+        keys = [dlq.key(queue), dlq.groups_key(queue)]
+        keys += [dlq.group_key(queue, group) for group in chunk]
+        details = dlq._group_details(keys=keys, args=chunk)
+        for group, (_, _, _, row) in zip(chunk, details, strict=True):
+            newest = dlq._entry(_script_row(row)) if row else None
+            if isinstance(newest, Entry):
+                known[group] = (newest.task, newest.exception)
+    return {group: known.get(group, ("", "")) for group in groups}
 
 
 def _settled_counts(dlq: DeadLetterQueue, queue: str) -> dict[str, int]:

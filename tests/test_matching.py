@@ -396,3 +396,22 @@ def test_a_row_no_group_can_count_costs_one_scan_not_one_a_read(
         assert [item.id for item in page.items] == newest_first(bugs["find"])[:10]
         # Only what came after the newest row already checked is looked at: nothing.
         assert command_calls(redis_client, "xrevrange") - reads <= 2 * 2
+
+
+def test_a_task_over_many_groups_pages_and_counts_exactly(dlq: DeadLetterQueue) -> None:
+    # 150 groups of one task (a function each) and 30 of another, more than a script reads.
+    entries = [
+        make_entry(
+            f"m{n}",
+            task="shop.tasks.many" if n % 6 else "shop.tasks.few",
+            exception=LookupError(f"order {n}"),
+            traceback=raised_in(f"step_{n % 180}"),
+        )
+        for n in range(540)
+    ]
+    ids = dlq.add_many(entries)
+    many = [str(i) for i, entry in zip(ids, entries, strict=True) if entry.task.endswith("many")]
+    assert len(dlq.groups(QUEUE).groups) == 180
+    flt = EntryFilter(task="shop.tasks.many")
+    assert listed(dlq, flt, 40) == newest_first(many)
+    assert dlq.count_matching(QUEUE, flt) == len(many) == 450
