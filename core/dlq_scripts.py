@@ -38,26 +38,70 @@ local function row_group(fields)
   if g and #g == 12 and not string.find(g, '[^0-9a-f]') then return g end
   return nil
 end
-local function ungroup(rows, groups, grouped, zprefix)
+-- How many of the rows name each group, and (if with_members) their members by group; an
+-- entry stored before groups existed leaves the ``grouped`` hash here.
+local function groups_of(rows, grouped, with_members)
+  local named, members = {}, {}
   for _, row in ipairs(rows) do
-    local id = row[1]
     local g = row_group(row[2])
     if not g then
-      g = redis.call('HGET', grouped, id)
-      if g then redis.call('HDEL', grouped, id) end
+      g = redis.call('HGET', grouped, row[1])
+      if g then redis.call('HDEL', grouped, row[1]) end
     end
     if g then
-      local index = zprefix .. g
-      if redis.call('ZREM', index, member(id)) == 1 or redis.call('EXISTS', index) == 0 then
-        if redis.call('HINCRBY', groups, g, -1) <= 0 then redis.call('HDEL', groups, g) end
+      named[g] = (named[g] or 0) + 1
+      if with_members then
+        members[g] = members[g] or {}
+        table.insert(members[g], member(row[1]))
       end
     end
   end
+  return named, members
 end
+-- Uncount what left group g's index: removed, or, if the index is gone, every row named.
+local function uncount(groups, index, g, removed, named)
+  if removed == 0 and redis.call('EXISTS', index) == 0 then removed = named end
+  if removed > 0 and redis.call('HINCRBY', groups, g, -removed) <= 0 then
+    redis.call('HDEL', groups, g)
+  end
+end
+-- Rows taken out anywhere (a delete, a requeue): one ZREM per group.
+local function ungroup(rows, groups, grouped, zprefix)
+  local _, members = groups_of(rows, grouped, true)
+  for g, of_group in pairs(members) do
+    local index = zprefix .. g
+    uncount(groups, index, g, redis.call('ZREM', index, unpack(of_group)), #of_group)
+  end
+end
+-- The oldest rows, to drop: every index member up to the last of them is one of them (or of a
+-- row already gone), so each group's index loses its head in one range call, whatever its size.
 local function drop_oldest(stream, rows, groups, grouped, zprefix)
   if #rows == 0 then return end
-  ungroup(rows, groups, grouped, zprefix)
+  local last = '[' .. member(rows[#rows][1])
+  for g, named in pairs(groups_of(rows, grouped, false)) do
+    local index = zprefix .. g
+    uncount(groups, index, g, redis.call('ZREMRANGEBYLEX', index, '-', last), named)
+  end
   redis.call('XTRIM', stream, 'MAXLEN', redis.call('XLEN', stream) - #rows)
+end
+-- The oldest rows up to ``high``, read a step at a time: at most max_rows, and no more once
+-- their values pass BYTE_BUDGET (a row can be 1 MiB: a count alone would not bound the call;
+-- half a MiB of rows is about 2 ms of Redis). Returns the rows and whether more may be due.
+local BYTE_BUDGET, STEP = 524288, 25
+local function oldest_rows(stream, high, max_rows)
+  local rows, bytes, low = {}, 0, '-'
+  while #rows < max_rows and bytes < BYTE_BUDGET do
+    local want = math.min(STEP, max_rows - #rows)
+    local part = redis.call('XRANGE', stream, low, high, 'COUNT', want)
+    for _, row in ipairs(part) do
+      table.insert(rows, row)
+      local fields = row[2]
+      for i = 2, #fields, 2 do bytes = bytes + #fields[i] end
+    end
+    if #part < want then return rows, false end
+    low = '(' .. part[#part][1]
+  end
+  return rows, true
 end
 -- A queue whose stream is gone or empty keeps no groups. Rows leave their groups one by one and
 -- the group keys expire with the stream, so there is normally nothing here; what is left (rows
@@ -119,8 +163,7 @@ end
 redis.call('ZADD', index, 0, member(id))
 redis.call('HINCRBY', groups, group, 1)
 if length > %(cap)d then
-  local over = math.min(length - %(cap)d, %(chunk)d)
-  local rows = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', over)
+  local rows = oldest_rows(KEYS[1], '+', math.min(length - %(cap)d, %(chunk)d))
   drop_oldest(KEYS[1], rows, groups, grouped, zprefix)
 end
 redis.call('PEXPIRE', KEYS[1], %(retention_ms)d)
@@ -136,7 +179,7 @@ if length == 1 or now_ms %% 16 == 0 then
   redis.call('ZREMRANGEBYSCORE', %(seen)s, '-inf', now_ms - %(dedupe_ms)d)
   local min_ms = now_ms - %(retention_ms)d
   if min_ms > 0 then
-    local rows = redis.call('XRANGE', KEYS[1], '-', min_ms - 1, 'COUNT', %(chunk)d)
+    local rows = oldest_rows(KEYS[1], min_ms - 1, %(chunk)d)
     drop_oldest(KEYS[1], rows, groups, grouped, zprefix)
   end
 end
@@ -167,9 +210,9 @@ if retention then
   local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   local min_ms = now_ms - tonumber(retention)
   if min_ms > 0 then
-    local rows = redis.call('XRANGE', KEYS[1], '-', min_ms - 1, 'COUNT', ARGV[3])
+    local rows, full = oldest_rows(KEYS[1], min_ms - 1, tonumber(ARGV[3]))
     drop_oldest(KEYS[1], rows, KEYS[3], KEYS[4], ARGV[2])
-    if #rows == tonumber(ARGV[3]) then more = 1 end
+    if full then more = 1 end
   end
 end
 return {forget_if_empty(KEYS[1], KEYS[2], ARGV[1], KEYS[3], KEYS[4], ARGV[2]), more}
@@ -181,7 +224,7 @@ return {forget_if_empty(KEYS[1], KEYS[2], ARGV[1], KEYS[3], KEYS[4], ARGV[2]), m
 CLEAR_BEFORE = (
     GROUP_HELPERS
     + """
-local rows = redis.call('XRANGE', KEYS[1], '-', ARGV[3], 'COUNT', ARGV[4])
+local rows, full = oldest_rows(KEYS[1], ARGV[3], tonumber(ARGV[4]))
 drop_oldest(KEYS[1], rows, KEYS[3], KEYS[4], ARGV[2])
 -- The emptied stream is kept with its last id: a deleted one would give an entry added in the
 -- same millisecond (or under a Redis clock behind) an id at or below ARGV[3], which a next chunk
@@ -190,7 +233,7 @@ drop_oldest(KEYS[1], rows, KEYS[3], KEYS[4], ARGV[2])
 if forget_if_empty(KEYS[1], KEYS[2], ARGV[1], KEYS[3], KEYS[4], ARGV[2], true) == 0 then
   return {#rows, 0}
 end
-if #rows == tonumber(ARGV[4]) then return {#rows, 1} end
+if full then return {#rows, 1} end
 return {#rows, 0}
 """
 )
@@ -200,13 +243,18 @@ return {#rows, 0}
 DELETE = (
     GROUP_HELPERS
     + """
-local removed = 0
+local rows, ids = {}, {}
 for i = 3, #ARGV do
-  local rows = redis.call('XRANGE', KEYS[1], ARGV[i], ARGV[i], 'COUNT', 1)
-  if #rows > 0 then
-    ungroup(rows, KEYS[3], KEYS[4], ARGV[2])
-    removed = removed + redis.call('XDEL', KEYS[1], ARGV[i])
+  local row = redis.call('XRANGE', KEYS[1], ARGV[i], ARGV[i], 'COUNT', 1)[1]
+  if row then
+    table.insert(rows, row)
+    table.insert(ids, row[1])
   end
+end
+local removed = 0
+if #rows > 0 then
+  ungroup(rows, KEYS[3], KEYS[4], ARGV[2])
+  removed = redis.call('XDEL', KEYS[1], unpack(ids))
 end
 forget_if_empty(KEYS[1], KEYS[2], ARGV[1], KEYS[3], KEYS[4], ARGV[2])
 return removed

@@ -695,3 +695,17 @@ def test_the_entry_after_a_clear_that_emptied_the_queue_is_newer_than_all_it_cle
     assert new_id == "99999999999999-1"
     assert [entry.id for entry in dlq.page("celery").items] == [new_id]
     assert_index_exact(redis_client, dlq, "celery")
+
+
+def test_a_clear_of_big_entries_reads_a_bounded_number_of_bytes_a_call(
+    redis_client: redis.Redis, dlq: DeadLetterQueue
+) -> None:
+    """A count alone does not bound a call: entries can be 1 MiB."""
+    dlq.add_many(bug(f"t{n}", "find", "x", args=["y" * 60_000]) for n in range(60))
+    keys = dlq._queue_keys("celery")
+    args = ["celery", dlq.group_key_prefix("celery"), dlq.newest_id("celery"), READ_CHUNK]
+    removed, more = (int(part) for part in dlq._clear_before(keys=keys, args=args))
+    assert 0 < removed < 60 and more == 1
+    assert assert_index_exact(redis_client, dlq, "celery") != {}
+    assert dlq.clear("celery") == 60 - removed
+    assert_nothing_left(redis_client, "celery")
