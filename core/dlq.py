@@ -85,7 +85,6 @@ from celery_morgue.core.errors import (
     InvalidEntryError,
     LossyEntryError,
     UnreadableEntryError,
-    UnroutableEntry,
 )
 from celery_morgue.core.filters import EntryFilter
 from celery_morgue.core.groups import (
@@ -185,6 +184,10 @@ class RequeueReport:
     # Set when publishing stopped part-way (the broker went away); the entries not yet sent
     # are still in the DLQ.
     error: str | None = None
+    # A bulk requeue told to stop (Ctrl+C, escape) before it was done; ``remaining``: how many
+    # of the entries it was about are still in the DLQ (sent again, the same run continues).
+    stopped: bool = False
+    remaining: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -791,64 +794,27 @@ class DeadLetterQueue:
         self.size(queue)
         return new_id
 
-    def requeue_all(self, app: Any, queue: str, *, allow_lossy: bool = False) -> RequeueReport:
-        """Requeue, oldest first, every entry present when this started and still there when
-        its turn comes (one deleted or cleared meanwhile is not sent).
+    def requeue_all(
+        self,
+        app: Any,
+        queue: str,
+        *,
+        allow_lossy: bool = False,
+        flt: EntryFilter | None = None,
+        up_to: str | None = None,
+        **redrive: Any,
+    ) -> RequeueReport:
+        """Requeue, oldest first, every entry (matching ``flt``) present when this started, or
+        up to ``up_to``, and still there when its turn comes (one deleted or cleared meanwhile
+        is not sent). ``redrive``: ``rate``, ``batch``, ``stop``, ``on_progress`` of
+        :class:`celery_morgue.core.redrive.Redrive`, which does the work.
 
         If the broker fails part-way, the report says so and what was sent; the rest stays.
         """
-        report = RequeueReport()
-        newest = self.newest_id(queue)
-        if newest is None:
-            return report
-        lower = "-"
-        try:
-            while True:
-                rows = self.client.xrange(self.key(queue), min=lower, max=newest, count=200)
-                if not rows:
-                    break
-                for row in rows:
-                    self._requeue_one(app, queue, self._entry(row), allow_lossy, report)
-                lower = "(" + _text(rows[-1][0])
-        except Exception as exc:  # the broker, most likely; what was done is in the report
-            report.error = f"{type(exc).__name__}: {exc}"
-        self.size(queue)
-        return report
+        from celery_morgue.core.redrive import Redrive  # it builds on this module
 
-    def _requeue_one(
-        self, app: Any, queue: str, entry: StoredEntry, allow_lossy: bool, report: RequeueReport
-    ) -> None:
-        if isinstance(entry, UnreadableEntry):
-            report.skipped_unreadable.append(entry.id)
-            return
-        if not entry.requeue_exact and not allow_lossy:
-            report.skipped_lossy.append(entry.id)
-            return
-        try:
-            route = resolve_route(app, entry)
-        except UnroutableEntry as exc:
-            report.unroutable[entry.id] = str(exc)
-            return
-        new_id = str(uuid.uuid4())
-        try:
-            marker = self._claim(queue, entry.id, new_id, report)
-        except EntryNotFound:
-            return  # deleted or cleared since it was read
-        except AlreadyRequeued as exc:
-            report.already_requeued[entry.id] = exc.task_id
-            return
-        except EntryBusy:
-            report.skipped_busy.append(entry.id)
-            return
-        try:
-            self._send(app, queue, entry, route, new_id, marker)
-        except InvalidEntryError as exc:
-            report.invalid[entry.id] = str(exc)
-            return
-        except _INVALID_ENTRY as exc:  # this entry's stored options, not the broker
-            report.invalid[entry.id] = f"{type(exc).__name__}: {exc}"
-            return
-        report.requeued[entry.id] = new_id
+        run = Redrive(self, app, queue, flt, up_to=up_to, allow_lossy=allow_lossy, **redrive)
+        return run.run()
 
     def _marker_key(self, queue: str, entry_id: str) -> str:
         return f"{self.namespace}requeue:{queue}:{entry_id}"

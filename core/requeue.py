@@ -51,11 +51,15 @@ def resolve_route(app: Any, entry: Entry) -> Route:
     )
 
 
-def publish(app: Any, entry: Entry, route: Route, new_id: str) -> None:
-    """Send ``entry``'s task as task ``new_id`` by ``route``; raises what the broker raises."""
+def publish(app: Any, entry: Entry, route: Route, new_id: str, producer: Any = None) -> None:
+    """Send ``entry``'s task as task ``new_id`` by ``route``; raises what the broker raises.
+
+    ``producer``: one the caller holds (``app.producer_or_acquire()``), so a batch of publishes
+    reuses one instead of taking one from the pool for each.
+    """
     raw = entry.options.get("raw_message")
     if isinstance(raw, dict):
-        _publish_raw(app, entry, route, new_id, raw)
+        _publish_raw(app, entry, route, new_id, raw, producer)
         return
     args, kwargs = entry.requeue_arguments()
     options: dict[str, Any] = {
@@ -74,6 +78,8 @@ def publish(app: Any, entry: Entry, route: Route, new_id: str) -> None:
     for name in _CARRIED:
         if entry.options.get(name) is not None:
             options[name] = entry.options[name]
+    if producer is not None:
+        options["producer"] = producer
     app.send_task(entry.task, args=args, kwargs=kwargs, **options)
 
 
@@ -94,7 +100,9 @@ def raw_message_option(message: Any, limit: int) -> dict[str, Any] | None:
     }
 
 
-def _publish_raw(app: Any, entry: Entry, route: Route, new_id: str, raw: dict[str, Any]) -> None:
+def _publish_raw(
+    app: Any, entry: Entry, route: Route, new_id: str, raw: dict[str, Any], held: Any
+) -> None:
     """Send a message the worker refused as it was: its body bytes, under a fresh task id."""
     try:
         body = base64.b64decode(str(raw.get("body", "")), validate=True)
@@ -111,7 +119,7 @@ def _publish_raw(app: Any, entry: Entry, route: Route, new_id: str, raw: dict[st
         exchange, routing_key = "", queue.name
     else:
         exchange, routing_key = queue.exchange, route.routing_key or queue.routing_key
-    with app.producer_or_acquire() as producer:
+    with app.producer_or_acquire(held) as producer:
         producer.publish(
             body,
             exchange=exchange,

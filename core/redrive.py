@@ -1,0 +1,413 @@
+"""Requeue many entries at once, paced and stoppable: ``dlq requeue --all``, the UI's requeue of a
+queue or a group.
+
+Oldest first, only entries that existed when it started (those up to ``up_to``) and still exist
+when their turn comes. Entries are read a batch at a time (memory holds one batch), and each
+message costs its publish and one script call (core.redrive_scripts.TURN) that removes the
+previous, published, entry and claims this one. So the promises of
+:meth:`DeadLetterQueue.requeue` hold: two operators requeueing one entry publish it once, an
+entry deleted before its turn is not sent, and a requeue that stopped between a publish and the
+removal leaves the entry marked (the same window as a single requeue: until the next call).
+
+Claims are taken at an entry's turn, not a batch ahead: a batch claimed at once would be sent
+even if another operator deleted part of it meanwhile, and under ``rate`` the last of a batch
+would wait longer than the claim window, when another requeue may take a claim over.
+
+``rate`` spreads the publishes evenly: message ``i`` goes at ``start + i / rate``, never a
+second's quota at once; one that fell behind (a slow broker) starts the schedule again from now
+instead of catching up in a burst. Paced, each entry is removed right after its publish (there is
+time). ``stop`` is looked at between publishes: what was published leaves the DLQ, the rest
+stays, and running again continues with it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from redis.commands.core import Script
+from redis.exceptions import NoScriptError
+
+from celery_morgue.core.dlq import (
+    _CLAIM_SECONDS,
+    _INVALID_ENTRY,
+    DeadLetterQueue,
+    RequeueReport,
+    StoredEntry,
+    _marker_task,
+    _text,
+)
+from celery_morgue.core.entry import Entry, UnreadableEntry
+from celery_morgue.core.errors import InvalidEntryError, UnroutableEntry
+from celery_morgue.core.filters import EntryFilter
+from celery_morgue.core.redrive_scripts import TURN
+from celery_morgue.core.requeue import Route, publish, resolve_route
+
+log = logging.getLogger(__name__)
+
+# How often on_progress is called at most (and once at the end).
+PROGRESS_INTERVAL = 0.1
+MAX_BATCH = 1000
+
+
+@dataclass(frozen=True)
+class RedriveProgress:
+    sent: int
+    total: int  # what plan() counted when the run started
+    elapsed: float  # seconds
+
+    @property
+    def rate(self) -> float:
+        """Messages a second so far."""
+        return self.sent / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds until the rest is sent at the rate so far; None before there is a rate."""
+        if self.rate <= 0:
+            return None
+        return max(0, self.total - self.sent) / self.rate
+
+
+@dataclass(eq=False)  # compared by identity: an Entry's equality compares every field
+class _Claim:
+    entry: Entry
+    route: Route
+    new_id: str
+    marker: str = ""
+
+
+class _Pacer:
+    """When each publish may go: ``start + i / rate``, restarted from now after falling behind."""
+
+    def __init__(self, rate: float | None, stop: threading.Event) -> None:
+        self.interval = 1.0 / rate if rate else 0.0
+        self.stop = stop
+        self.next_at: float | None = None
+
+    def wait(self) -> bool:
+        """Wait for the next slot; False when ``stop`` was set meanwhile."""
+        if not self.interval:
+            return not self.stop.is_set()
+        now = time.monotonic()
+        if self.next_at is not None and now < self.next_at:
+            if self.stop.wait(self.next_at - now):
+                return False
+            now = time.monotonic()
+        if self.next_at is None or now - self.next_at >= self.interval:
+            self.next_at = now  # first message, or behind by a slot or more: no catching up
+        self.next_at += self.interval
+        return not self.stop.is_set()
+
+
+class Redrive:
+    """One paced requeue of the entries of ``queue`` matching ``flt`` (see the module's text)."""
+
+    def __init__(
+        self,
+        dlq: DeadLetterQueue,
+        app: Any,
+        queue: str,
+        flt: EntryFilter | None = None,
+        *,
+        up_to: str | None = None,
+        rate: float | None = None,
+        batch: int = 100,
+        allow_lossy: bool = False,
+        stop: threading.Event | None = None,
+        on_progress: Callable[[RedriveProgress], None] | None = None,
+    ) -> None:
+        if rate is not None and not rate > 0:
+            raise ValueError(f"rate must be a positive number of messages a second, got {rate!r}")
+        if not 1 <= batch <= MAX_BATCH:
+            raise ValueError(f"batch must be 1 to {MAX_BATCH}, got {batch!r}")
+        self.dlq = dlq
+        self.app = app
+        self.queue = queue
+        self.flt = flt or EntryFilter()
+        self.rate = rate
+        self.batch = batch
+        self.allow_lossy = allow_lossy
+        self.stop = stop or threading.Event()
+        self.on_progress = on_progress
+        self._up_to = up_to
+        self._up_to_known = up_to is not None
+        self._turn = _HeldScript(dlq.client, dlq.client.register_script(TURN))
+        self._token = uuid.uuid4().hex
+        self._unfinished: _Claim | None = None  # published, still to leave the DLQ
+
+    @property
+    def up_to(self) -> str | None:
+        """The newest entry this run may touch: as given, else the newest when first asked."""
+        if not self._up_to_known:
+            self.dlq.size(self.queue)  # what retention removed is not the user's to send
+            self._up_to = self.dlq.newest_id(self.queue)
+            self._up_to_known = True
+        return self._up_to
+
+    def plan(self) -> int:
+        """How many entries a run would send now (at most: some may be skipped or taken)."""
+        up_to = self.up_to
+        return 0 if up_to is None else self._count(up_to)
+
+    def run(self) -> RequeueReport:
+        report = RequeueReport()
+        up_to = self.up_to
+        if up_to is None:
+            return report
+        total = self._count(up_to)
+        progress = _ProgressTicker(self.on_progress, total, time.monotonic())
+        pacer = _Pacer(self.rate, self.stop)
+        try:
+            with self.app.producer_or_acquire() as producer:
+                for chunk in self._chunks(up_to):
+                    if not self._redrive_chunk(chunk, producer, pacer, report, progress):
+                        break
+        except Exception as exc:  # the broker, most likely; what was done is in the report
+            report.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            try:
+                self._finish_unfinished()
+            except Exception as exc:  # Redis went away: the entry stays, marked as sent
+                report.error = report.error or f"{type(exc).__name__}: {exc}"
+            self._turn.close()
+            progress.tick(len(report.requeued), final=True)
+        report.stopped = self.stop.is_set() and report.error is None
+        with contextlib.suppress(redis.RedisError):  # with the DLQ's Redis gone, nobody knows
+            report.remaining = self._count(up_to)
+        return report
+
+    # -- one chunk ---------------------------------------------------------------------------
+
+    def _redrive_chunk(
+        self,
+        entries: list[StoredEntry],
+        producer: Any,
+        pacer: _Pacer,
+        report: RequeueReport,
+        progress: _ProgressTicker,
+    ) -> bool:
+        """Send the chunk's entries, each at its turn; False when ``stop`` was set.
+
+        Each entry's claim is sent to Redis as its publish starts and its reply read when the
+        message, built, is about to go to the broker (``_GatedProducer``): the round trip
+        overlaps the building of the message instead of adding to it. Either way the claim is
+        taken after the previous publish returned and before this one is sent.
+        """
+        gated = _GatedProducer(producer)
+        for claim in self._sendable(entries, report):
+            if not pacer.wait():
+                return False
+            self._send_claim(claim)
+            gated.gate = functools.partial(self._claimed, claim, report)
+            failure: BaseException | None = None
+            try:
+                publish(self.app, claim.entry, claim.route, claim.new_id, gated)
+            except _NotClaimed:
+                continue  # gone, or someone else's: reported, nothing sent
+            except BaseException as exc:
+                failure = exc
+            if gated.gate is not None and not gated.open() and failure is None:
+                continue  # it ended before reaching the broker, and the entry was not ours
+            if failure is not None:
+                if claim.marker:
+                    self._release(claim)
+                if isinstance(failure, InvalidEntryError):
+                    report.invalid[claim.entry.id] = str(failure)
+                    continue
+                if isinstance(failure, _INVALID_ENTRY):  # its stored options, not the broker
+                    report.invalid[claim.entry.id] = f"{type(failure).__name__}: {failure}"
+                    continue
+                raise failure
+            report.requeued[claim.entry.id] = claim.new_id
+            self._unfinished = claim
+            if self.rate is not None:
+                self._finish_unfinished()
+            progress.tick(len(report.requeued))
+        return not self.stop.is_set()
+
+    def _sendable(self, entries: list[StoredEntry], report: RequeueReport) -> list[_Claim]:
+        sendable = []
+        for entry in entries:
+            if isinstance(entry, UnreadableEntry):
+                report.skipped_unreadable.append(entry.id)
+                continue
+            if not entry.requeue_exact and not self.allow_lossy:
+                report.skipped_lossy.append(entry.id)
+                continue
+            try:
+                route = resolve_route(self.app, entry)
+            except UnroutableEntry as exc:
+                report.unroutable[entry.id] = str(exc)
+                continue
+            sendable.append(_Claim(entry, route, str(uuid.uuid4())))
+        return sendable
+
+    def _send_claim(self, claim: _Claim) -> None:
+        """Send the claim of the entry (the previous one leaves in the same call); its reply
+        is read by :meth:`_claimed`."""
+        dlq, queue = self.dlq, self.queue
+        keys = [*dlq._queue_keys(queue), dlq._marker_key(queue, claim.entry.id)]
+        args: list[str | int] = [
+            queue,
+            dlq.group_key_prefix(queue),
+            dlq.retention * 1000,
+            int(_CLAIM_SECONDS * 1000),
+            claim.entry.id,
+            claim.new_id,
+            self._token,
+        ]
+        previous, self._unfinished = self._unfinished, None
+        if previous is not None:
+            keys.append(dlq._marker_key(queue, previous.entry.id))
+            args += [previous.entry.id, previous.marker]
+        self._turn.send(keys, args)
+
+    def _claimed(self, claim: _Claim, report: RequeueReport) -> bool:
+        """Whether the claim sent for ``claim`` was granted; when not, why is reported."""
+        reply = self._turn.receive()
+        verdict, entry_id = _text(reply[0]), claim.entry.id
+        if verdict in ("ok", "reclaimed"):
+            claim.marker = _text(reply[1])
+            if verdict == "reclaimed":
+                earlier = _marker_task(_text(reply[2]))
+                report.retried[entry_id] = earlier
+                log.warning(
+                    "celery-morgue: entry %s: an earlier requeue stopped before confirming it "
+                    "sent task %s; sending it again as %s",
+                    entry_id,
+                    earlier,
+                    claim.new_id,
+                )
+            return True
+        if verdict == "held":
+            if int(_text(reply[2])) / 1000 < _CLAIM_SECONDS:
+                report.skipped_busy.append(entry_id)
+            else:
+                report.already_requeued[entry_id] = _marker_task(_text(reply[1]))
+        return False  # "gone": deleted or cleared since it was read
+
+    def _release(self, claim: _Claim) -> None:
+        """Undo the claim of an entry whose publish failed (else it is busy for a minute)."""
+        with contextlib.suppress(redis.RedisError):
+            marker_key = self.dlq._marker_key(self.queue, claim.entry.id)
+            self.dlq._release_script(keys=[marker_key], args=[claim.marker])
+
+    def _finish_unfinished(self) -> None:
+        """The published entry leaves the DLQ now rather than with the next claim."""
+        claim, self._unfinished = self._unfinished, None
+        if claim is None:
+            return
+        dlq, queue = self.dlq, self.queue
+        keys = dlq._queue_keys(queue)
+        keys.insert(1, dlq._marker_key(queue, claim.entry.id))
+        args = [claim.entry.id, claim.marker, queue, dlq.group_key_prefix(queue)]
+        dlq._finish_script(keys=keys, args=args)
+
+    # -- which entries -----------------------------------------------------------------------
+
+    def _chunks(self, up_to: str) -> Iterator[list[StoredEntry]]:
+        """The matching entries up to ``up_to``, oldest first, at most a batch at a time."""
+        return self.dlq.iter_matching(self.queue, self.flt, up_to=up_to, chunk=self.batch)
+
+    def _count(self, up_to: str) -> int:
+        return self.dlq.count_matching(self.queue, self.flt, up_to=up_to)
+
+
+class _HeldScript:
+    """A script called on a connection held for the run: its call is sent, and its reply read
+    later, with at most one outstanding (redis-py's calls wait for their reply, and their
+    per-call work would cost as much as the script)."""
+
+    def __init__(self, client: Any, script: Script) -> None:
+        self.client = client
+        self.script = script
+        self.connection: Any = None
+        self.sent: tuple[list[str], list[Any]] | None = None
+
+    def send(self, keys: list[str], args: list[Any]) -> None:
+        assert self.sent is None, "a reply is still to be read"
+        if self.connection is None:
+            self.script.sha = self.client.script_load(self.script.script)
+            self.connection = self.client.connection_pool.get_connection()
+        try:
+            self.connection.send_command("EVALSHA", self.script.sha, len(keys), *keys, *args)
+        except BaseException:
+            self._drop()
+            raise
+        self.sent = (keys, args)
+
+    def receive(self) -> Any:
+        assert self.sent is not None, "receive() without send()"
+        keys, args = self.sent
+        self.sent = None
+        try:
+            return self.connection.read_response()
+        except NoScriptError:  # the script cache was flushed meanwhile: nothing ran
+            return self.script(keys=keys, args=args)
+        except BaseException:
+            self._drop()
+            raise
+
+    def close(self) -> None:
+        if self.sent is not None:
+            self._drop()  # a reply left unread: the connection is of no use to anyone
+        if self.connection is not None:
+            self.client.connection_pool.release(self.connection)
+            self.connection = None
+
+    def _drop(self) -> None:
+        self.sent = None
+        if self.connection is not None:
+            self.connection.disconnect()
+
+
+class _NotClaimed(Exception):
+    """Raised from the gate: the entry is gone or someone else's, so nothing is published."""
+
+
+class _GatedProducer:
+    """The run's producer, with a gate its next publish must pass: the entry's claim."""
+
+    def __init__(self, producer: Any) -> None:
+        self._producer = producer
+        self.gate: Callable[[], bool] | None = None
+
+    def open(self) -> bool:
+        """Pass the gate (once; True when there is none)."""
+        gate, self.gate = self.gate, None
+        return gate() if gate is not None else True
+
+    def publish(self, *args: Any, **kwargs: Any) -> Any:
+        if not self.open():
+            raise _NotClaimed
+        return self._producer.publish(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._producer, name)
+
+
+class _ProgressTicker:
+    def __init__(
+        self, callback: Callable[[RedriveProgress], None] | None, total: int, started: float
+    ) -> None:
+        self.callback = callback
+        self.total = total
+        self.started = started
+        self.last = 0.0
+
+    def tick(self, sent: int, *, final: bool = False) -> None:
+        if self.callback is None:
+            return
+        now = time.monotonic()
+        if final or now - self.last >= PROGRESS_INTERVAL:
+            self.last = now
+            self.callback(RedriveProgress(sent=sent, total=self.total, elapsed=now - self.started))

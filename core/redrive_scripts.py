@@ -1,0 +1,55 @@
+"""The Lua script behind core.redrive: one call per message, before its publish, that removes the
+previous message's entry (it was published) and claims this one.
+
+The rules are those of CLAIM and FINISH in core.dlq_scripts, and must stay so: an entry is
+claimed only if it still exists and nobody holds it (a "claimed" marker older than the claim
+window is a requeue that stopped, and may be taken over); a published entry leaves with our
+marker. Claiming at the entry's turn, not a batch ahead, is what keeps an entry another operator
+deleted meanwhile from being sent, and a paced run from holding claims longer than the window.
+"""
+
+from __future__ import annotations
+
+from celery_morgue.core.dlq_scripts import GROUP_HELPERS
+
+# KEYS: stream, queues, groups, grouped, this entry's marker[, the previous entry's marker].
+# ARGV: queue, zprefix, default ttl ms, claim window ms, entry id, new task id, token[, the
+# previous entry's id, its marker].  The previous entry (published) leaves, out of its group
+# too, with our marker; then this one is claimed.  Returns what CLAIM returns: {'ok', marker},
+# {'reclaimed', marker, old marker}, {'gone'} or {'held', old marker, age ms}.
+TURN = (
+    GROUP_HELPERS
+    + """
+if #KEYS == 6 then
+  local rows = redis.call('XRANGE', KEYS[1], ARGV[8], ARGV[8], 'COUNT', 1)
+  if #rows > 0 then
+    ungroup(rows, KEYS[3], KEYS[4], ARGV[2])
+    redis.call('XDEL', KEYS[1], ARGV[8])
+  end
+  if redis.call('GET', KEYS[6]) == ARGV[9] then redis.call('DEL', KEYS[6]) end
+  if forget_if_empty(KEYS[1], KEYS[2], ARGV[1], KEYS[3], KEYS[4], ARGV[2]) == 0 then
+    return {'gone'}
+  end
+end
+if #redis.call('XRANGE', KEYS[1], ARGV[5], ARGV[5], 'COUNT', 1) == 0 then return {'gone'} end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local held = redis.call('GET', KEYS[5])
+local verdict = 'ok'
+if held then
+  local ok, old = pcall(cjson.decode, held)
+  local at = ok and type(old) == 'table' and tonumber(old['at_ms']) or now
+  local age = now - at
+  if not ok or type(old) ~= 'table' or old['phase'] ~= 'claimed'
+     or age < tonumber(ARGV[4]) then
+    return {'held', held, tostring(age)}
+  end
+  verdict = 'reclaimed'
+end
+local marker = cjson.encode({task_id = ARGV[6], token = ARGV[7], at_ms = now, phase = 'claimed'})
+local ttl = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or ARGV[3])
+redis.call('SET', KEYS[5], marker, 'PX', ttl)
+if held then return {verdict, marker, held} end
+return {verdict, marker}
+"""
+)

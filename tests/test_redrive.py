@@ -1,0 +1,223 @@
+"""Paced, resumable redrive (core.redrive): what reaches the broker, when, and exactly once.
+
+Publishes are counted at the broker: the Redis list of a queue no worker consumes, read back or
+popped (with the time each arrived) as it fills.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+from celery import Celery
+
+from celery_morgue.core import DeadLetterQueue
+from celery_morgue.core.dlq import REQUEUED_FROM_HEADER
+from celery_morgue.core.filters import EntryFilter
+from celery_morgue.core.redrive import Redrive, RedriveProgress
+from celery_morgue.tui.demo.processes import RedisServer
+from tests.helpers import Worker, make_entry, wait_for, wait_for_entry
+
+QUEUE = "nobody-consumes-redrive"
+
+
+def published(client: redis.Redis, queue: str = QUEUE) -> Counter[str]:
+    """How many messages in ``queue`` were requeued from each original task id."""
+    counts: Counter[str] = Counter()
+    for raw in client.lrange(queue, 0, -1):
+        counts[json.loads(raw)["headers"][REQUEUED_FROM_HEADER]] += 1
+    return counts
+
+
+@pytest.fixture
+def app(redis_server: RedisServer, redis_client: redis.Redis) -> Iterator[Celery]:
+    redis_client.delete(QUEUE)
+    publisher = Celery("redriver", broker=redis_server.url)
+    publisher.conf.update(task_serializer="json", accept_content=["json"])
+    yield publisher
+    publisher.close()
+    redis_client.delete(QUEUE)
+
+
+def fill(dlq: DeadLetterQueue, count: int, **overrides: Any) -> list[str]:
+    ids = dlq.add_many(make_entry(f"task-{n}", QUEUE, **overrides) for n in range(count))
+    assert all(ids)
+    return [str(entry_id) for entry_id in ids]
+
+
+def after_publishes(app: Celery, count: int, action: Callable[[], object]) -> None:
+    """Run ``action`` (another operator, a Ctrl+C) once, right after the ``count``-th publish."""
+    send = app.send_task
+    sent = []
+
+    def send_then_act(*args: Any, **kwargs: Any) -> Any:
+        result = send(*args, **kwargs)
+        sent.append(True)
+        if len(sent) == count:
+            action()
+        return result
+
+    app.send_task = send_then_act  # type: ignore[method-assign]
+
+
+class BrokerArrivals:
+    """Pops the queue's Redis list as messages arrive, noting when each came."""
+
+    def __init__(self, url: str, queue: str) -> None:
+        self.client = redis.Redis.from_url(url)
+        self.queue = queue
+        self.times: list[float] = []
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._pop, daemon=True)
+
+    def _pop(self) -> None:
+        while not self.done.is_set():
+            if self.client.blpop([self.queue], timeout=0.2):
+                self.times.append(time.monotonic())
+
+    def __enter__(self) -> BrokerArrivals:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        self.thread.join(timeout=5)
+        self.client.close()
+
+
+@pytest.mark.slow
+def test_a_rate_of_50_spreads_150_messages_over_3_seconds(
+    app: Celery, dlq: DeadLetterQueue, redis_server: RedisServer
+) -> None:
+    fill(dlq, 150)
+    with BrokerArrivals(redis_server.url, QUEUE) as arrivals:
+        report = Redrive(dlq, app, QUEUE, rate=50).run()
+        wait_for(lambda: len(arrivals.times) == 150, timeout=10)
+    assert len(report.requeued) == 150 and report.error is None
+    times = arrivals.times
+    span = times[-1] - times[0]
+    # 150 messages are 149 gaps of 1/50 s: 2.98 s.
+    assert 2.7 <= span <= 3.3, f"150 messages at 50/s took {span:.2f} s"
+    busiest = max(sum(1 for t in times if start <= t < start + 1.0) for start in times)
+    assert busiest <= 55, f"{busiest} messages in one second at --rate 50"
+    assert dlq.size(QUEUE) == 0
+
+
+def test_a_stopped_redrive_leaves_the_rest_and_the_next_run_continues(
+    app: Celery, dlq: DeadLetterQueue, redis_client: redis.Redis
+) -> None:
+    ids = fill(dlq, 250)
+    stop = threading.Event()
+    after_publishes(app, 120, stop.set)
+    first = Redrive(dlq, app, QUEUE, batch=50, stop=stop).run()
+    assert first.stopped and first.error is None
+    assert len(first.requeued) == 120
+    assert first.remaining == 130 == dlq.size(QUEUE)
+    # Oldest first: what stayed is the newest 130, untouched and unmarked.
+    assert [entry.id for entry in dlq.iter_entries(QUEUE)][::-1] == ids[120:]
+    assert not list(redis_client.scan_iter("dlq@requeue:*"))
+
+    second = Redrive(dlq, app, QUEUE, batch=50).run()
+    assert not second.stopped and second.remaining == 0
+    assert set(first.requeued) | set(second.requeued) == set(ids)
+    counts = published(redis_client)
+    assert len(counts) == 250 and max(counts.values()) == 1
+    assert dlq.size(QUEUE) == 0
+
+
+def test_entries_another_operator_deletes_mid_run_are_not_sent(
+    app: Celery, dlq: DeadLetterQueue, redis_client: redis.Redis
+) -> None:
+    ids = fill(dlq, 60)
+    # After the third publish: some of the batch being sent, and some of a later batch.
+    deleted = ids[5:8] + ids[33:40]
+    after_publishes(app, 3, lambda: DeadLetterQueue(redis_client).delete(QUEUE, *deleted))
+    report = Redrive(dlq, app, QUEUE, batch=10).run()
+    assert set(report.requeued) == set(ids) - set(deleted)
+    counts = published(redis_client)
+    deleted_tasks = {f"task-{n}" for n in [*range(5, 8), *range(33, 40)]}
+    assert not deleted_tasks & set(counts), "a deleted entry was sent"
+    assert sum(counts.values()) == 50 and max(counts.values()) == 1
+    assert dlq.size(QUEUE) == 0
+
+
+def test_entries_stored_after_the_start_are_left_for_the_next_run(
+    app: Celery, dlq: DeadLetterQueue, redis_client: redis.Redis
+) -> None:
+    ids = fill(dlq, 20)
+    later: list[str | None] = []
+    after_publishes(app, 1, lambda: later.append(dlq.add(make_entry("late", QUEUE))))
+    run = Redrive(dlq, app, QUEUE, batch=7)
+    assert run.plan() == 20
+    report = run.run()
+    assert set(report.requeued) == set(ids)
+    assert [entry.id for entry in dlq.iter_entries(QUEUE)] == later
+    assert report.remaining == 0
+    assert "late" not in published(redis_client)
+
+
+def test_a_filtered_plan_counts_and_a_run_sends_only_the_matching(
+    app: Celery, dlq: DeadLetterQueue, redis_client: redis.Redis
+) -> None:
+    charge = fill(dlq, 30, task="shop.charge_card")
+    ship = dlq.add_many(make_entry(f"ship-{n}", QUEUE, task="shop.ship") for n in range(12))
+    flt = EntryFilter(task="shop.ship")
+    progress: list[RedriveProgress] = []
+    run = Redrive(dlq, app, QUEUE, flt, batch=5, on_progress=progress.append)
+    assert run.plan() == 12
+    report = run.run()
+    assert set(report.requeued) == set(ship)
+    assert set(published(redis_client)) == {f"ship-{n}" for n in range(12)}
+    assert sorted(entry.id for entry in dlq.iter_entries(QUEUE)) == sorted(charge)
+    assert progress[-1].sent == 12 and progress[-1].total == 12
+    assert [p.sent for p in progress] == sorted(p.sent for p in progress)
+
+
+def test_a_stop_while_waiting_for_the_next_slot_ends_the_run_at_once(
+    app: Celery, dlq: DeadLetterQueue, redis_client: redis.Redis
+) -> None:
+    fill(dlq, 10)
+    stop = threading.Event()
+    # At one message a second the run would take 9 s more; the stop ends the wait.
+    after_publishes(app, 2, stop.set)
+    report = Redrive(dlq, app, QUEUE, rate=1, stop=stop).run()
+    assert report.stopped and len(report.requeued) == 2 and report.remaining == 8
+    assert sum(published(redis_client).values()) == 2
+
+
+def test_bad_settings_are_refused(app: Celery, dlq: DeadLetterQueue) -> None:
+    with pytest.raises(ValueError, match="rate"):
+        Redrive(dlq, app, QUEUE, rate=0)
+    with pytest.raises(ValueError, match="batch"):
+        Redrive(dlq, app, QUEUE, batch=0)
+
+
+def test_a_filtered_requeue_all_runs_exactly_the_matching_tasks(
+    worker: Worker, redis_client: redis.Redis
+) -> None:
+    dlq = DeadLetterQueue(redis_client)
+    flags = [f"flag:redrive-{n}" for n in range(4)]
+    redis_client.delete(*flags, *(f"done:{flag}" for flag in flags))
+    originals = {worker.send("fails_until_flag", flag): flag for flag in flags}
+    booms = [worker.send("boom", f"still broken {n}") for n in range(3)]
+    for task_id in [*originals, *booms]:
+        wait_for_entry(dlq, "celery", task_id)
+    for flag in flags:
+        redis_client.set(flag, 1)
+
+    flt = EntryFilter(task="tests.workerapp.fails_until_flag")
+    report = dlq.requeue_all(worker.control_app, "celery", flt=flt, batch=3)
+    assert len(report.requeued) == 4 and report.error is None
+    for task_id, flag in originals.items():
+        done = wait_for(lambda flag=flag: redis_client.get(f"done:{flag}"), timeout=20)
+        ran = json.loads(done)  # type: ignore[arg-type]
+        assert ran["requeued_from"] == task_id
+        assert ran["task_id"] in report.requeued.values()
+    left = {entry.task_id for entry in dlq.iter_entries("celery")}
+    assert left == set(booms)
