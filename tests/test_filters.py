@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from celery_morgue.core.filters import EntryFilter, FilterError, parse_when
+from celery_morgue.core.filters import EntryFilter, FilterError, parse_when, to_ms
 from tests.helpers import make_entry
 
 NOW = dt.datetime(2026, 12, 2, 12, 0, tzinfo=dt.UTC)
@@ -55,3 +55,14 @@ def test_the_filter_is_described_in_words() -> None:
     assert flt.describe() == "group 3f9a00000000, message containing 'not found'"
     assert EntryFilter().describe() == "all entries"
     assert flt.as_dict() == {"group": "3f9a00000000", "grep": "not found"}
+
+
+def test_time_bounds_are_exact_to_the_millisecond() -> None:
+    # since starts at the first id of its millisecond, until ends at the last id of its own.
+    for millis in range(1_796_186_329_000, 1_796_186_329_000 + 2000, 7):
+        when = dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(milliseconds=millis)
+        assert to_ms(when) == millis
+        assert EntryFilter(since=when, until=when).id_range() == (
+            f"{millis}-0",
+            f"{millis}-18446744073709551615",
+        )
