@@ -42,6 +42,7 @@ from celery_morgue.core.dlq import (
     StoredEntry,
     _row_group,
     _script_row,
+    _successor,
     _text,
     _with_group,
     check_entry_id,
@@ -394,9 +395,11 @@ def matching_page(
 ) -> Page:
     if limit <= 0:
         raise ValueError(f"limit must be positive, got {limit!r}")
-    low, high = _range(flt, up_to)
-    if cursor is not None:
-        high = _lower_of(high, "(" + check_entry_id(cursor))
+    low, last = _range(flt, up_to)
+    high = last if cursor is None else _lower_of(last, "(" + check_entry_id(cursor))
+    one_group = _one_group_page(dlq, queue, flt, high, last, limit)
+    if one_group is not None:
+        return one_group
     source = _source(dlq, queue, flt)
     items: list[StoredEntry] = []
     scanned = 0
@@ -417,6 +420,39 @@ def matching_page(
     groups = source.groups if isinstance(source, _IndexSource) else None
     total = _count(dlq, queue, flt, up_to, groups)
     return Page(queue=queue, total=total, items=items, next=next_cursor)
+
+
+def _one_group_page(
+    dlq: DeadLetterQueue, queue: str, flt: EntryFilter, high: str, last: str, limit: int
+) -> Page | None:
+    """A page of one group without --since or --grep in one round trip, as an unfiltered page
+    is: retention, the grouping check, the page (core.dlq's GROUP_PAGE) and the count, in one
+    pipeline. None when that does not apply, or when retention or grouping is due first (the
+    general path does them). ``high`` bounds the page, ``last`` the count."""
+    if flt.group is None or flt.task or flt.exception or flt.since or flt.grep:
+        return None
+    group = flt.group
+    # GROUP_PAGE reads below an exclusive member: an inclusive bound is the id after it.
+    if high == "+":
+        top = ""
+    elif high.startswith("("):
+        top = index_member(high[1:])
+    else:
+        top = index_member(_successor(high))
+    index = dlq.group_key(queue, group)
+    pipe = dlq.client.pipeline(transaction=False)
+    dlq._trim_in(pipe, queue)
+    pipe.hvals(dlq.groups_key(queue))
+    keys = [dlq.key(queue), dlq.groups_key(queue), index]
+    dlq._group_page(keys=keys, args=[group, top, limit], client=pipe)
+    pipe.zlexcount(index, "-", _lex(last))
+    (length, more), counts, (_, members, rows), total = pipe.execute()
+    if int(more) or int(length) > sum(int(count) for count in counts):
+        return None
+    entries = [_with_group(dlq._entry(_script_row(row)), group) for row in rows if row]
+    items = [entry for entry in entries if flt.matches(entry)]
+    next_cursor = index_member_id(_text(members[-1])) if len(members) == limit else None
+    return Page(queue=queue, total=int(total), items=items, next=next_cursor)
 
 
 def count_matching(

@@ -154,6 +154,8 @@ def test_time_bounds_narrow_the_range(dlq: DeadLetterQueue, redis_client: redis.
     flt = EntryFilter(group=group, since=since, until=until)
     assert listed(dlq, flt, 2) == newest_first(batches[1]["ship"])
     assert dlq.count_matching(QUEUE, flt) == len(batches[1]["ship"])
+    up_to_middle = EntryFilter(group=group, until=until)
+    assert listed(dlq, up_to_middle, 3) == newest_first(batches[0]["ship"] + batches[1]["ship"])
 
 
 def at_ms(millis: int) -> dt.datetime:
