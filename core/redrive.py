@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 
 # How often on_progress is called at most (and once at the end).
 PROGRESS_INTERVAL = 0.1
+DEFAULT_BATCH = 100
 MAX_BATCH = 1000
 
 
@@ -120,7 +121,7 @@ class Redrive:
         *,
         up_to: str | None = None,
         rate: float | None = None,
-        batch: int = 100,
+        batch: int = DEFAULT_BATCH,
         allow_lossy: bool = False,
         stop: threading.Event | None = None,
         on_progress: Callable[[RedriveProgress], None] | None = None,

@@ -7,6 +7,11 @@ popped (with the time each arrived) as it fills.
 from __future__ import annotations
 
 import json
+import os
+import pty
+import select
+import signal
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -22,7 +27,16 @@ from celery_morgue.core.dlq import REQUEUED_FROM_HEADER
 from celery_morgue.core.filters import EntryFilter
 from celery_morgue.core.redrive import Redrive, RedriveProgress
 from celery_morgue.tui.demo.processes import RedisServer
-from tests.helpers import Worker, make_entry, wait_for, wait_for_entry
+from tests.helpers import (
+    REPO,
+    Morgue,
+    Worker,
+    child_env,
+    make_entry,
+    one_error_line,
+    wait_for,
+    wait_for_entry,
+)
 
 QUEUE = "nobody-consumes-redrive"
 
@@ -221,3 +235,173 @@ def test_a_filtered_requeue_all_runs_exactly_the_matching_tasks(
         assert ran["task_id"] in report.requeued.values()
     left = {entry.task_id for entry in dlq.iter_entries("celery")}
     assert left == set(booms)
+
+
+# -- the command line ----------------------------------------------------------------------------
+
+
+def start_requeue(morgue: Morgue, url: str, *args: str, **popen: Any) -> subprocess.Popen[bytes]:
+    """`morgue dlq requeue QUEUE --all --yes ...` as a subprocess (the real entry point)."""
+    argv = morgue.argv(["--url", url, "dlq", "requeue", QUEUE, "--all", "--yes", *args])
+    options: dict[str, Any] = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **popen}
+    return subprocess.Popen(argv, env=child_env(morgue.config), cwd=REPO, **options)
+
+
+def interrupted(
+    process: subprocess.Popen[bytes], client: redis.Redis, signum: int, after: int
+) -> tuple[int, str, str]:
+    """Send ``signum`` once ``after`` messages reached the broker; the exit status and output."""
+    try:
+        wait_for(lambda: client.llen(QUEUE) >= after, timeout=60)
+        process.send_signal(signum)
+        out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return process.returncode, out.decode(), err.decode()
+
+
+@pytest.mark.slow
+def test_ctrl_c_and_sigterm_stop_cleanly_and_running_again_finishes(
+    app: Celery,
+    dlq: DeadLetterQueue,
+    redis_client: redis.Redis,
+    redis_server: RedisServer,
+    morgue: Morgue,
+) -> None:
+    url = redis_server.url
+    ids = fill(dlq, 300)
+
+    first = start_requeue(morgue, url, "--rate", "100", "--json")
+    status, out, err = interrupted(first, redis_client, signal.SIGINT, after=30)
+    assert status == 130, err
+    report = json.loads(out)
+    assert report["stopped"] is True and report["error"] is None
+    sent = report["sent"]
+    assert sent == len(report["requeued"]) == redis_client.llen(QUEUE)
+    assert report["remaining"] == 300 - sent == dlq.size(QUEUE)
+
+    second = start_requeue(morgue, url, "--rate", "100")
+    status, out, err = interrupted(second, redis_client, signal.SIGTERM, after=sent + 30)
+    assert status == 143, err
+    left = dlq.size(QUEUE)
+    assert err.strip() == (
+        f"stopped: sent {redis_client.llen(QUEUE) - sent}, {left} remain in {QUEUE!r}; "
+        "run the same command to continue"
+    )
+    assert out == ""
+
+    third = start_requeue(morgue, url, "--json")
+    out, err = (part.decode() for part in third.communicate(timeout=60))
+    assert third.returncode == 0, err
+    assert json.loads(out)["sent"] == left and json.loads(out)["stopped"] is False
+    counts = published(redis_client)
+    assert len(counts) == 300 and set(counts.values()) == {1}, "an entry was sent twice"
+    assert dlq.size(QUEUE) == 0
+    assert not list(redis_client.scan_iter("dlq@requeue:*"))
+    assert set(report["requeued"]) == set(ids[:sent]), "not oldest first"
+
+
+def test_a_dry_run_sends_nothing_and_says_how_many(
+    app: Celery,
+    dlq: DeadLetterQueue,
+    redis_client: redis.Redis,
+    redis_server: RedisServer,
+    morgue: Morgue,
+) -> None:
+    url = ["--url", redis_server.url]
+    ids = fill(dlq, 8)
+    fill_ship = dlq.add_many(make_entry(f"s-{n}", QUEUE, task="shop.ship") for n in range(3))
+    before = redis_client.xrange(dlq.key(QUEUE))
+    plain = morgue(*url, "dlq", "requeue", QUEUE, "--all", "--dry-run")
+    assert plain.returncode == 0, plain.stderr
+    assert plain.stdout.startswith(f"would requeue 11 entries from {QUEUE!r} (up to ")
+    data = morgue.json(*url, "dlq", "requeue", QUEUE, "--all", "--task", "shop.ship", "--dry-run")
+    assert data["dry_run"] is True and data["count"] == 3
+    assert data["filter"] == {"task": "shop.ship"}
+    assert set(data["sample_ids"]) == set(fill_ship)
+    by_id = morgue.json(*url, "dlq", "requeue", QUEUE, ids[0], "--dry-run")
+    assert by_id["count"] == 1
+    assert redis_client.xrange(dlq.key(QUEUE)) == before
+    assert redis_client.llen(QUEUE) == 0
+    assert not list(redis_client.scan_iter("dlq@requeue:*"))
+
+
+def test_the_confirmation_names_the_filter_and_the_count(
+    app: Celery,
+    dlq: DeadLetterQueue,
+    redis_client: redis.Redis,
+    redis_server: RedisServer,
+    morgue: Morgue,
+) -> None:
+    url = ["--url", redis_server.url]
+    fill(dlq, 5)
+    dlq.add_many(make_entry(f"s-{n}", QUEUE, task="shop.ship") for n in range(2))
+    refused = morgue(*url, "dlq", "requeue", QUEUE, "--all", "--task", "shop.ship", "--rate", "5")
+    assert refused.returncode == 2
+    line = one_error_line(refused)
+    assert "Requeue 2 entries of task shop.ship" in line and "at 5 a second" in line
+    assert redis_client.llen(QUEUE) == 0
+
+    done = morgue.json(*url, "dlq", "requeue", QUEUE, "--all", "--task", "shop.ship", "--yes")
+    assert done["sent"] == 2 and done["remaining"] == 0 and done["filter"] == {"task": "shop.ship"}
+    assert set(published(redis_client)) == {"s-0", "s-1"}
+    assert dlq.size(QUEUE) == 5
+
+
+def test_filters_rate_and_batch_go_with_all(
+    app: Celery,
+    dlq: DeadLetterQueue,
+    redis_client: redis.Redis,
+    redis_server: RedisServer,
+    morgue: Morgue,
+) -> None:
+    url = ["--url", redis_server.url]
+    [entry_id] = fill(dlq, 1)
+    for extra in (["--task", "x"], ["--rate", "3"], ["--batch", "7"]):
+        result = morgue(*url, "dlq", "requeue", QUEUE, entry_id, *extra, "--yes")
+        assert result.returncode == 2, result
+        assert "go with --all" in one_error_line(result)
+    for bad in (["--rate", "0"], ["--batch", "0"], ["--batch", "100000"]):
+        result = morgue(*url, "dlq", "requeue", QUEUE, "--all", *bad, "--yes")
+        assert result.returncode == 2, result
+    assert dlq.size(QUEUE) == 1
+
+
+def test_on_a_terminal_a_progress_bar_is_drawn_on_stderr_and_not_elsewhere(
+    app: Celery,
+    dlq: DeadLetterQueue,
+    redis_client: redis.Redis,
+    redis_server: RedisServer,
+    morgue: Morgue,
+) -> None:
+    url = redis_server.url
+    fill(dlq, 40)
+    leader, follower = pty.openpty()
+    process = start_requeue(morgue, url, "--rate", "40", stderr=follower)
+    os.close(follower)
+    drawn = b""
+    try:
+        while process.poll() is None or select.select([leader], [], [], 0)[0]:
+            if select.select([leader], [], [], 0.2)[0]:
+                try:
+                    drawn += os.read(leader, 4096)
+                except OSError:  # the terminal closed with the process
+                    break
+        out, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        os.close(leader)
+    assert process.returncode == 0
+    text = drawn.decode()
+    assert "\r[" in text and "/40  " in text and "/s  ETA" in text
+    assert "\x1b[K" in text  # redrawn in place, then cleared
+    assert out.decode() == f"requeued 40 entries from {QUEUE!r}\n"
+
+    fill(dlq, 5)
+    piped = start_requeue(morgue, url)
+    out, err = piped.communicate(timeout=30)
+    assert piped.returncode == 0 and err == b"", err

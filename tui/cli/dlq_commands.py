@@ -20,6 +20,7 @@ from celery_morgue.core.errors import (
     UnroutableEntry,
 )
 from celery_morgue.core.filters import EntryFilter
+from celery_morgue.core.redrive import DEFAULT_BATCH, MAX_BATCH, Redrive
 from celery_morgue.core.spool_state import spool_backlogs
 from celery_morgue.core.wording import plural
 from celery_morgue.tui.cli.filter_options import entries_phrase, filter_options, filter_phrase
@@ -30,7 +31,9 @@ from celery_morgue.tui.cli.output import (
     key_values,
     render_table,
 )
+from celery_morgue.tui.cli.redrive_progress import exit_status, progress_bar, stopping_on_signals
 from celery_morgue.tui.cli.session import Failure, Session, confirm, pass_session
+from celery_morgue.tui.connection import Connection
 from celery_morgue.tui.literal import printable
 
 MAX_LIMIT = 10_000
@@ -354,6 +357,7 @@ def _report_dry_run(
     count: int,
     up_to: str | None,
     as_json: bool,
+    verb: str = "delete",
 ) -> None:
     """What a bulk action would touch, and how many; nothing is changed."""
     sample = ids[:SAMPLE_SIZE]
@@ -369,7 +373,7 @@ def _report_dry_run(
             }
         )
         return
-    line = f"would delete {_what(dlq_, queue, flt, count)} from {queue!r}"
+    line = f"would {verb} {_what(dlq_, queue, flt, count)} from {queue!r}"
     if up_to is not None:
         line += f" (up to {up_to}; newer ones are kept)"
     if sample:
@@ -414,8 +418,26 @@ def clear(
 @dlq.command(short_help="Send entries' tasks again.")
 @click.argument("queue")
 @click.argument("entry_ids", metavar="[ID]...", nargs=-1, type=ENTRY_ID)
-@click.option("--all", "every", is_flag=True, help="Requeue every entry present now.")
+@click.option(
+    "--all", "every", is_flag=True, help="Requeue every entry present now (that matches)."
+)
+@filter_options
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="N",
+    help="With --all: at most N messages a second, spread evenly (default: as fast as it goes).",
+)
+@click.option(
+    "--batch",
+    type=click.IntRange(1, MAX_BATCH),
+    metavar="N",
+    default=DEFAULT_BATCH,
+    show_default=True,
+    help="With --all: entries read from the DLQ at a time.",
+)
 @click.option("--lossy", is_flag=True, help="Also requeue entries stored with changed arguments.")
+@dry_run_option
 @yes_option
 @json_option
 @pass_session
@@ -424,39 +446,129 @@ def requeue(
     queue: str,
     entry_ids: tuple[str, ...],
     every: bool,
+    flt: EntryFilter,
+    rate: float | None,
+    batch: int,
     lossy: bool,
+    dry_run: bool,
     yes: bool,
     as_json: bool,
 ) -> None:
-    """Send entries' tasks again (under new task ids); each entry goes once it was sent."""
+    """Send entries' tasks again (under new task ids); each entry goes once it was sent.
+
+    With --all, oldest first, the entries present when it starts (that match the filter
+    options), paced by --rate. Ctrl+C or SIGTERM stops it after the message in flight: what was
+    sent left the DLQ, the rest stays, and the same command continues (exit 130 or 143).
+    """
     if bool(entry_ids) == every:
         raise click.UsageError("give entry ids or --all (not both)")
-    session.require_writable("requeue entries")
+    if entry_ids and (not flt.is_empty or rate is not None or batch != DEFAULT_BATCH):
+        raise click.UsageError("the filter options, --rate and --batch go with --all")
+    if not dry_run:
+        session.require_writable("requeue entries")
     connection = session.connection()
     dlq_ = connection.dlq
-    count = require_queue(dlq_, queue)
+    require_queue(dlq_, queue)
+    if every:
+        run = Redrive(dlq_, connection.app, queue, flt, rate=rate, batch=batch, allow_lossy=lossy)
+        _requeue_all(connection, dlq_, run, dry_run=dry_run, yes=yes, as_json=as_json)
+        return
     unique = list(dict.fromkeys(entry_ids))
-    what = f"all {plural(count, 'entry')}" if every else plural(len(unique), "entry")
-    confirm(yes, f"Requeue {what} from queue {queue!r}?{_unregistered_note(dlq_, queue, unique)}")
+    if dry_run:
+        present = [entry_id for entry_id in unique if _exists(dlq_, queue, entry_id)]
+        _report_dry_run(
+            dlq_, queue, EntryFilter(), present, len(present), None, as_json, verb="requeue"
+        )
+        return
+    note = _unregistered_note(dlq_, queue, unique)
+    confirm(yes, f"Requeue {plural(len(unique), 'entry')} from queue {queue!r}?{note}")
     report = RequeueReport()
     missing: list[str] = []
-    if every:
-        report = dlq_.requeue_all(connection.app, queue, allow_lossy=lossy)
+    for entry_id in unique:
+        _requeue_one(connection.app, dlq_, queue, entry_id, lossy, report, missing)
+    _report_requeue(connection, queue, report, missing, as_json=as_json)
+
+
+def _requeue_all(
+    connection: Connection,
+    dlq_: DeadLetterQueue,
+    run: Redrive,
+    *,
+    dry_run: bool,
+    yes: bool,
+    as_json: bool,
+) -> None:
+    queue, flt = run.queue, run.flt
+    count = run.plan()
+    if dry_run:
+        sample = dlq_.matching_page(queue, flt, limit=SAMPLE_SIZE, up_to=run.up_to).items
+        ids = [item.id for item in sample]
+        _report_dry_run(dlq_, queue, flt, ids, count, run.up_to, as_json, verb="requeue")
+        return
+    what = f"all {plural(count, 'entry')}" if flt.is_empty else _what(dlq_, queue, flt, count)
+    pace = f" at {run.rate:g} a second" if run.rate else ""
+    note = _unregistered_note(dlq_, queue, [])
+    confirm(yes, printable(f"Requeue {what} from queue {queue!r}{pace}?{note}"))
+    bar = progress_bar(as_json)
+    run.on_progress = bar
+    with stopping_on_signals(run.stop) as signals:
+        try:
+            report = run.run()
+        finally:
+            if bar is not None:
+                bar.close()
+    extra = {
+        "filter": flt.as_dict(),
+        "up_to": run.up_to,
+        "sent": len(report.requeued),
+        "remaining": report.remaining,
+        "stopped": report.stopped,
+    }
+    if signals.received is None:
+        _report_requeue(connection, queue, report, [], as_json=as_json, extra=extra)
+        return
+    if as_json:
+        emit_json(_requeue_json(connection, queue, report, [], extra))
     else:
-        for entry_id in unique:
-            _requeue_one(connection.app, dlq_, queue, entry_id, lossy, report, missing)
+        click.echo(
+            f"stopped: sent {len(report.requeued):,}, {report.remaining:,} remain in {queue!r}; "
+            "run the same command to continue",
+            err=True,
+        )
+    raise click.exceptions.Exit(exit_status(signals.received))
+
+
+def _requeue_json(
+    connection: Connection,
+    queue: str,
+    report: RequeueReport,
+    missing: list[str],
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    error = report.error
+    return {
+        "queue": queue,
+        **report.as_dict(),
+        "unroutable": {k: connection.scrub(v) for k, v in report.unroutable.items()},
+        "not_found": missing,
+        "error": connection.scrub(error) if error else None,
+        **extra,
+    }
+
+
+def _report_requeue(
+    connection: Connection,
+    queue: str,
+    report: RequeueReport,
+    missing: list[str],
+    *,
+    as_json: bool,
+    extra: dict[str, Any] | None = None,
+) -> None:
     requeued, skipped, busy = report.requeued, report.skipped_lossy, report.skipped_busy
     error = report.error
     if as_json:
-        emit_json(
-            {
-                "queue": queue,
-                **report.as_dict(),
-                "unroutable": {k: connection.scrub(v) for k, v in report.unroutable.items()},
-                "not_found": missing,
-                "error": connection.scrub(error) if error else None,
-            }
-        )
+        emit_json(_requeue_json(connection, queue, report, missing, extra or {}))
     else:
         click.echo(f"requeued {plural(len(requeued), 'entry')} from {queue!r}")
     problems = _requeue_problems(report)
@@ -471,7 +583,9 @@ def requeue(
     if busy:
         problems.append(f"being requeued by someone else right now: {', '.join(busy[:5])}")
     if error:
-        problems.insert(0, f"requeue stopped part-way, the rest stays in {queue!r}: {error}")
+        problems.insert(
+            0, f"requeue stopped part-way, the rest stays in {queue!r}: {connection.scrub(error)}"
+        )
     if problems:
         raise Failure("; ".join(problems))
 
