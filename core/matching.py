@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from typing import Any
 from weakref import WeakKeyDictionary
 
+import redis
+
 from celery_morgue.core.dlq import (
     READ_CHUNK,
     DeadLetterQueue,
@@ -339,14 +341,14 @@ _checked: WeakKeyDictionary[DeadLetterQueue, dict[str, str]] = WeakKeyDictionary
 
 
 def _group_the_ungrouped(dlq: DeadLetterQueue, queue: str) -> bool:
-    """Group the rows no group counts yet (stored before groups existed, or by something other
-    than celery-morgue), newest first; whether it grouped any.
+    """Index the rows no group counts yet (stored before groups existed, written by something
+    other than celery-morgue), newest first; whether it indexed any.
 
-    The adding scripts keep the stream's length and the groups' counts in step, so their
-    difference is the rows not grouped yet, and the scan stops once it is none. Rows only ever
-    join the stream at its newest end, so a later call scans only the rows that came after the
-    newest one an earlier call checked: a row that cannot be counted (a hostile row naming a
-    group that never counted it) costs one scan, not one a read.
+    The scripts count a row in its group exactly while its index holds it, so the stream's
+    length less the groups' counts is the rows not indexed yet, and the scan stops once that
+    is none. Rows only ever join a stream at its newest end, so a later call scans only what
+    came after the newest row an earlier call checked: rows that cannot be indexed (a read-only
+    replica) cost one scan, not one a read.
     """
     newest = dlq.newest_id(queue)
     if newest is None:
@@ -357,15 +359,12 @@ def _group_the_ungrouped(dlq: DeadLetterQueue, queue: str) -> bool:
         floor = None  # the stream started anew
     low = "(" + floor if floor else "-"
     top = newest
-    grouped = False
+    indexed = 0
     while True:
         rows: list[Any] = (
             dlq.client.xrevrange(dlq.key(queue), max=top, min=low, count=READ_CHUNK) or []
         )
-        late = [row for row in rows if not _row_group(row[1])]
-        if late:
-            dlq._grouped_entries(queue, late)
-            grouped = True
+        indexed += _index_rows(dlq, queue, rows)
         if len(rows) < READ_CHUNK:
             break
         top = "(" + _text(rows[-1][0])
@@ -373,7 +372,22 @@ def _group_the_ungrouped(dlq: DeadLetterQueue, queue: str) -> bool:
         if length <= sum(counts.values()):
             break
     checked[queue] = newest
-    return grouped
+    return indexed > 0
+
+
+def _index_rows(dlq: DeadLetterQueue, queue: str, rows: list[Any]) -> int:
+    """Put each of ``rows`` in its group's index unless it is there (core.dlq's GROUP script
+    checks, in Redis); how many it put. Only the rows without a group of their own are
+    decoded, to find theirs."""
+    own = [(_text(row[0]), _row_group(row[1])) for row in rows if _row_group(row[1])]
+    late = [row for row in rows if not _row_group(row[1])]
+    pairs = own + [(entry.id, entry.group) for entry in dlq._grouped_entries(queue, late)]
+    if not pairs:
+        return 0
+    try:
+        return dlq._index_groups(queue, pairs)
+    except redis.ResponseError:  # a read-only user, a replica: listed, not kept
+        return 0
 
 
 def _chunk(flt: EntryFilter, wanted: int) -> int:
