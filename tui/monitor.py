@@ -17,6 +17,7 @@ from celery_morgue.core import zombies
 from celery_morgue.core.dlq import DeadLetterQueue, Page, QueueInfo, RequeueReport
 from celery_morgue.core.filters import EntryFilter
 from celery_morgue.core.groups import GroupReport
+from celery_morgue.core.redrive import RedriveProgress
 from celery_morgue.core.spool_state import spool_backlogs
 from celery_morgue.core.zombies import ActiveTask, ClusterSnapshot, RevokeReport
 from celery_morgue.tui.connection import Connection, connect_profile
@@ -153,8 +154,20 @@ class Monitor:
     def requeue(self, queue: str, entry_id: str) -> str:
         return self.dlq.requeue(self.connection.app, queue, entry_id)
 
-    def requeue_all(self, queue: str) -> RequeueReport:
-        return self.dlq.requeue_all(self.connection.app, queue)
+    def requeue_all(
+        self,
+        queue: str,
+        flt: EntryFilter | None = None,
+        *,
+        up_to: str | None = None,
+        stop: threading.Event | None = None,
+        on_progress: Callable[[RedriveProgress], None] | None = None,
+    ) -> RequeueReport:
+        """Requeue the matching entries up to ``up_to`` (the newest shown); ``stop`` (escape)
+        ends it after the message in flight, ``on_progress`` hears about it (in this thread)."""
+        return self.dlq.requeue_all(
+            self.connection.app, queue, flt=flt, up_to=up_to, stop=stop, on_progress=on_progress
+        )
 
     def close(self) -> None:
         self.connection.close()
