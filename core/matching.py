@@ -292,6 +292,11 @@ def selected_groups(dlq: DeadLetterQueue, queue: str, flt: EntryFilter) -> list[
     ]
 
 
+def group_kind(dlq: DeadLetterQueue, queue: str, group: str) -> tuple[str, str]:
+    """The task and exception of one group of ``queue`` ("" and "" when it has none)."""
+    return _group_kinds(dlq, queue, [group])[group]
+
+
 # Per DeadLetterQueue, each group's task and exception: its id is a fingerprint of them, so
 # they never change, and a page under --task reads only the groups it has not met yet.
 _kinds: WeakKeyDictionary[DeadLetterQueue, dict[str, tuple[str, str]]] = WeakKeyDictionary()

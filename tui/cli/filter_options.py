@@ -16,6 +16,7 @@ import click
 
 from celery_morgue.core.dlq import DeadLetterQueue
 from celery_morgue.core.filters import EntryFilter, FilterError, parse_when
+from celery_morgue.core.matching import group_kind
 from celery_morgue.core.wording import plural
 
 Result = TypeVar("Result")
@@ -100,11 +101,10 @@ def filter_phrase(dlq: DeadLetterQueue, queue: str, flt: EntryFilter) -> str:
     text = flt.describe()
     if flt.group is None:
         return text
-    summary = next((s for s in dlq.groups(queue).groups if s.group == flt.group), None)
-    if summary is None or not summary.task:
+    task, exception = group_kind(dlq, queue, flt.group)
+    if not task:
         return text
-    task = summary.task.rsplit(".", 1)[-1]
-    named = f"group {flt.group} ({summary.exception} in {task})"
+    named = f"group {flt.group} ({exception} in {task.rsplit('.', 1)[-1]})"
     return text.replace(f"group {flt.group}", named, 1)
 
 
