@@ -6,13 +6,28 @@ from __future__ import annotations
 # Read up to ARGV[4] rows from ARGV[2] towards ARGV[3] (XREVRANGE for ARGV[1] 'rev', else
 # XRANGE), a hundred a command, stopping early once ARGV[6] bytes of entries were looked at (a
 # call stays a few milliseconds even on 32 KiB tracebacks). A row is kept unless it certainly
-# cannot match: its entry is plain ASCII without a \u escape and, lowercased, does not hold
-# ARGV[5] (the case-folded needle, ASCII; '' when the folded needle is not ASCII, which such a
-# row cannot hold). A row without an entry is not a celery-morgue entry, which no text matches.
+# cannot match. ARGV[5] is the case-folded needle when that is ASCII: then a row is kept if it
+# holds a \u escape, or lowercased holds the needle, or holds one of the few characters whose
+# case folding has ASCII in it (ß, the long s, the Kelvin sign, ligatures: FOLDS_TO_ASCII
+# below; the entry encoder writes UTF-8, not escapes). Every other character folds to itself
+# or to non-ASCII, so a match in the folded message is a match in the lowercased row. ARGV[5]
+# is '' when the folded needle is not ASCII: then only rows with a non-ASCII byte or a \u
+# escape can match. A row without an entry is not a celery-morgue entry, which no text
+# matches; a row's entry is its last field of that name, as redis-py reads it.
 # KEYS: stream.  Returns {rows looked at, the last one's id or false, kept rows, 1 if more}.
-GREP_ROWS = r"""
+_GREP_ROWS = r"""
 local start, stop, want = ARGV[2], ARGV[3], tonumber(ARGV[4])
 local needle, budget = ARGV[5], tonumber(ARGV[6])
+local FOLDS_TO_ASCII = {%(folds_to_ascii)s}
+local function may_hold(data)
+  if string.find(data, '\\u', 1, true) then return true end
+  if needle == '' then return string.find(data, '[\128-\255]') ~= nil end
+  if string.find(string.lower(data), needle, 1, true) then return true end
+  for _, prefix in ipairs(FOLDS_TO_ASCII) do
+    if string.find(data, prefix, 1, true) then return true end
+  end
+  return false
+end
 local scanned, bytes, last, kept = 0, 0, false, {}
 while scanned < want and bytes < budget do
   local n = math.min(100, want - scanned)
@@ -25,14 +40,11 @@ while scanned < want and bytes < budget do
   for _, row in ipairs(rows) do
     local fields, data = row[2], nil
     for i = 1, #fields, 2 do
-      if fields[i] == 'entry' then data = fields[i + 1] break end
+      if fields[i] == 'entry' then data = fields[i + 1] end
     end
     if data then
       bytes = bytes + #data
-      if string.find(data, '[\128-\255]') or string.find(data, '\\u', 1, true)
-         or (needle ~= '' and string.find(string.lower(data), needle, 1, true)) then
-        kept[#kept + 1] = row
-      end
+      if may_hold(data) then kept[#kept + 1] = row end
     end
   end
   scanned = scanned + #rows
@@ -44,3 +56,26 @@ while scanned < want and bytes < budget do
 end
 return {scanned, last, kept, 1}
 """
+
+# The UTF-8 beginnings of every character whose case folding holds an ASCII character (and of
+# some neighbours: a row kept needlessly is only decoded). tests/test_matching.py checks them
+# against every code point.
+FOLDS_TO_ASCII = (
+    b"\xc3\x9f",  # ß
+    b"\xc4\xb0",  # İ
+    b"\xc5\x89",  # ŉ
+    b"\xc5\xbf",  # long s (U+017F)
+    b"\xc7\xb0",  # ǰ
+    b"\xe1\xba",  # ẖ ẗ ẘ ẙ ẚ ẞ
+    b"\xe2\x84\xaa",  # Kelvin sign
+    b"\xef\xac",  # ﬀ ﬁ ﬂ ﬃ ﬄ ﬅ ﬆ
+)
+
+
+def _lua_bytes(value: bytes) -> str:
+    return "'" + "".join(f"\\{byte}" for byte in value) + "'"
+
+
+GREP_ROWS = _GREP_ROWS.replace(
+    "%(folds_to_ascii)s", ", ".join(_lua_bytes(prefix) for prefix in FOLDS_TO_ASCII)
+)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import json
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -16,6 +17,7 @@ from celery_morgue.core import DeadLetterQueue, matching
 from celery_morgue.core.entry import Entry, UnreadableEntry
 from celery_morgue.core.filters import EntryFilter
 from celery_morgue.core.groups import UNREADABLE_GROUP, index_member, index_member_id
+from celery_morgue.core.matching_scripts import FOLDS_TO_ASCII
 from tests.helpers import make_entry, stream_ms, wait_for_redis_clock
 
 QUEUE = "celery"
@@ -335,7 +337,20 @@ def test_malformed_rows_do_not_break_a_filtered_listing_or_delete(
 
 @pytest.mark.parametrize(
     "needle",
-    ["café", "CAFÉ", "strasse", "k", "Ok", '"quoted"', "a/b", "order 3", "ünïcode", "\u017f"],
+    [
+        "café",
+        "CAFÉ",
+        "strasse",
+        "k",
+        "Ok",
+        '"quoted"',
+        "a/b",
+        "order 3",
+        "ünïcode",
+        "\u017f",
+        "file",
+        "FFI",
+    ],
 )
 def test_grep_finds_exactly_what_decoding_every_row_finds(
     dlq: DeadLetterQueue, redis_client: redis.Redis, needle: str
@@ -350,6 +365,7 @@ def test_grep_finds_exactly_what_decoding_every_row_finds(
         "order 3 failed",
         "ÜNÏCODE everywhere",
         "long \u017f here",
+        "\ufb01le and o\ufb03ce",  # the fi and ffi ligatures
         "nothing to see",
     ]
     for n, message in enumerate(messages):
@@ -371,6 +387,14 @@ def test_grep_finds_exactly_what_decoding_every_row_finds(
         assert listed(dlq, in_group, 2) == [
             entry.id for entry in dlq.iter_entries(QUEUE) if in_group.matches(entry)
         ]
+
+
+def test_every_character_whose_folding_holds_ascii_is_looked_for() -> None:
+    for code in range(0x80, sys.maxunicode + 1):
+        char = chr(code)
+        if any(folded.isascii() for folded in char.casefold()):
+            encoded = char.encode("utf-8", "surrogatepass")
+            assert encoded.startswith(FOLDS_TO_ASCII), f"U+{code:04X}"
 
 
 def raw_id(dlq: DeadLetterQueue) -> str:
