@@ -15,11 +15,13 @@ import redis
 from textual.pilot import Pilot
 
 from celery_morgue.core import DeadLetterQueue
-from celery_morgue.core.dlq import QueueInfo
+from celery_morgue.core.dlq import Page, QueueInfo
 from celery_morgue.core.entry import Entry
+from celery_morgue.core.filters import EntryFilter
 from celery_morgue.tui.app import MorgueApp
 from celery_morgue.tui.demo.processes import RedisServer
 from celery_morgue.tui.dialogs import ConfirmScreen, RevokeConfirmScreen
+from celery_morgue.tui.messages import PageLoaded
 from celery_morgue.tui.screens.dashboard import DashboardScreen
 from celery_morgue.tui.screens.entry import EntryScreen
 from celery_morgue.tui.screens.help import HelpScreen
@@ -440,12 +442,19 @@ def test_filter_narrows_the_table_and_escape_clears_it() -> None:
         await until(pilot, lambda: celery.table.row_count == 21)
         celery.table.focus()
         await pilot.press("slash")
-        await pilot.press(*"special")
+        await pilot.press(*"one to find")
+        # The server reads the filter: here, the page it would send back.
+        grep = EntryFilter(grep="one to find")
+        assert celery.entry_filter == grep
+        found = Page("celery", 1, [needle], next=None)
+        app.dashboard.post_message(PageLoaded(found, None, grep))
         await until(pilot, lambda: celery.table.row_count == 1, what="filtered")
         assert celery.table.cursor_key == needle.id
         await pilot.press("enter")  # keeps the filter, back to the table
         assert app.focused is celery.table
         await pilot.press("escape")
+        assert celery.entry_filter.is_empty
+        app.dashboard.post_message(dead_letters([needle, *entries], queues))
         await until(pilot, lambda: celery.table.row_count == 21, what="filter cleared")
 
     with_fed_app(scenario, feed=feed)

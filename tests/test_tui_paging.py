@@ -13,20 +13,19 @@ from textual.pilot import Pilot
 from celery_morgue.core import DeadLetterQueue
 from celery_morgue.tui.app import MorgueApp
 from celery_morgue.tui.demo.processes import RedisServer
+from celery_morgue.tui.dialogs import ConfirmScreen
 from celery_morgue.tui.monitor import PAGE_SIZE
 from celery_morgue.tui.widgets.dlq_pane import DLQPane
 from tests.helpers import (
-    accept_if_asked,
     add_entries,
     make_entry,
-    notices,
     open_queue,
     pane,
     profile_for,
+    screen_text,
     until,
     with_app,
     with_fed_app,
-    workers_done,
 )
 
 
@@ -105,28 +104,30 @@ def test_refreshes_without_scrolling_do_not_load_more(
     with_app(profile_for(redis_server.url, refresh=0.2), scenario)
 
 
-def test_clear_with_a_filter_on_keeps_entries_newer_than_the_rows_shown(
+def test_clear_under_a_text_filter_removes_only_matching_entries_up_to_the_newest_shown(
     redis_server: RedisServer, redis_client: redis.Redis
 ) -> None:
+    """Was refused; now the dialog counts what the server matches and the clear removes just
+    that: entries the filter leaves out stay, and so do matching ones newer than those shown."""
     dlq = DeadLetterQueue(redis_client)
-    rare = dlq.add_many(make_entry(f"old-{n}", "celery", task="proj.tasks.rare") for n in range(3))
+    rare = dlq.add_many(make_entry(f"old-{n}", "celery", message=f"rare {n}") for n in range(3))
     common = add_entries(dlq, "celery", 5)
 
     async def scenario(pilot: Pilot[None], app: MorgueApp) -> None:
         celery = await open_queue(pilot, app, "celery")
         await pilot.press("slash", *"rare", "enter")
-        await until(pilot, lambda: celery.table.row_count == len(rare), what="filtered rows")
+        await until(pilot, lambda: celery.order == rare[::-1], what="filtered rows")
+        assert celery.total == len(rare)
+        newer = dlq.add(make_entry("new-rare", "celery", message="rare and new"))
         await pilot.press("c")
-        await accept_if_asked(pilot, app)
-        await workers_done(pilot, app)
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="clear dialog")
+        assert 'Clear 3 entries containing "rare" from celery?' in screen_text(app)
+        await pilot.press("y")
+        await until(pilot, lambda: dlq.size("celery") == len(common) + 1, what="cleared")
         left = {entry.id for entry in dlq.page("celery").items}
-        assert set(common) <= left, "entries newer than every row shown were cleared"
-        # Refused, with a reason, rather than a clear of rows the filter hides.
-        assert left == set(common) | set(rare)
-        assert any("filter" in notice for notice in notices(app))
-        assert celery.newest_seen == rare[-1]
+        assert left == {*common, newer}
 
-    with_app(profile_for(redis_server.url), scenario)
+    with_app(profile_for(redis_server.url, refresh=600), scenario)
 
 
 def test_a_too_small_terminal_disables_the_destructive_keys() -> None:

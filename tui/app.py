@@ -83,6 +83,7 @@ class MorgueApp(App[None]):
         theme: str | None = None,
         connect: ConnectionFactory = DEFAULT_CONNECT,
         config_path: Path | None = None,
+        requeue_rate: float | None = None,
     ) -> None:
         chosen = _builtin_theme(theme)
         # Textual picks its NO_COLOR filter while constructing the app, from the theme it has
@@ -93,7 +94,10 @@ class MorgueApp(App[None]):
             self.theme = chosen.name
         connection = connect(source) if isinstance(source, Profile) else source
         self.profile = connection.profile
-        self.monitor = Monitor(connection)
+        # Messages a second a requeue of many entries (E) publishes at most; None: as fast as
+        # the broker takes them.
+        self.requeue_rate = requeue_rate
+        self.monitor = Monitor(connection, requeue_rate=requeue_rate)
         self._owns_connection = isinstance(source, Profile)
         self.clock = clock
         self.poll = poll
@@ -151,7 +155,7 @@ class MorgueApp(App[None]):
             return
         old_monitor, owned = self.monitor, self._owns_connection
         self.profile = switch.profile
-        self.monitor = Monitor(switch.connection)
+        self.monitor = Monitor(switch.connection, requeue_rate=self.requeue_rate)
         self._owns_connection = True
         # The old dashboard stops polling when its mode is removed; a poll still running posts
         # its result to a screen that is gone, where it is dropped.
@@ -228,13 +232,21 @@ def run_ui(
     mouse: bool = True,
     keymap: Mapping[str, str] | None = None,
     config_path: Path | None = None,
+    requeue_rate: float | None = None,
 ) -> None:
     """Run the dashboard for ``profile`` until the user quits.
 
     ``keymap`` maps binding ids (see the help screen) to keys, e.g. ``{"clear_queue": "x"}``.
     ``config_path`` is the config file of the profiles screen (``--config``).
+    ``requeue_rate`` paces the bulk requeues (messages a second; None: unpaced).
     """
-    app = MorgueApp(profile, keymap=keymap, theme=theme, config_path=config_path)
+    app = MorgueApp(
+        profile,
+        keymap=keymap,
+        theme=theme,
+        config_path=config_path,
+        requeue_rate=requeue_rate,
+    )
     app.run(mouse=mouse)
 
 

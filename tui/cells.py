@@ -204,20 +204,6 @@ def entry_cells(entry: StoredEntry, now: float, error_width: int) -> dict[str, o
     }
 
 
-def entry_matches(entry: StoredEntry, needle: str) -> bool:
-    """The ``/`` filter: task name, exception type and message, task id and entry id.
-
-    An unreadable entry matches on "unreadable", its problem and its id.
-    """
-    needle = needle.casefold()
-    if isinstance(entry, UnreadableEntry):
-        fields: tuple[str, ...] = (UNREADABLE, entry.problem, entry.id)
-    else:
-        marker = REASON_MARKERS.get(entry.reason, "")
-        fields = (entry.task, entry.exception, entry.message, entry.task_id, entry.id, marker)
-    return any(needle in field.casefold() for field in fields)
-
-
 def not_requeueable(entry: UnreadableEntry) -> str:
     """Why ``e`` does nothing to an unreadable entry."""
     return (

@@ -15,6 +15,7 @@ from textual.message import Message
 from celery_morgue.core.dlq import Page, QueueInfo
 from celery_morgue.core.filters import EntryFilter
 from celery_morgue.core.groups import GroupReport
+from celery_morgue.core.redrive import RedriveProgress
 from celery_morgue.core.zombies import ClusterSnapshot
 from celery_morgue.tui.scope import EVERY_ENTRY
 
@@ -79,3 +80,21 @@ class ActionDone(Message):
     severity: Severity = "information"
     refresh_dlq: bool = False
     refresh_cluster: bool = False
+
+
+@dataclass
+class RequeueProgressed(Message):
+    """How far a requeue of ``queue`` has got; a flood of them collapses to the latest."""
+
+    queue: str
+    progress: RedriveProgress
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, RequeueProgressed) and message.queue == self.queue
+
+
+@dataclass
+class RequeueEnded(Message):
+    """A requeue of ``queue`` ended, however: escape no longer stops anything."""
+
+    queue: str

@@ -15,6 +15,15 @@ import redis
 
 from celery_morgue.core import zombies
 from celery_morgue.core.dlq import DeadLetterQueue, Page, QueueInfo, RequeueReport
+from celery_morgue.core.errors import (
+    AlreadyRequeued,
+    EntryBusy,
+    EntryNotFound,
+    InvalidEntryError,
+    LossyEntryError,
+    UnreadableEntryError,
+    UnroutableEntry,
+)
 from celery_morgue.core.filters import EntryFilter
 from celery_morgue.core.groups import GroupReport
 from celery_morgue.core.redrive import RedriveProgress
@@ -68,9 +77,10 @@ class Monitor:
     calls after ``profile.inspect_timeout``.
     """
 
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, connection: Connection, *, requeue_rate: float | None = None) -> None:
         self.profile = connection.profile
         self.connection = connection
+        self.requeue_rate = requeue_rate
         # A revoke and the poll's inspect both use the app's broker connections; one control
         # exchange at a time keeps a revoke's replies from being read by the poll.
         self._cluster_lock = threading.Lock()
@@ -117,9 +127,7 @@ class Monitor:
         """A page of the entries matching ``flt``, newest first, read by the server."""
         if flt.is_empty:
             return self.dlq.page(queue, cursor, limit)
-        if flt == EntryFilter(group=flt.group):
-            return self.dlq.group_page(queue, flt.group or "", cursor, limit)
-        raise NotImplementedError("only a group filter is read by the server yet")
+        return self.dlq.matching_page(queue, flt, cursor, limit)
 
     def groups(self, queue: str) -> GroupReport:
         return self.dlq.groups(queue, limit=GROUPS_SHOWN)
@@ -145,14 +153,50 @@ class Monitor:
                 timeout=self.profile.inspect_timeout,
             )
 
-    def clear(self, queue: str, up_to: str) -> int:
-        return self.dlq.clear(queue, up_to=up_to)
+    def clear(self, queue: str, up_to: str, flt: EntryFilter = EVERY_ENTRY) -> int:
+        """Remove the entries matching ``flt`` up to ``up_to``; newer ones and others stay."""
+        return self.dlq.clear(queue, up_to=up_to, flt=flt)
 
-    def delete(self, queue: str, entry_id: str) -> int:
-        return self.dlq.delete(queue, entry_id)
+    def count(self, queue: str, flt: EntryFilter, up_to: str) -> int:
+        """How many entries match ``flt`` up to ``up_to``: what a confirmation names."""
+        return self.dlq.count_matching(queue, flt, up_to)
+
+    def delete(self, queue: str, *entry_ids: str) -> int:
+        return self.dlq.delete(queue, *entry_ids)
+
+    def requeue_each(self, queue: str, entry_ids: Sequence[str]) -> RequeueReport:
+        """Requeue the entries marked, one by one; each refusal is noted, the rest go on.
+
+        A broker failure stops it: the report says so, and the rest stay in the queue.
+        """
+        report = RequeueReport()
+        for entry_id in entry_ids:
+            try:
+                report.requeued[entry_id] = self.requeue(queue, entry_id)
+            except EntryNotFound:
+                continue  # deleted since it was marked
+            except AlreadyRequeued as error:
+                report.already_requeued[entry_id] = error.task_id
+            except EntryBusy:
+                report.skipped_busy.append(entry_id)
+            except LossyEntryError:
+                report.skipped_lossy.append(entry_id)
+            except UnreadableEntryError:
+                report.skipped_unreadable.append(entry_id)
+            except UnroutableEntry as error:
+                report.unroutable[entry_id] = str(error)
+            except InvalidEntryError as error:
+                report.invalid[entry_id] = str(error)
+            except Exception as error:  # the broker, most likely: stop, the rest stay
+                report.error = f"{type(error).__name__}: {error}"
+                break
+        return report
 
     def requeue(self, queue: str, entry_id: str) -> str:
         return self.dlq.requeue(self.connection.app, queue, entry_id)
+
+    def newest(self, queue: str) -> str | None:
+        return self.dlq.newest_id(queue)
 
     def requeue_all(
         self,
@@ -164,9 +208,17 @@ class Monitor:
         on_progress: Callable[[RedriveProgress], None] | None = None,
     ) -> RequeueReport:
         """Requeue the matching entries up to ``up_to`` (the newest shown); ``stop`` (escape)
-        ends it after the message in flight, ``on_progress`` hears about it (in this thread)."""
+        ends it after the message in flight, ``on_progress`` hears about it (in this thread).
+        The command line's ``requeue --all``: one code path for both, paced by
+        ``requeue_rate``."""
         return self.dlq.requeue_all(
-            self.connection.app, queue, flt=flt, up_to=up_to, stop=stop, on_progress=on_progress
+            self.connection.app,
+            queue,
+            flt=flt,
+            up_to=up_to,
+            rate=self.requeue_rate,
+            stop=stop,
+            on_progress=on_progress,
         )
 
     def close(self) -> None:

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from celery_morgue.core.dlq import RequeueReport, StoredEntry
 from celery_morgue.core.entry import UnreadableEntry
 from celery_morgue.core.errors import DLQError, EntryNotFound
+from celery_morgue.core.redrive import RedriveProgress
 from celery_morgue.core.wording import plural
 from celery_morgue.core.zombies import RevokeReport
 from celery_morgue.tui.cells import printable
@@ -97,6 +98,12 @@ def requeue_all_done(queue: str, report: RequeueReport, scrub: Callable[[str], s
             "stopped; the rest are still in the queue."
         )
         return ActionDone("\n".join([text, *lines]), severity="error", refresh_dlq=True)
+    if report.stopped:
+        text = (
+            f"Requeue stopped: sent {requeued} from {printable(queue)}; "
+            f"{report.remaining:,} still in the queue. Requeue again to send the rest."
+        )
+        return ActionDone("\n".join([text, *lines]), severity="warning", refresh_dlq=True)
     attention = (
         report.skipped_busy
         or report.already_requeued
@@ -121,3 +128,13 @@ def revoke_summary(report: RevokeReport, signal: str) -> str:
     if report.no_reply:
         parts.append(f"{len(report.no_reply)} got no reply from the worker")
     return ("; ".join(parts) or "Nothing to revoke") + "."
+
+
+def progress_line(progress: RedriveProgress) -> str:
+    """``requeue 120/1,204 · 50/s · 22s left``, for the pane's subtitle."""
+    line = f"requeue {progress.sent:,}/{progress.total:,}"
+    if progress.rate > 0:
+        line += f" · {progress.rate:,.0f}/s"
+    if progress.eta is not None:
+        line += f" · {progress.eta:,.0f}s left"
+    return f"{line} · esc stops"

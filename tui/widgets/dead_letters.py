@@ -14,6 +14,8 @@ which bubbles up to the dashboard: it notifies and polls again.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import ClassVar, Literal
@@ -32,15 +34,28 @@ from celery_morgue.core.entry import Entry, UnreadableEntry
 from celery_morgue.core.errors import DLQError
 from celery_morgue.core.filters import EntryFilter
 from celery_morgue.core.groups import GroupReport
+from celery_morgue.core.redrive import RedriveProgress
 from celery_morgue.core.wording import plural
 from celery_morgue.tui.actions import ActionOwner
-from celery_morgue.tui.cells import Clock, entry_age, not_requeueable
+from celery_morgue.tui.bulk import BulkTarget, clear_question, delete_question, requeue_question
+from celery_morgue.tui.cells import Clock, entry_age, not_requeueable, stream_order
 from celery_morgue.tui.dialogs import ConfirmScreen
 from celery_morgue.tui.literal import printable
-from celery_morgue.tui.messages import ActionDone, PageFailed, PageLoaded
+from celery_morgue.tui.messages import (
+    ActionDone,
+    PageFailed,
+    PageLoaded,
+    RequeueEnded,
+    RequeueProgressed,
+)
 from celery_morgue.tui.monitor import PAGE_SIZE, Monitor
-from celery_morgue.tui.outcomes import entry_name, requeue_all_done, requeue_refused
-from celery_morgue.tui.scope import EVERY_ENTRY, GroupChoice
+from celery_morgue.tui.outcomes import (
+    entry_name,
+    progress_line,
+    requeue_all_done,
+    requeue_refused,
+)
+from celery_morgue.tui.scope import EVERY_ENTRY, GroupChoice, Scope
 from celery_morgue.tui.widgets.dlq_pane import DLQPane
 from celery_morgue.tui.widgets.groups_pane import GroupsPane
 from celery_morgue.tui.widgets.pane import FILTER
@@ -90,7 +105,14 @@ class DeadLetters(ActionOwner, Horizontal):
             "Requeue all",
             show=False,
             id="requeue_queue",
-            tooltip="Requeue every entry of the queue",
+            tooltip="Requeue every entry of the queue, or of the filter, up to the newest shown",
+        ),
+        Binding(
+            "escape",
+            "cancel_requeue",
+            "Stop requeue",
+            id="cancel_requeue",
+            tooltip="Stop the requeue running: what was not sent stays in the queue",
         ),
     ]
     DESTRUCTIVE_ACTIONS = frozenset(
@@ -127,6 +149,8 @@ class DeadLetters(ActionOwner, Horizontal):
         self.detail = detail
         self._panes: dict[str, DLQPane] = {}
         self._pane_serial = 0
+        # The requeues running, by queue: setting the event stops one after its publish.
+        self._redrives: dict[str, threading.Event] = {}
 
     def compose(self) -> ComposeResult:
         groups = GroupsPane(clock=self.clock, readonly=self.readonly, id="groups")
@@ -305,6 +329,8 @@ class DeadLetters(ActionOwner, Horizontal):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in self.PANE_ACTIONS and self.groups_pane.display:
             return False  # the pane they act on is hidden by the groups view
+        if action == "cancel_requeue":
+            return self.check_requeue_running()
         return super().check_action(action, parameters)
 
     def action_groups(self) -> None:
@@ -392,11 +418,15 @@ class DeadLetters(ActionOwner, Horizontal):
         return pane, entry
 
     def action_delete_entry(self) -> None:
+        if self._delete_marked():
+            return
         selected = self._selected_entry()
         if selected is not None:
             self._confirm_delete(selected[0].queue, selected[1])
 
     def action_requeue_entry(self) -> None:
+        if self._requeue_marked():
+            return
         selected = self._selected_entry()
         if selected is not None:
             self._confirm_requeue(selected[0].queue, selected[1])
@@ -459,24 +489,19 @@ class DeadLetters(ActionOwner, Horizontal):
 
         self.run_in_thread("Requeue", run, monitor.describe)
 
+    # -- bulk actions: the marks, the filter, the whole queue ------------------------------
+
     def action_clear_queue(self) -> None:
         pane = self.visible_pane
-        # Refused rather than made exact: a clear removes every entry up to an id, matching or
-        # not, so with a filter on it would delete rows the filter hides while the dialog counts
-        # and shows only matching ones, and "clear what I filtered" is not what it does.
-        if pane is not None and pane.filter_text:
-            self.notify(
-                "Clear the filter first (escape): a clear removes every entry up to the newest "
-                "one, matching or not.",
-                severity="warning",
-                markup=False,
-            )
-            return
         # What the user has seen when pressing the key: entries arriving later are kept, even
         # ones a refresh loads while the dialog is open.
         up_to = pane.newest_seen if pane is not None else None
         if pane is None or up_to is None:
             self.notify("Nothing to clear.", markup=False)
+            return
+        if not pane.scope.is_empty:
+            # Counted by the server, under the filter: the count is of what the clear removes.
+            self._count_then(pane.queue, pane.scope, up_to, self._confirm_bulk_clear)
             return
         # Entries that arrived above the cursor while it was further down were never seen.
         unseen = pane.newer_than(up_to)
@@ -495,37 +520,121 @@ class DeadLetters(ActionOwner, Horizontal):
             f"?\n\nRemoves {plural(count, 'entry', 'entries')}, "
             f"up to the newest one shown{age}. Entries that arrive after it are kept.{kept}",
         )
+        target = BulkTarget(queue, Scope(), up_to, count)
         self.app.push_screen(
             ConfirmScreen("Clear queue", question, "Clear"),
-            partial(self._clear_confirmed, queue, up_to),
+            partial(self._clear_confirmed, target),
         )
 
-    def _clear_confirmed(self, queue: str, up_to: str, confirmed: bool | None) -> None:
+    def _confirm_bulk_clear(self, target: BulkTarget) -> None:
+        self.app.push_screen(
+            ConfirmScreen("Clear matching", clear_question(target), "Clear"),
+            partial(self._clear_confirmed, target),
+        )
+
+    def _clear_confirmed(self, target: BulkTarget, confirmed: bool | None) -> None:
         if not confirmed:
             return
         monitor = self.monitor
 
         def run() -> ActionDone:
-            removed = monitor.clear(queue, up_to)
+            removed = monitor.clear(target.queue, target.up_to, target.entry_filter)
             cleared = plural(removed, "entry", "entries")
-            return ActionDone(f"Cleared {cleared} from {queue}.", refresh_dlq=True)
+            return ActionDone(
+                f"Cleared {cleared} from {printable(target.queue)}.", refresh_dlq=True
+            )
 
+        self._after_bulk(target.queue)
         self.run_in_thread("Clear", run, monitor.describe)
 
-    def action_requeue_queue(self) -> None:
+    def _marked_target(self, pane: DLQPane) -> BulkTarget | None:
+        """The entries marked one by one, newest first, or None when none are."""
+        if not pane.marked:
+            return None
+        ids = tuple(i for i in pane.order if i in pane.marked)
+        return BulkTarget(pane.queue, pane.scope, ids[0], len(ids), ids)
+
+    def _delete_marked(self) -> bool:
+        """``d`` with marks: ask about those instead of the entry under the cursor."""
         pane = self.visible_pane
-        if pane is None or not pane.order:
+        if pane is None or not pane.mark_count:
+            return False
+        target = self._marked_target(pane)
+        if target is not None:
+            self._confirm_bulk_delete(target)
+        elif pane.all_marked is not None:
+            self._count_then(
+                pane.queue, pane.scope, pane.all_marked.up_to, self._confirm_bulk_delete
+            )
+        return True
+
+    def _confirm_bulk_delete(self, target: BulkTarget) -> None:
+        self.app.push_screen(
+            ConfirmScreen("Delete entries", delete_question(target), "Delete"),
+            partial(self._bulk_delete_confirmed, target),
+        )
+
+    def _bulk_delete_confirmed(self, target: BulkTarget, confirmed: bool | None) -> None:
+        if not confirmed:
+            return
+        monitor = self.monitor
+
+        def run() -> ActionDone:
+            if target.ids:
+                removed = monitor.delete(target.queue, *target.ids)
+            else:
+                removed = monitor.clear(target.queue, target.up_to, target.entry_filter)
+            deleted = plural(removed, "entry", "entries")
+            return ActionDone(
+                f"Deleted {deleted} from {printable(target.queue)}.", refresh_dlq=True
+            )
+
+        self._after_bulk(target.queue)
+        self.run_in_thread("Delete", run, monitor.describe)
+
+    def _requeue_marked(self) -> bool:
+        """``e`` or ``E`` with marks: ask about those."""
+        pane = self.visible_pane
+        if pane is None or not pane.mark_count:
+            return False
+        target = self._marked_target(pane)
+        if target is not None:
+            self._confirm_bulk_requeue(target)
+        elif pane.all_marked is not None:
+            self._count_then(
+                pane.queue, pane.scope, pane.all_marked.up_to, self._confirm_bulk_requeue
+            )
+        return True
+
+    def action_requeue_queue(self) -> None:
+        if self._requeue_marked():
+            return
+        pane = self.visible_pane
+        up_to = pane.newest_seen if pane is not None else None
+        if pane is None or up_to is None:
             self.notify("Nothing to requeue.", markup=False)
             return
-        queue, count = pane.queue, pane.total or len(pane.order)
-        question = Text.assemble(
-            "Requeue every entry of ",
-            (printable(queue), "bold"),
-            f"? About {count:,} tasks are sent again, each under a new id. Entries whose "
-            "arguments were changed when stored, and unreadable ones, are skipped.",
-        )
-        loaded = list(pane.entries.values())
-        unregistered = sum(1 for e in loaded if isinstance(e, Entry) and e.reason == "unregistered")
+        if not pane.scope.is_empty:
+            self._count_then(pane.queue, pane.scope, up_to, self._confirm_bulk_requeue)
+            return
+        # The whole queue, as for a clear: up to the newest entry seen, counted from the poll.
+        count = max(0, (pane.total or len(pane.order)) - pane.newer_than(up_to))
+        self._confirm_bulk_requeue(BulkTarget(pane.queue, Scope(), up_to, count))
+
+    @on(GroupsPane.RequeueWanted)
+    def _requeue_group(self, message: GroupsPane.RequeueWanted) -> None:
+        message.stop()
+        queue = self.groups_pane.queue
+        if queue is not None:
+            # Up to the newest entry now: counted and requeued up to the same one.
+            self._count_then(queue, Scope(message.choice), None, self._confirm_bulk_requeue)
+
+    def _confirm_bulk_requeue(self, target: BulkTarget) -> None:
+        if not target.count:
+            self.notify("Nothing to requeue.", markup=False)
+            return
+        question = requeue_question(target)
+        unregistered = self._unregistered_loaded(target)
         if unregistered:
             question.append(
                 f"\n\n{plural(unregistered, 'entry', 'entries')} of those loaded "
@@ -533,16 +642,125 @@ class DeadLetters(ActionOwner, Horizontal):
                 "sent again under the same name, which the worker did not know."
             )
         self.app.push_screen(
-            ConfirmScreen("Requeue queue", question, "Requeue all"),
-            partial(self._requeue_all_confirmed, queue),
+            ConfirmScreen("Requeue entries", question, "Requeue"),
+            partial(self._bulk_requeue_confirmed, target),
         )
 
-    def _requeue_all_confirmed(self, queue: str, confirmed: bool | None) -> None:
+    def _unregistered_loaded(self, target: BulkTarget) -> int:
+        """How many of the loaded entries the requeue sends are of a task no worker knew."""
+        pane = self._panes.get(target.queue)
+        if pane is None or pane.scope != target.scope:
+            return 0
+        newest = stream_order(target.up_to)
+        return sum(
+            1
+            for entry_id, entry in pane.entries.items()
+            if (entry_id in target.ids if target.ids else stream_order(entry_id) <= newest)
+            and isinstance(entry, Entry)
+            and entry.reason == "unregistered"
+        )
+
+    def _bulk_requeue_confirmed(self, target: BulkTarget, confirmed: bool | None) -> None:
         if not confirmed:
             return
         monitor = self.monitor
+        scrub = monitor.connection.scrub
+        queue = target.queue
+        if target.ids:
+
+            def run_marked() -> ActionDone:
+                report = monitor.requeue_each(queue, target.ids)
+                return requeue_all_done(queue, report, scrub)
+
+            self._after_bulk(queue)
+            self.run_in_thread("Requeue", run_marked, monitor.describe)
+            return
+        stop = threading.Event()
+        self._redrives[queue] = stop
+        pane = self._panes.get(queue)
+        if pane is not None:
+            pane.busy = True
+        self.screen.refresh_bindings()
+
+        def progressed(progress: RedriveProgress) -> None:
+            self.post_message(RequeueProgressed(queue, progress))
 
         def run() -> ActionDone:
-            return requeue_all_done(queue, monitor.requeue_all(queue), monitor.connection.scrub)
+            try:
+                report = monitor.requeue_all(
+                    queue,
+                    target.entry_filter,
+                    up_to=target.up_to,
+                    stop=stop,
+                    on_progress=progressed,
+                )
+            finally:
+                self.post_message(RequeueEnded(queue))
+            return requeue_all_done(queue, report, scrub)
 
-        self.run_in_thread("Requeue all", run, monitor.describe)
+        self._after_bulk(queue)
+        self.run_in_thread("Requeue", run, monitor.describe)
+
+    def _after_bulk(self, queue: str) -> None:
+        pane = self._panes.get(queue)
+        if pane is not None:
+            pane.clear_marks()
+
+    def _count_then(
+        self,
+        queue: str,
+        scope: Scope,
+        up_to: str | None,
+        ask: Callable[[BulkTarget], None],
+    ) -> None:
+        """Count on the server what the action would touch, then ``ask`` about that count."""
+        monitor = self.monitor
+
+        def count() -> None:
+            try:
+                newest = up_to or monitor.newest(queue)
+                counted = monitor.count(queue, scope.entry_filter, newest) if newest else 0
+            except Exception as error:  # a notification, never a traceback on screen
+                self.post_message(
+                    ActionDone(f"Counting failed: {monitor.describe(error)}", "error")
+                )
+                return
+            if newest is None or not counted:
+                what = "The queue is empty" if scope.is_empty else f"Nothing matches {scope.phrase}"
+                self.post_message(ActionDone(f"{what}: nothing to do."))
+                return
+            target = BulkTarget(queue, scope, newest, counted)
+            with contextlib.suppress(RuntimeError):  # the app closed meanwhile
+                self.app.call_from_thread(ask, target)
+
+        self.run_worker(count, thread=True, group="actions", exit_on_error=False)
+
+    # -- a requeue running: its progress, and escape to stop it ------------------------------
+
+    def check_requeue_running(self) -> bool:
+        pane = self.visible_pane
+        return pane is not None and pane.queue in self._redrives
+
+    def action_cancel_requeue(self) -> None:
+        pane = self.visible_pane
+        stop = self._redrives.get(pane.queue) if pane is not None else None
+        if stop is not None and not stop.is_set():
+            stop.set()
+            self.notify("Stopping the requeue after the message in flight…", markup=False)
+
+    @on(RequeueProgressed)
+    def _requeue_progressed(self, message: RequeueProgressed) -> None:
+        message.stop()
+        pane = self._panes.get(message.queue)
+        if pane is not None:
+            pane.show_progress(progress_line(message.progress))
+
+    @on(RequeueEnded)
+    def _requeue_ended(self, message: RequeueEnded) -> None:
+        message.stop()
+        self._redrives.pop(message.queue, None)
+        pane = self._panes.get(message.queue)
+        if pane is not None:
+            pane.busy = False
+            pane.show_progress(None)
+        self.screen.refresh_bindings()

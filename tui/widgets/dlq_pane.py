@@ -31,7 +31,6 @@ from celery_morgue.tui.cells import (
     Clock,
     Keyed,
     entry_cells,
-    entry_matches,
     stream_order,
 )
 from celery_morgue.tui.monitor import PAGE_SIZE, RELOAD_CAP
@@ -41,10 +40,10 @@ from celery_morgue.tui.widgets.tables import ColumnSpec
 
 # Ask for the next page when the cursor is this close to the last loaded row.
 LOOKAHEAD = 10
-# With a filter on, keep loading pages until this many rows match or this many are loaded,
-# so a rare match is found without the user scrolling an empty table.
+# With a filter on, keep loading pages until this many rows match or this many pages were
+# read: a page of a text filter is a bounded scan, which may bring few matches or none.
 FILTER_MIN_ROWS = 30
-FILTER_SCAN_CAP = 5000
+FILTER_PAGE_CAP = 50
 
 
 COLUMNS = [
@@ -119,6 +118,7 @@ class DLQPane(TablePane):
 
     def __init__(self, queue: str, *, clock: Clock, id: str | None = None) -> None:
         super().__init__(COLUMNS, order_column="age", follow_head=True, id=id)
+        self.filter_input.placeholder = "filter: text of the message, then enter; escape clears"
         self.queue = queue
         self.clock = clock
         self.entries: dict[str, StoredEntry] = {}
@@ -131,10 +131,14 @@ class DLQPane(TablePane):
         # Where the next page starts: the last page's Page.next.
         self.next_cursor: str | None = None
         self.group: GroupChoice | None = None
+        self._rows_filter = EVERY_ENTRY  # what the loaded rows were read under
+        self.pages_read = 0  # since the scope last changed
         self.marked: set[str] = set()
         self.all_marked: AllMarked | None = None
-        # Set by the owner while a requeue of this queue runs: escape then cancels it.
+        # Set by the owner while a requeue of this queue runs: escape then cancels it, and the
+        # subtitle shows how far it got.
         self.busy = False
+        self.progress: str | None = None
 
     # -- what the rest of the UI asks ----------------------------------------------------
 
@@ -144,8 +148,13 @@ class DLQPane(TablePane):
 
     @property
     def entry_filter(self) -> EntryFilter:
-        """What the server reads for this pane: the text filter is still applied here."""
-        return Scope(self.group).entry_filter
+        """What the server reads for this pane, and what its actions touch.
+
+        The ``/`` text is the message substring (the CLI's ``--grep``), matched by the server:
+        a filter applied here to loaded rows would show some entries while an action under it
+        touched others, the ones not loaded yet.
+        """
+        return self.scope.entry_filter
 
     @property
     def mark_count(self) -> int:
@@ -164,7 +173,7 @@ class DLQPane(TablePane):
         (the "new" ones, not seen yet). With a filter on, it is a matching row: entries the
         filter hides were never seen, so nothing newer than the newest matching row may go.
         """
-        visible = self._visible_ids()
+        visible = self.order
         if self.seen is None:
             return visible[0] if visible else None
         seen = stream_order(self.seen)
@@ -177,7 +186,7 @@ class DLQPane(TablePane):
             return 0
         seen = stream_order(self.seen)
         count = 0
-        for entry_id in self._visible_ids():  # newest first
+        for entry_id in self.order:  # newest first
             if stream_order(entry_id) <= seen:
                 break
             count += 1
@@ -185,7 +194,7 @@ class DLQPane(TablePane):
 
     def _more_new(self) -> bool:
         """Entries not loaded may be new too: more arrived at once than a refresh reads."""
-        if self.seen is None or self.exhausted or not self.order or self.filter_text:
+        if self.seen is None or self.exhausted or not self.order or not self.scope.is_empty:
             return False
         return stream_order(self.order[-1]) > stream_order(self.seen)
 
@@ -222,10 +231,16 @@ class DLQPane(TablePane):
 
     def narrow_to(self, group: GroupChoice | None) -> None:
         """Show only ``group``'s entries (None: the whole queue), read afresh from the server."""
-        if group == self.group:
-            return
         self.group = group
-        self._forget_rows()
+        self._rescope()
+
+    def watch_filter_text(self) -> None:
+        self._rescope()
+
+    def _rescope(self) -> None:
+        if self.entry_filter != self._rows_filter:
+            self._rows_filter = self.entry_filter
+            self._forget_rows()
 
     def _forget_rows(self) -> None:
         # A page on its way for the old scope is told apart by its filter and dropped.
@@ -236,10 +251,16 @@ class DLQPane(TablePane):
         self.error = None
         self.seen = None
         self.next_cursor = None
+        self.pages_read = 0
         self.total = None
         self.fetching = False
-        self.clear_marks()
+        self.marked = set()
+        self.all_marked = None
         self.render_rows()
+
+    def show_progress(self, line: str | None) -> None:
+        self.progress = line
+        self._update_titles()
 
     def clear_marks(self) -> None:
         if self.marked or self.all_marked is not None:
@@ -283,8 +304,9 @@ class DLQPane(TablePane):
         if self.mark_count:
             self.clear_marks()
             return
-        self.narrow_to(None)
-        self.clear_filter()
+        self.group = None
+        self.clear_filter()  # the text, which rescopes; and without text, the group:
+        self._rescope()
 
     # -- data in -------------------------------------------------------------------------
 
@@ -337,6 +359,7 @@ class DLQPane(TablePane):
                 self.order.append(item.id)
         self.exhausted = page.next is None
         self.next_cursor = page.next
+        self.pages_read += 1
         self.render_rows()
 
     def fetch_skipped(self) -> None:
@@ -350,16 +373,11 @@ class DLQPane(TablePane):
 
     # -- showing -------------------------------------------------------------------------
 
-    def _visible_ids(self) -> list[str]:
-        if not self.filter_text:
-            return self.order
-        return [i for i in self.order if entry_matches(self.entries[i], self.filter_text)]
-
     def render_rows(self) -> None:
         if not self.table.columns:
             return  # not mounted yet: on_mount adds the columns, then renders
         now = self.clock()
-        visible = self._visible_ids()
+        visible = self.order
         width = self.table.flex_width
         rows = {i: entry_cells(self.entries[i], now, width) for i in visible}
         if self.mark_count:
@@ -371,12 +389,11 @@ class DLQPane(TablePane):
         self.table.show(rows, visible)
         if not self.loaded_once:
             self.show_placeholder(self.error or "Loading…")
+        elif not self.order and self.scope.is_empty:
+            self.show_placeholder("No entries.")
         elif not self.order:
-            self.show_placeholder("No entries of this group." if self.group else "No entries.")
-        elif not visible:
-            self.show_placeholder(
-                f"Nothing matches {self.filter_text!r} in the {len(self.order):,} loaded entries."
-            )
+            searching = "" if self.exhausted else " so far (searching older entries)"
+            self.show_placeholder(f"No entries match {self.scope.title}{searching}.")
         else:
             self.show_placeholder(None)
         self._note_cursor()
@@ -393,21 +410,18 @@ class DLQPane(TablePane):
         count = "…" if self.total is None else f"{self.total:,}"
         new = self.new_count
         arrived = f" · {new:,}{'+' if self._more_new() else ''} new ↑" if new else ""
-        narrowed = f" · {Scope(self.group).title}" if self.group else ""
+        scope = self.scope
+        narrowed = "" if scope.is_empty else f" · {scope.title}"
         title = f"{self.queue} · {count}{arrived}{narrowed}"
-        if self.filter_text:
-            matches = len(self._visible_ids())
-            subtitle = f"filter {self.filter_text!r}: {matches:,} of {len(self.order):,} loaded"
-        elif self.loaded_once:
-            subtitle = f"{len(self.order):,} loaded"
-        else:
-            subtitle = ""
+        subtitle = f"{len(self.order):,} loaded" if self.loaded_once else ""
         if self.all_marked is not None:
             subtitle = f"all {self.all_marked.count:,} marked · {subtitle}"
         elif self.marked:
             subtitle = f"{len(self.marked):,} marked · {subtitle}"
         if self.fetching:
             subtitle = f"{subtitle} · loading…" if subtitle else "loading…"
+        if self.progress is not None:
+            subtitle = self.progress  # what the user waits for, over what is loaded
         self.set_titles(title, subtitle)
 
     def watch_total(self) -> None:
@@ -435,10 +449,9 @@ class DLQPane(TablePane):
             return
         rows = self.table.row_count
         near_end = rows > 0 and self.table.cursor_row >= rows - LOOKAHEAD
+        # A page of a text filter may hold few matches, or none, with more to scan after it.
         filter_starved = (
-            bool(self.filter_text)
-            and self.table.row_count < FILTER_MIN_ROWS
-            and len(self.order) < FILTER_SCAN_CAP
+            not self.scope.is_empty and rows < FILTER_MIN_ROWS and self.pages_read < FILTER_PAGE_CAP
         )
         if near_end or filter_starved:
             self._request(self.next_cursor)

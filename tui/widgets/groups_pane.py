@@ -20,14 +20,22 @@ from textual.widgets import DataTable
 
 from celery_morgue.core.groups import GroupReport, GroupSummary
 from celery_morgue.tui.actions import ActionOwner
-from celery_morgue.tui.cells import AGE_WIDTH, Clock, Keyed, clipped_line, coarse_age, tail
+from celery_morgue.tui.cells import (
+    AGE_WIDTH,
+    Clock,
+    Keyed,
+    clipped_line,
+    coarse_age,
+    head,
+    tail,
+)
 from celery_morgue.tui.scope import GroupChoice
 from celery_morgue.tui.widgets.pane import TablePane
 from celery_morgue.tui.widgets.tables import ColumnSpec
 
-COUNT_WIDTH = 7  # "40,000" and a space; a million is "1.0M"
+COUNT_WIDTH = 7  # "999,999"; a million is "1.0M"
 GROUP_TASK_WIDTH = 18
-EXCEPTION_WIDTH = 14
+EXCEPTION_WIDTH = 15  # "ConnectionError"
 
 COLUMNS = [
     ColumnSpec("Count", "count", COUNT_WIDTH),
@@ -48,7 +56,8 @@ def group_cells(summary: GroupSummary, now: float, sample_width: int) -> dict[st
         "count": Keyed(summary.group, Text(short_count(summary.count), justify="right")),
         "last": Text(coarse_age(now - summary.last.timestamp())),
         "task": Text(tail(summary.task or "?", GROUP_TASK_WIDTH)),
-        "exception": Text(tail(summary.exception.rsplit(".", 1)[-1] or "?", EXCEPTION_WIDTH)),
+        # The type's own name, its start kept: "PaymentDeclin…" reads better than "…entDeclined".
+        "exception": Text(head(summary.exception.rsplit(".", 1)[-1] or "?", EXCEPTION_WIDTH)),
         "sample": Text(clipped_line(summary.sample, sample_width)),
     }
 

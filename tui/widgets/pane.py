@@ -23,7 +23,7 @@ FILTER = Binding(
     "Filter",
     priority=True,
     id="filter",
-    tooltip="Filter the current table by task name, exception or id",
+    tooltip="Filter the table: entries by message text (as --grep), tasks by name, id or worker",
 )
 
 
