@@ -6,6 +6,7 @@ popped (with the time each arrived) as it fills.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import pty
@@ -235,6 +236,36 @@ def test_a_filtered_requeue_all_runs_exactly_the_matching_tasks(
         assert ran["task_id"] in report.requeued.values()
     left = {entry.task_id for entry in dlq.iter_entries("celery")}
     assert left == set(booms)
+
+
+def test_a_refused_message_among_others_is_sent_as_it_was_received(
+    app: Celery, dlq: DeadLetterQueue, redis_client: redis.Redis
+) -> None:
+    """The raw republish takes the run's producer too, and passes the same claim first."""
+    before = fill(dlq, 2)
+    refused = make_entry("raw-1", QUEUE)
+    refused.reason = "rejected"
+    body = json.dumps([[1], {}, {}]).encode()
+    refused.options["raw_message"] = {
+        "body": base64.b64encode(body).decode(),
+        "content_type": "application/json",
+        "content_encoding": "utf-8",
+        "headers": {"id": "raw-1", "task": "proj.add"},
+    }
+    raw_id = dlq.add(refused)
+    after = dlq.add(make_entry("task-after", QUEUE))
+    report = Redrive(dlq, app, QUEUE).run()
+    assert list(report.requeued) == [*before, raw_id, after]
+    messages = [json.loads(raw) for raw in redis_client.lrange(QUEUE, 0, -1)][::-1]
+    assert [m["headers"][REQUEUED_FROM_HEADER] for m in messages] == [
+        "task-0",
+        "task-1",
+        "raw-1",
+        "task-after",
+    ]
+    assert messages[2]["headers"]["id"] == report.requeued[str(raw_id)]
+    assert base64.b64decode(messages[2]["body"]) == body
+    assert dlq.size(QUEUE) == 0
 
 
 # -- the command line ----------------------------------------------------------------------------
