@@ -188,6 +188,9 @@ class RequeueReport:
     # of the entries it was about are still in the DLQ (sent again, the same run continues).
     stopped: bool = False
     remaining: int = 0
+    # How many a bulk requeue sent: ``requeued`` lists them unless it was told not to keep
+    # their ids (a big requeue whose ids nobody reads keeps its memory flat).
+    sent: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {

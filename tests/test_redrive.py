@@ -132,7 +132,7 @@ def test_a_stopped_redrive_leaves_the_rest_and_the_next_run_continues(
     after_publishes(app, 120, stop.set)
     first = Redrive(dlq, app, QUEUE, batch=50, stop=stop).run()
     assert first.stopped and first.error is None
-    assert len(first.requeued) == 120
+    assert len(first.requeued) == 120 == first.sent
     assert first.remaining == 130 == dlq.size(QUEUE)
     # Oldest first: what stayed is the newest 130, untouched and unmarked.
     assert [entry.id for entry in dlq.iter_entries(QUEUE)][::-1] == ids[120:]
@@ -204,6 +204,15 @@ def test_a_stop_while_waiting_for_the_next_slot_ends_the_run_at_once(
     report = Redrive(dlq, app, QUEUE, rate=1, stop=stop).run()
     assert report.stopped and len(report.requeued) == 2 and report.remaining == 8
     assert sum(published(redis_client).values()) == 2
+
+
+def test_without_keeping_ids_a_run_only_counts_what_it_sent(
+    app: Celery, dlq: DeadLetterQueue, redis_client: redis.Redis
+) -> None:
+    fill(dlq, 30)
+    report = Redrive(dlq, app, QUEUE, batch=8, keep_ids=False).run()
+    assert report.sent == 30 and report.requeued == {}
+    assert sum(published(redis_client).values()) == 30 and dlq.size(QUEUE) == 0
 
 
 def test_bad_settings_are_refused(app: Celery, dlq: DeadLetterQueue) -> None:

@@ -470,7 +470,17 @@ def requeue(
     dlq_ = connection.dlq
     require_queue(dlq_, queue)
     if every:
-        run = Redrive(dlq_, connection.app, queue, flt, rate=rate, batch=batch, allow_lossy=lossy)
+        # The ids sent are only read in the JSON; without it, memory stays flat at any size.
+        run = Redrive(
+            dlq_,
+            connection.app,
+            queue,
+            flt,
+            rate=rate,
+            batch=batch,
+            allow_lossy=lossy,
+            keep_ids=as_json,
+        )
         _requeue_all(connection, dlq_, run, dry_run=dry_run, yes=yes, as_json=as_json)
         return
     unique = list(dict.fromkeys(entry_ids))
@@ -520,7 +530,7 @@ def _requeue_all(
     extra = {
         "filter": flt.as_dict(),
         "up_to": run.up_to,
-        "sent": len(report.requeued),
+        "sent": report.sent,
         "remaining": report.remaining,
         "stopped": report.stopped,
     }
@@ -531,7 +541,7 @@ def _requeue_all(
         emit_json(_requeue_json(connection, queue, report, [], extra))
     else:
         click.echo(
-            f"stopped: sent {len(report.requeued):,}, {report.remaining:,} remain in {queue!r}; "
+            f"stopped: sent {report.sent:,}, {report.remaining:,} remain in {queue!r}; "
             "run the same command to continue",
             err=True,
         )
@@ -565,12 +575,12 @@ def _report_requeue(
     as_json: bool,
     extra: dict[str, Any] | None = None,
 ) -> None:
-    requeued, skipped, busy = report.requeued, report.skipped_lossy, report.skipped_busy
+    skipped, busy = report.skipped_lossy, report.skipped_busy
     error = report.error
     if as_json:
         emit_json(_requeue_json(connection, queue, report, missing, extra or {}))
     else:
-        click.echo(f"requeued {plural(len(requeued), 'entry')} from {queue!r}")
+        click.echo(f"requeued {plural(report.sent, 'entry')} from {queue!r}")
     problems = _requeue_problems(report)
     if skipped:
         problems.append(
@@ -601,6 +611,7 @@ def _requeue_one(
 ) -> None:
     try:
         report.requeued[entry_id] = dlq_.requeue(app, queue, entry_id, allow_lossy=lossy)
+        report.sent += 1
     except LossyEntryError:
         report.skipped_lossy.append(entry_id)
     except EntryNotFound:
