@@ -344,7 +344,7 @@ class _HeldScript:
         assert self.sent is None, "a reply is still to be read"
         if self.connection is None:
             self.script.sha = self.client.script_load(self.script.script)
-            self.connection = self.client.connection_pool.get_connection()
+            self.connection = _own_connection(self.client)
         try:
             self.connection.send_command("EVALSHA", self.script.sha, len(keys), *keys, *args)
         except BaseException:
@@ -377,21 +377,37 @@ class _HeldScript:
             self.connection.disconnect()
 
 
+def _own_connection(client: Any) -> Any:
+    pool = client.connection_pool
+    try:
+        return pool.get_connection()
+    except TypeError:  # redis-py before 5.3 wants a command name
+        return pool.get_connection("EVALSHA")
+
+
 class _NotClaimed(Exception):
     """Raised from the gate: the entry is gone or someone else's, so nothing is published."""
 
 
 class _GatedProducer:
-    """The run's producer, with a gate its next publish must pass: the entry's claim."""
+    """The run's producer, with a gate its next publish must pass: the entry's claim.
+
+    The gate is read once; a publish retried after it (a retry policy around this producer)
+    gets the same answer, and a gate that raised, or none ever set, answers no.
+    """
 
     def __init__(self, producer: Any) -> None:
         self._producer = producer
         self.gate: Callable[[], bool] | None = None
+        self._passed = False
 
     def open(self) -> bool:
-        """Pass the gate (once; True when there is none)."""
+        """Pass the gate: the claim's answer, read now or the last one read."""
         gate, self.gate = self.gate, None
-        return gate() if gate is not None else True
+        if gate is not None:
+            self._passed = False
+            self._passed = gate()
+        return self._passed
 
     def publish(self, *args: Any, **kwargs: Any) -> Any:
         if not self.open():
