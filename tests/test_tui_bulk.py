@@ -192,6 +192,12 @@ def test_marks_then_d_delete_exactly_the_marked_entries(
         await pilot.press("A")
         assert found.all_marked is not None and found.mark_count == 4
         assert "all 4 marked" in screen_text(app)
+        await pilot.press("d")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="delete dialog")
+        assert isinstance(app.screen, ConfirmScreen)
+        assert app.screen.question.plain.startswith(f"Delete 4 entries from {QUEUE}?")
+        await pilot.press("n")
+        await until(pilot, lambda: isinstance(app.screen, DashboardScreen), what="cancelled")
         await pilot.press("escape")
         assert found.mark_count == 0 and found.scope.is_empty
         assert dlq.size(QUEUE) == 4
@@ -282,3 +288,36 @@ def test_a_readonly_profile_refuses_every_new_action(
         assert not sent_tasks(redis_client)
 
     with_app(profile_for(redis_server.url, refresh=600, readonly=True), scenario, size=(120, 30))
+
+
+def test_escape_in_the_groups_view_stops_the_groups_requeue_first(
+    redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    dlq = empty_dlq(redis_client)
+    others = fill(dlq, "charge_card", 3)
+    group_ids = fill(dlq, "refund", 40)
+
+    async def scenario(pilot: Pilot[None], app: MorgueApp) -> None:
+        await open_queue(pilot, app, QUEUE)
+        await pilot.press("f")
+        view = app.dashboard.dead_letters.groups_pane
+        await until(pilot, lambda: view.table.row_count == 2, what="groups")
+        assert view.selected is not None and view.selected.task == "shop.tasks.refund"
+        await confirm(pilot, app, "E", "Requeue 40 entries of group")
+        await until(pilot, lambda: "requeue " in str(view.border_subtitle), what="progress")
+        await pilot.press("escape")  # stops the requeue; the view stays open
+        await until(
+            pilot,
+            lambda: any(n.startswith("Requeue stopped") for n in notices(app)),
+            what="the stopped outcome",
+        )
+        assert view.display
+        await workers_done(pilot, app)
+        sent = len(sent_tasks(redis_client))
+        assert 0 < sent < len(group_ids)
+        assert dlq.size(QUEUE) == len(others) + len(group_ids) - sent
+        await until(pilot, lambda: view.progress is None, what="progress gone")
+        await pilot.press("escape")  # now it closes the view
+        await until(pilot, lambda: not view.display, what="groups closed")
+
+    with_app(profile_for(redis_server.url, refresh=600), scenario, size=(120, 30), requeue_rate=10)

@@ -37,7 +37,7 @@ class BulkTarget:
             return f"{plural(len(self.ids), 'marked entry', 'marked entries')}"
         counted = plural(self.count, "entry", "entries")
         if self.scope.is_empty:
-            return f"{counted} of {printable(self.queue)}"
+            return counted
         if self.scope.group is None:
             return f"{counted} {self.scope.phrase}"  # 'containing "x"'
         return f"{counted} of {self.scope.phrase}"
@@ -83,8 +83,9 @@ def requeue_question(target: BulkTarget) -> Text:
             _queue(target),
             "?\n\nEach is sent again under a new task id.",
         )
+    of_queue = f" of {printable(target.queue)}" if target.scope.is_empty else ""
     return Text.assemble(
-        f"Requeue {target.what}?",
+        f"Requeue {target.what}{of_queue}?",
         "\n\nEach is sent again under a new task id,",
         RANGE,
         " Entries whose arguments were changed when stored, and unreadable ones, are skipped."

@@ -5,6 +5,9 @@ clear, each confirmed in a dialog first (:mod:`tui.dialogs`), the safe button fo
 opens an entry's detail, whose own ``d`` and ``e`` come back here to be confirmed the same way.
 ``f`` opens the failure groups of the queue shown (:class:`GroupsPane`) in place of the queues;
 enter there narrows the queue's pane to a group, and every action then acts on that group only.
+With marks (``space``, ``A``) ``d``, ``e`` and ``E`` act on the marks; under a filter, on what
+the server matches up to the newest entry shown, counted by the server for the dialog
+(:mod:`tui.bulk`). ``E`` runs the paced redrive in a worker; escape stops it.
 It loads the pages its panes ask for as their cursor moves down; the dashboard polls the queues
 and hands each refresh to :meth:`DeadLetters.show`, and each page to :meth:`DeadLetters.apply_page`.
 
@@ -680,6 +683,8 @@ class DeadLetters(ActionOwner, Horizontal):
         pane = self._panes.get(queue)
         if pane is not None:
             pane.busy = True
+        if self.groups_pane.queue == queue:
+            self.groups_pane.show_progress("requeue starting… · esc stops")
         self.screen.refresh_bindings()
 
         def progressed(progress: RedriveProgress) -> None:
@@ -751,9 +756,13 @@ class DeadLetters(ActionOwner, Horizontal):
     @on(RequeueProgressed)
     def _requeue_progressed(self, message: RequeueProgressed) -> None:
         message.stop()
+        line = progress_line(message.progress)
         pane = self._panes.get(message.queue)
         if pane is not None:
-            pane.show_progress(progress_line(message.progress))
+            pane.show_progress(line)
+        groups = self.groups_pane
+        if groups.queue == message.queue:
+            groups.show_progress(line)  # a group's requeue, started from the open view
 
     @on(RequeueEnded)
     def _requeue_ended(self, message: RequeueEnded) -> None:
@@ -763,4 +772,6 @@ class DeadLetters(ActionOwner, Horizontal):
         if pane is not None:
             pane.busy = False
             pane.show_progress(None)
+        if self.groups_pane.queue == message.queue:
+            self.groups_pane.show_progress(None)
         self.screen.refresh_bindings()

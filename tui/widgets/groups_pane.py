@@ -96,6 +96,19 @@ class GroupsPane(ActionOwner, TablePane):
         self.queue: str | None = None
         self.report: GroupReport | None = None
         self.error: str | None = None
+        # A requeue of this queue's running: its progress in the subtitle, and escape stops it
+        # (the owner's binding) rather than closing the view.
+        self.progress: str | None = None
+
+    def show_progress(self, line: str | None) -> None:
+        self.progress = line
+        self._update_titles()
+        self.screen.refresh_bindings()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "close_groups" and self.progress is not None:
+            return False
+        return super().check_action(action, parameters)
 
     def open(self, queue: str) -> None:
         """Show ``queue``'s groups (a placeholder until the next poll reads them)."""
@@ -147,14 +160,15 @@ class GroupsPane(ActionOwner, TablePane):
         report = self.report
         queue = self.queue or ""
         if report is None:
-            self.set_titles(f"{queue} · groups", "")
+            self.set_titles(f"{queue} · groups", self.progress or "")
             return
         shown = len(report.groups)
         distinct = max(report.distinct, shown)
         more = f" (largest {shown:,})" if distinct > shown else ""
         title = f"{queue} · {distinct:,} groups{more} · {report.total:,} entries"
         ungrouped = f" · {report.ungrouped:,} not grouped yet" if report.ungrouped else ""
-        self.set_titles(title, f"enter: show · E: requeue · escape: close{ungrouped}")
+        subtitle = self.progress or f"enter: show · E: requeue · escape: close{ungrouped}"
+        self.set_titles(title, subtitle)
 
     def on_mount(self) -> None:
         self.render_rows()
