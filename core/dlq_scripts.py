@@ -86,8 +86,9 @@ local function drop_oldest(stream, rows, groups, grouped, zprefix)
 end
 -- The oldest rows up to ``high``, read a step at a time: at most max_rows, and no more once
 -- their values pass BYTE_BUDGET (a row can be 1 MiB: a count alone would not bound the call;
--- half a MiB of rows is about 2 ms of Redis). Returns the rows and whether more may be due.
-local BYTE_BUDGET, STEP = 524288, 25
+-- a quarter of a MiB of rows is about 1 ms of Redis). Returns the rows and whether more may
+-- be due.
+local BYTE_BUDGET, STEP = 262144, 25
 local function oldest_rows(stream, high, max_rows)
   local rows, bytes, low = {}, 0, '-'
   while #rows < max_rows and bytes < BYTE_BUDGET do

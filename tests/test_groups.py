@@ -709,3 +709,19 @@ def test_a_clear_of_big_entries_reads_a_bounded_number_of_bytes_a_call(
     assert assert_index_exact(redis_client, dlq, "celery") != {}
     assert dlq.clear("celery") == 60 - removed
     assert_nothing_left(redis_client, "celery")
+
+
+def test_entries_of_a_group_whose_index_expired_are_still_uncounted(
+    redis_client: redis.Redis, dlq: DeadLetterQueue
+) -> None:
+    """An index not written since its newest entry passed its retention expires before a trim
+    takes its entries out: they were counted, and leave the count all the same."""
+    ids = dlq.add_many(bug(f"t{n}", ("find", "charge")[n % 2], "x") for n in range(10))
+    find = dlq.get("celery", str(ids[0])).group
+    redis_client.delete(dlq.group_key("celery", find))  # as its TTL would
+    assert dlq.delete("celery", str(ids[0])) == 1
+    assert redis_client.hget(dlq.groups_key("celery"), find) == b"4"
+    dlq.clear("celery", up_to=str(ids[5]))
+    assert redis_client.hget(dlq.groups_key("celery"), find) == b"2"
+    dlq.clear("celery")
+    assert_nothing_left(redis_client, "celery")

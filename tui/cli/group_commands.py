@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from celery_morgue.core.dlq import READ_CHUNK
 from celery_morgue.core.groups import GroupReport
 from celery_morgue.core.wording import plural
 from celery_morgue.tui.cli.dlq_commands import json_option, require_queue
@@ -11,7 +12,7 @@ from celery_morgue.tui.cli.output import Column, emit_json, format_time, render_
 from celery_morgue.tui.cli.session import Session, pass_session
 
 # Entries a regroup reads a call: a few milliseconds of Redis each.
-REGROUP_CHUNK = 500
+REGROUP_CHUNK = READ_CHUNK
 # Groups listed by default: a queue can have 100,000 (a message formatted into a frame's name).
 DEFAULT_GROUP_LIMIT = 50
 
