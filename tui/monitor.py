@@ -219,6 +219,7 @@ class Monitor:
             rate=self.requeue_rate,
             stop=stop,
             on_progress=on_progress,
+            keep_ids=False,  # nothing here reads them: memory stays flat at any size
         )
 
     def close(self) -> None:

@@ -89,7 +89,8 @@ def requeue_all_lines(report: RequeueReport) -> list[str]:
 
 def requeue_all_done(queue: str, report: RequeueReport, scrub: Callable[[str], str]) -> ActionDone:
     """What a requeue-all did; an error when the broker stopped it part-way."""
-    requeued = plural(len(report.requeued), "entry", "entries")
+    # A bulk requeue from the UI keeps no id map (report.sent counts); marked ones list them.
+    requeued = plural(max(report.sent, len(report.requeued)), "entry", "entries")
     lines = requeue_all_lines(report)
     if report.error is not None:
         error = first_line(scrub(report.error))
