@@ -6,8 +6,11 @@ when their turn comes. Entries are read a batch at a time (memory holds one batc
 message costs its publish and one script call (core.redrive_scripts.TURN) that removes the
 previous, published, entry and claims this one. So the promises of
 :meth:`DeadLetterQueue.requeue` hold: two operators requeueing one entry publish it once, an
-entry deleted before its turn is not sent, and a requeue that stopped between a publish and the
-removal leaves the entry marked (the same window as a single requeue: until the next call).
+entry deleted before its turn is not sent, and a run killed between a publish and the removal
+leaves the entry marked. Unlike a single requeue's, that marker still says "claimed" (a single
+requeue spends a round trip saying "published"): a requeue within the claim window finds it
+busy, a later one sends it again and reports it as ``retried``. The window is the few
+microseconds between a publish returning and the next call going out.
 
 Claims are taken at an entry's turn, not a batch ahead: a batch claimed at once would be sent
 even if another operator deleted part of it meanwhile, and under ``rate`` the last of a batch
@@ -146,6 +149,15 @@ class Redrive:
         self._up_to = up_to
         self._up_to_known = up_to is not None
         self._turn = _HeldScript(dlq.client, dlq.client.register_script(TURN))
+        # What every TURN call passes, built once: a call a message is the hot path.
+        self._queue_keys = dlq._queue_keys(queue)
+        self._marker_prefix = dlq._marker_key(queue, "")
+        self._turn_args: list[str | int] = [
+            queue,
+            dlq.group_key_prefix(queue),
+            dlq.retention * 1000,
+            int(_CLAIM_SECONDS * 1000),
+        ]
         self._token = uuid.uuid4().hex
         self._unfinished: _Claim | None = None  # published, still to leave the DLQ
 
@@ -261,20 +273,12 @@ class Redrive:
     def _send_claim(self, claim: _Claim) -> None:
         """Send the claim of the entry (the previous one leaves in the same call); its reply
         is read by :meth:`_claimed`."""
-        dlq, queue = self.dlq, self.queue
-        keys = [*dlq._queue_keys(queue), dlq._marker_key(queue, claim.entry.id)]
-        args: list[str | int] = [
-            queue,
-            dlq.group_key_prefix(queue),
-            dlq.retention * 1000,
-            int(_CLAIM_SECONDS * 1000),
-            claim.entry.id,
-            claim.new_id,
-            self._token,
-        ]
+        entry_id = claim.entry.id
+        keys = [*self._queue_keys, self._marker_prefix + entry_id]
+        args = [*self._turn_args, entry_id, claim.new_id, self._token]
         previous, self._unfinished = self._unfinished, None
         if previous is not None:
-            keys.append(dlq._marker_key(queue, previous.entry.id))
+            keys.append(self._marker_prefix + previous.entry.id)
             args += [previous.entry.id, previous.marker]
         self._turn.send(keys, args)
 

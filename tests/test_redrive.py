@@ -223,7 +223,7 @@ def test_bad_settings_are_refused(app: Celery, dlq: DeadLetterQueue) -> None:
 
 
 def test_a_filtered_requeue_all_runs_exactly_the_matching_tasks(
-    worker: Worker, redis_client: redis.Redis
+    worker: Worker, redis_client: redis.Redis, redis_server: RedisServer, morgue: Morgue
 ) -> None:
     dlq = DeadLetterQueue(redis_client)
     flags = [f"flag:redrive-{n}" for n in range(4)]
@@ -235,14 +235,15 @@ def test_a_filtered_requeue_all_runs_exactly_the_matching_tasks(
     for flag in flags:
         redis_client.set(flag, 1)
 
-    flt = EntryFilter(task="tests.workerapp.fails_until_flag")
-    report = dlq.requeue_all(worker.control_app, "celery", flt=flt, batch=3)
-    assert len(report.requeued) == 4 and report.error is None
+    task = ["--task", "tests.workerapp.fails_until_flag"]
+    url = ["--url", redis_server.url]
+    report = morgue.json(*url, "dlq", "requeue", "celery", "--all", *task, "--batch", "3", "--yes")
+    assert report["sent"] == 4 and report["remaining"] == 0 and report["error"] is None
     for task_id, flag in originals.items():
         done = wait_for(lambda flag=flag: redis_client.get(f"done:{flag}"), timeout=20)
         ran = json.loads(done)  # type: ignore[arg-type]
         assert ran["requeued_from"] == task_id
-        assert ran["task_id"] in report.requeued.values()
+        assert ran["task_id"] in report["requeued"].values()
     left = {entry.task_id for entry in dlq.iter_entries("celery")}
     assert left == set(booms)
 
