@@ -31,6 +31,7 @@ from celery_morgue.core.entry import build_entry
 from celery_morgue.tui.demo.processes import RedisServer
 
 LOAD_BATCH = 10_000
+TARGET = 0.050  # s: the longest a PING may wait
 GROUPS = 5
 # KEYS: stream, groups.  ARGV: group index prefix, first row number, rows, first id ms, then
 # one (group, entry json) pair per group.  Row n is of group n mod the pairs, ten rows a ms.
@@ -62,9 +63,12 @@ class Pinger:
         self._url = url
         self._longest = multiprocessing.Value("d", 0.0)
         self._pings = multiprocessing.Value("q", 0)
+        self._slow = multiprocessing.Value("q", 0)  # pings over the target
         self._stop = multiprocessing.Event()
         self._process = multiprocessing.Process(
-            target=_ping, args=(url, self._longest, self._pings, self._stop), daemon=True
+            target=_ping,
+            args=(url, self._longest, self._pings, self._slow, self._stop),
+            daemon=True,
         )
 
     def __enter__(self) -> Pinger:
@@ -79,18 +83,19 @@ class Pinger:
         if self._process.is_alive():
             self._process.kill()  # by its own handle: only the process this started
 
-    def measure(self, action: Callable[[], object]) -> tuple[float, float, int, object]:
-        """(longest ping, seconds, pings) while ``action`` ran, and what it returned."""
+    def measure(self, action: Callable[[], object]) -> tuple[float, float, int, int, object]:
+        """(longest ping, seconds, pings, pings over the target) while ``action`` ran, and
+        what it returned."""
         with self._longest.get_lock(), self._pings.get_lock():
-            self._longest.value, self._pings.value = 0.0, 0
+            self._longest.value, self._pings.value, self._slow.value = 0.0, 0, 0
         start = time.perf_counter()
         result = action()
         took = time.perf_counter() - start
         with self._longest.get_lock(), self._pings.get_lock():
-            return self._longest.value, took, self._pings.value, result
+            return self._longest.value, took, self._pings.value, self._slow.value, result
 
 
-def _ping(url: str, longest: Any, pings: Any, stop: Any) -> None:
+def _ping(url: str, longest: Any, pings: Any, slow: Any, stop: Any) -> None:
     client = redis.Redis.from_url(url)
     while not stop.is_set():
         start = time.perf_counter()
@@ -98,6 +103,7 @@ def _ping(url: str, longest: Any, pings: Any, stop: Any) -> None:
         elapsed = time.perf_counter() - start
         with longest.get_lock(), pings.get_lock():
             pings.value += 1
+            slow.value += elapsed > TARGET
             longest.value = max(longest.value, elapsed)
 
 
@@ -141,8 +147,9 @@ def fill(client: redis.Redis, dlq: DeadLetterQueue, queue: str, count: int, age_
 
 
 def redis_side(client: redis.Redis, action: Callable[[], object]) -> Callable[[], object]:
-    """``action``, with Redis's own view of it afterwards: how long its slowest script call ran
-    (the slow log, which a machine's other load inflates less than a round trip) and the mean."""
+    """``action``, with Redis's own view of it afterwards, from the slow log: how long its
+    script calls ran (the slowest, the 99th percentile, the mean). A call's duration there is
+    inflated by the machine's other load far less often than a round trip is."""
 
     def measured() -> object:
         client.config_set("slowlog-log-slower-than", 1000)  # µs: scripts, not PINGs
@@ -150,26 +157,31 @@ def redis_side(client: redis.Redis, action: Callable[[], object]) -> Callable[[]
         client.slowlog_reset()
         client.config_resetstat()
         result = action()
-        slowest = max(
-            (
-                entry["duration"]
-                for entry in client.slowlog_get(100_000)
-                if b"EVAL" in entry["command"][:8].upper()
-            ),
-            default=0,
+        logged = sorted(
+            entry["duration"]
+            for entry in client.slowlog_get(100_000)
+            if b"EVAL" in entry["command"][:8].upper()
         )
         calls = client.info("commandstats").get("cmdstat_evalsha", {})
-        mean = calls.get("usec_per_call", 0.0)
-        return f"{result}; slowest script call {slowest / 1000:.1f} ms, mean {mean / 1000:.2f} ms"
+        count, mean = int(calls.get("calls", 0)), float(calls.get("usec_per_call", 0.0))
+        # The calls under 1 ms are not logged: the percentile is among all calls.
+        rank = count - int(count * 0.99)
+        p99 = logged[-rank] / 1000 if 0 < rank <= len(logged) else 1.0
+        slowest = logged[-1] / 1000 if logged else 0.0
+        return (
+            f"{result}; {count:,} script calls: slowest {slowest:.1f} ms, "
+            f"99th percentile {'<' if rank > len(logged) else ''}{p99:.1f} ms, "
+            f"mean {mean / 1000:.2f} ms"
+        )
 
     return measured
 
 
-def report(name: str, figures: tuple[float, float, int, object], idle: float) -> None:
-    longest, took, pings, result = figures
+def report(name: str, figures: tuple[float, float, int, int, object], idle: float) -> None:
+    longest, took, pings, slow, result = figures
     print(
-        f"{name:28} longest PING {longest * 1000:6.1f} ms ({longest / idle:4.1f}x idle)  "
-        f"{took:5.1f} s, {pings:,} pings; {result}"
+        f"{name:27} longest PING {longest * 1000:6.1f} ms ({longest / idle:4.1f}x idle), "
+        f"{slow:,} of {pings:,} over {TARGET * 1000:.0f} ms; {took:5.1f} s; {result}"
     )
 
 
@@ -183,8 +195,11 @@ def main() -> None:
         client = redis.Redis.from_url(server.url)
         dlq = DeadLetterQueue(client, max_entries=10**9)
         with Pinger(server.url) as pinger:
-            idle, _, idle_pings, _ = pinger.measure(lambda: time.sleep(options.idle))
-            print(f"{'idle':28} longest PING {idle * 1000:6.1f} ms  {idle_pings:,} pings")
+            idle, _, idle_pings, idle_slow, _ = pinger.measure(lambda: time.sleep(options.idle))
+            print(
+                f"{'idle':27} longest PING {idle * 1000:6.1f} ms, "
+                f"{idle_slow:,} of {idle_pings:,} over {TARGET * 1000:.0f} ms"
+            )
             fill(client, dlq, "clear", count, age_s=3600)
             report("clear", pinger.measure(redis_side(client, lambda: dlq.clear("clear"))), idle)
 
