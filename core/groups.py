@@ -14,6 +14,7 @@ The file is its last two path parts (``proj/billing.py``), so workers deployed a
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import re
 from dataclasses import dataclass
@@ -59,6 +60,7 @@ def innermost_frame(traceback: str) -> Frame | None:
     return None
 
 
+@functools.lru_cache(maxsize=1024)  # a worker's failures come from a few files: each capture
 def _short_path(path: str) -> str:
     parts = path.replace("\\", "/").rsplit("/", 2)[-2:]
     return "/".join(part for part in parts if part) or path
