@@ -16,7 +16,13 @@ import pytest
 import redis
 
 from celery_morgue.core import DeadLetterQueue, DLQError
-from celery_morgue.core.dlq import DETAILS_CHUNK, GROUP_CHUNK, READ_CHUNK, WRITE_CHUNK
+from celery_morgue.core.dlq import (
+    DETAILS_CHUNK,
+    GROUP_CHUNK,
+    IDS_PER_DELETE,
+    READ_CHUNK,
+    WRITE_CHUNK,
+)
 from celery_morgue.core.entry import (
     TRACEBACK_LIMIT,
     Entry,
@@ -575,10 +581,9 @@ def test_many_groups_are_read_in_chunks_and_listed_up_to_a_limit(
 def test_deleting_more_ids_than_a_chunk_is_exact(
     redis_client: redis.Redis, dlq: DeadLetterQueue
 ) -> None:
-    ids = dlq.add_many(
-        bug(f"t{n}", ("find", "charge")[n % 2], "x") for n in range(READ_CHUNK + 300)
-    )
-    assert dlq.delete("celery", *[str(i) for i in ids][:-2]) == READ_CHUNK + 298
+    count = IDS_PER_DELETE * 5 + 30
+    ids = dlq.add_many(bug(f"t{n}", ("find", "charge")[n % 2], "x") for n in range(count))
+    assert dlq.delete("celery", *[str(i) for i in ids][:-2], "1-0") == count - 2
     assert sorted(assert_index_exact(redis_client, dlq, "celery").values()) == [1, 1]
 
 
