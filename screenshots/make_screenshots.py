@@ -35,7 +35,8 @@ from textual.containers import VerticalScroll
 from textual.pilot import Pilot
 
 from celery_morgue.core.dlq import Page, QueueInfo
-from celery_morgue.core.entry import Entry
+from celery_morgue.core.entry import Entry, group_of
+from celery_morgue.core.groups import GroupReport, GroupSummary
 from celery_morgue.core.jsonable import JSON
 from celery_morgue.core.zombies import ActiveTask, ClusterSnapshot
 from celery_morgue.tui.app import MorgueApp
@@ -172,6 +173,40 @@ def dead_letters() -> DeadLettersRefreshed:
         queue="celery", total=len(CELERY_DEAD_LETTERS), items=CELERY_DEAD_LETTERS, next=None
     )
     return DeadLettersRefreshed(queues, head, taken_at=NOW)
+
+
+def failure_groups() -> DeadLettersRefreshed:
+    """The poll while the groups view is open: the celery queue's groups, from its entries."""
+    members: dict[str, list[Entry]] = {}
+    for entry in CELERY_DEAD_LETTERS:  # newest first
+        members.setdefault(group_of(entry), []).append(entry)
+    groups = [
+        GroupSummary(
+            group=group,
+            task=entries[0].task,
+            exception=entries[0].exception,
+            where=f"shop/tasks.py:{entries[0].task.rpartition('.')[2]}",
+            sample=entries[0].message,
+            count=len(entries),
+            first=dt.datetime.fromtimestamp(int(entries[-1].id.split("-")[0]) / 1000, dt.UTC),
+            last=dt.datetime.fromtimestamp(int(entries[0].id.split("-")[0]) / 1000, dt.UTC),
+        )
+        for group, entries in members.items()
+    ]
+    groups.sort(key=lambda g: (-g.count, g.group))
+    report = GroupReport("celery", len(CELERY_DEAD_LETTERS), groups, distinct=len(groups))
+    refreshed = dead_letters()
+    return DeadLettersRefreshed(refreshed.queues, refreshed.head, taken_at=NOW, groups=report)
+
+
+async def groups_view(pilot: Pilot[None]) -> None:
+    await feed(pilot)
+    await pilot.press("f")
+    await settle(pilot)
+    app = pilot.app
+    assert isinstance(app, MorgueApp)
+    app.dashboard.post_message(failure_groups())
+    await settle(pilot)
 
 
 # -- the running tasks -----------------------------------------------------------------------
@@ -338,6 +373,7 @@ SHOTS = [
     # The second entry: its message holds markup, shown as typed.
     Shot("entry", fitted("down", "enter")),
     Shot("clear-confirm", pressing("c"), size=(80, 24)),
+    Shot("groups", groups_view, size=(80, 24)),
     Shot("help", fitted("question_mark", dialog=True)),
     Shot("profiles", pressing("p"), size=(100, 16)),
 ]

@@ -16,7 +16,14 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "screenshots" / "make_screenshots.py"
-EXPECTED = ["clear-confirm.svg", "dashboard.svg", "entry.svg", "help.svg", "profiles.svg"]
+EXPECTED = [
+    "clear-confirm.svg",
+    "dashboard.svg",
+    "entry.svg",
+    "groups.svg",
+    "help.svg",
+    "profiles.svg",
+]
 # What the script sets in os.environ (HOME only while it runs).
 PINNED = ("TZ", "TEXTUAL_THEME", "TEXTUAL_ANIMATIONS", "NO_COLOR", "HOME")
 
