@@ -693,13 +693,16 @@ class DeadLetterQueue:
         cursor: str | None = None,
         limit: int = DEFAULT_PAGE_SIZE,
         up_to: str | None = None,
+        *,
+        counted: bool = True,
     ) -> Page:
         """Up to ``limit`` matching entries older than ``cursor`` (and not newer than
-        ``up_to``), newest first; ``total`` is the matching count. ``next`` may come with
-        fewer than ``limit`` items, after a bounded scan: keep paging until it is None."""
+        ``up_to``), newest first; ``total`` is the matching count (-1 when not ``counted``:
+        with ``--grep`` counting is a scan of the queue). ``next`` may come with fewer than
+        ``limit`` items, after a bounded scan: keep paging until it is None."""
         from celery_morgue.core import matching
 
-        return matching.matching_page(self, queue, flt, cursor, limit, up_to)
+        return matching.matching_page(self, queue, flt, cursor, limit, up_to, counted)
 
     def count_matching(self, queue: str, flt: EntryFilter, up_to: str | None = None) -> int:
         from celery_morgue.core import matching

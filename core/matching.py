@@ -411,12 +411,13 @@ def matching_page(
     cursor: str | None = None,
     limit: int = 50,
     up_to: str | None = None,
+    counted: bool = True,
 ) -> Page:
     if limit <= 0:
         raise ValueError(f"limit must be positive, got {limit!r}")
     low, last = _range(flt, up_to)
     high = last if cursor is None else _lower_of(last, "(" + check_entry_id(cursor))
-    one_group = _one_group_page(dlq, queue, flt, high, last, limit)
+    one_group = _one_group_page(dlq, queue, flt, high, last, limit) if counted else None
     if one_group is not None:
         return one_group
     source = _source(dlq, queue, flt)
@@ -436,6 +437,8 @@ def matching_page(
         if scanned >= PAGE_SCAN_LIMIT and batch.more:
             next_cursor = batch.last
             break
+    if not counted:  # the caller knows the count; with --grep it is a scan of the queue
+        return Page(queue=queue, total=-1, items=items, next=next_cursor)
     groups = source.groups if isinstance(source, _IndexSource) else None
     total = _count(dlq, queue, flt, up_to, groups)
     return Page(queue=queue, total=total, items=items, next=next_cursor)

@@ -7,7 +7,9 @@ textual, so a script or a test can drive it directly.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -37,6 +39,12 @@ from celery_morgue.tui.scope import EVERY_ENTRY
 PAGE_SIZE = 100
 # A refresh re-reads at most this many of the newest entries of the visible queue.
 RELOAD_CAP = 1000
+# Under a text filter the pane's total is a scan of the whole queue (a bounded chunk a call):
+# seconds of Redis work on 1,000,000 entries, which a poll every few seconds would repeat
+# without end on the shared Redis. So it is recounted at most this often, or twenty times as
+# long as the last count took; an action of this UI recounts at once, and every confirmation
+# counts afresh (Monitor.count), so only the pane's title can lag.
+TEXT_RECOUNT_SECONDS = 30.0
 # The groups view lists at most this many groups, largest first: far more than a screen, and a
 # queue with more distinct bugs than this has a bigger problem than which one is 201st.
 GROUPS_SHOWN = 200
@@ -84,6 +92,9 @@ class Monitor:
         # A revoke and the poll's inspect both use the app's broker connections; one control
         # exchange at a time keeps a revoke's replies from being read by the poll.
         self._cluster_lock = threading.Lock()
+        # (queue, filter) -> (counted at, total, seconds the count took): see TEXT_RECOUNT_SECONDS
+        self._text_totals: dict[tuple[str, EntryFilter], tuple[float, int, float]] = {}
+        self._text_totals_lock = threading.Lock()
 
     @property
     def dlq(self) -> DeadLetterQueue:
@@ -127,7 +138,28 @@ class Monitor:
         """A page of the entries matching ``flt``, newest first, read by the server."""
         if flt.is_empty:
             return self.dlq.page(queue, cursor, limit)
-        return self.dlq.matching_page(queue, flt, cursor, limit)
+        if not flt.grep:
+            return self.dlq.matching_page(queue, flt, cursor, limit)
+        page = self.dlq.matching_page(queue, flt, cursor, limit, counted=False)
+        return dataclasses.replace(page, total=self._text_total(queue, flt))
+
+    def _text_total(self, queue: str, flt: EntryFilter) -> int:
+        now = time.monotonic()
+        with self._text_totals_lock:
+            known = self._text_totals.get((queue, flt))
+        if known is not None:
+            counted_at, total, took = known
+            if now - counted_at < max(TEXT_RECOUNT_SECONDS, 20 * took):
+                return total
+        total = self.dlq.count_matching(queue, flt)
+        with self._text_totals_lock:
+            self._text_totals[(queue, flt)] = (now, total, time.monotonic() - now)
+        return total
+
+    def _changed(self) -> None:
+        """This UI changed the DLQ: the text filter's total is counted again at the next read."""
+        with self._text_totals_lock:
+            self._text_totals.clear()
 
     def groups(self, queue: str) -> GroupReport:
         return self.dlq.groups(queue, limit=GROUPS_SHOWN)
@@ -155,14 +187,20 @@ class Monitor:
 
     def clear(self, queue: str, up_to: str, flt: EntryFilter = EVERY_ENTRY) -> int:
         """Remove the entries matching ``flt`` up to ``up_to``; newer ones and others stay."""
-        return self.dlq.clear(queue, up_to=up_to, flt=flt)
+        try:
+            return self.dlq.clear(queue, up_to=up_to, flt=flt)
+        finally:
+            self._changed()
 
     def count(self, queue: str, flt: EntryFilter, up_to: str) -> int:
         """How many entries match ``flt`` up to ``up_to``: what a confirmation names."""
         return self.dlq.count_matching(queue, flt, up_to)
 
     def delete(self, queue: str, *entry_ids: str) -> int:
-        return self.dlq.delete(queue, *entry_ids)
+        try:
+            return self.dlq.delete(queue, *entry_ids)
+        finally:
+            self._changed()
 
     def requeue_each(self, queue: str, entry_ids: Sequence[str]) -> RequeueReport:
         """Requeue the entries marked, one by one; each refusal is noted, the rest go on.
@@ -193,7 +231,10 @@ class Monitor:
         return report
 
     def requeue(self, queue: str, entry_id: str) -> str:
-        return self.dlq.requeue(self.connection.app, queue, entry_id)
+        try:
+            return self.dlq.requeue(self.connection.app, queue, entry_id)
+        finally:
+            self._changed()
 
     def newest(self, queue: str) -> str | None:
         return self.dlq.newest_id(queue)
@@ -211,16 +252,19 @@ class Monitor:
         ends it after the message in flight, ``on_progress`` hears about it (in this thread).
         The command line's ``requeue --all``: one code path for both, paced by
         ``requeue_rate``."""
-        return self.dlq.requeue_all(
-            self.connection.app,
-            queue,
-            flt=flt,
-            up_to=up_to,
-            rate=self.requeue_rate,
-            stop=stop,
-            on_progress=on_progress,
-            keep_ids=False,  # nothing here reads them: memory stays flat at any size
-        )
+        try:
+            return self.dlq.requeue_all(
+                self.connection.app,
+                queue,
+                flt=flt,
+                up_to=up_to,
+                rate=self.requeue_rate,
+                stop=stop,
+                on_progress=on_progress,
+                keep_ids=False,  # nothing here reads them: memory stays flat at any size
+            )
+        finally:
+            self._changed()
 
     def close(self) -> None:
         self.connection.close()
