@@ -32,7 +32,10 @@ def parse_when(text: str, now: dt.datetime | None = None) -> dt.datetime:
     match = _AGO.fullmatch(text)
     if match:
         amount, unit = float(match[1]), match[2].lower()
-        return now - dt.timedelta(seconds=amount * _UNIT_SECONDS[unit])
+        try:
+            return now - dt.timedelta(seconds=amount * _UNIT_SECONDS[unit])
+        except OverflowError:
+            raise FilterError(f"{text!r} is too long ago to be a time") from None
     try:
         when = dt.datetime.fromisoformat(text.strip())
     except ValueError:
@@ -65,6 +68,12 @@ class EntryFilter:
     def __post_init__(self) -> None:
         if self.group is not None and not GROUP_ID.fullmatch(self.group):
             raise FilterError(f"{self.group!r} is not a group id (12 hex digits, see dlq groups)")
+        # Stream ids start at the epoch: a --since before it is no bound at all, and an --until
+        # before it selects nothing anyone could mean.
+        if self.since is not None and self.since < _EPOCH:
+            object.__setattr__(self, "since", None)
+        if self.until is not None and self.until < _EPOCH:
+            raise FilterError("--until is before 1970: no entry is that old")
         if self.since and self.until and self.since > self.until:
             raise FilterError("--since is after --until: nothing can match")
 

@@ -148,6 +148,9 @@ def test_the_table_says_what_the_filter_matched(
         (["--group", "zz"], "'zz' is not a group id"),
         (["--since", "1h", "--until", "2h"], "--since is after --until"),
         (["--task", ""], "must not be empty"),
+        (["--until", "1969-12-31"], "--until is before 1970"),
+        (["--since", "99999999999d"], "too long ago"),
+        (["--since", "10000000000000h"], "too long ago"),
     ],
 )
 def test_bad_filter_input_is_one_line_and_exit_2(
@@ -158,6 +161,20 @@ def test_bad_filter_input_is_one_line_and_exit_2(
         result = morgue("--url", url, "dlq", *command, *options)
         assert result.returncode == 2
         assert complaint in one_error_line(result)
+    assert dlq.size(QUEUE) == 10
+
+
+def test_a_since_before_1970_is_no_lower_bound(
+    morgue: Morgue, url: str, dlq: DeadLetterQueue
+) -> None:
+    three_bugs(dlq, 10)
+    for since in ("0001-01-01", "1969-12-31T23:59:59"):
+        listed = morgue("--url", url, "dlq", "list", QUEUE, "--since", since, "--json")
+        assert listed.returncode == 0, listed.stderr
+        assert json.loads(listed.stdout)["total"] == 10
+        dry = morgue("--url", url, "dlq", "clear", QUEUE, "--since", since, "--dry-run", "--json")
+        assert dry.returncode == 0, dry.stderr
+        assert json.loads(dry.stdout)["count"] == 10
     assert dlq.size(QUEUE) == 10
 
 

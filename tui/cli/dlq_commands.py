@@ -47,7 +47,12 @@ raw_option = click.option(
     help="Show arguments the caller hid behind argsrepr/kwargsrepr (they may be secrets).",
 )
 dry_run_option = click.option(
-    "--dry-run", is_flag=True, help="Change nothing: say what would be touched, and how many."
+    "--dry-run",
+    is_flag=True,
+    help=(
+        "Touch no entry: say what would be touched, and how many (like any read, it applies "
+        "retention and groups entries stored before groups existed)."
+    ),
 )
 yes_option = click.option(
     "--yes", "-y", is_flag=True, help="Do not ask; required when stdin is not a terminal."
