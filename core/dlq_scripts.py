@@ -85,10 +85,11 @@ local function drop_oldest(stream, rows, groups, grouped, zprefix)
   redis.call('XTRIM', stream, 'MAXLEN', redis.call('XLEN', stream) - #rows)
 end
 -- The oldest rows up to ``high``, read a step at a time: at most max_rows, and no more once
--- their values pass BYTE_BUDGET (a row can be 1 MiB: a count alone would not bound the call;
--- a quarter of a MiB of rows is about 1 ms of Redis). Returns the rows and whether more may
--- be due.
-local BYTE_BUDGET, STEP = 262144, 25
+-- their values pass BYTE_BUDGET (a row can be 1 MiB: a count alone would not bound the call).
+-- A call reads the budget and at most a step more: a quarter of a MiB of small rows, about
+-- 1 ms of Redis, or four rows of 1 MiB (25 such rows a step were 25 MB, 25-30 ms). Returns the
+-- rows and whether more may be due.
+local BYTE_BUDGET, STEP = 262144, 4
 local function oldest_rows(stream, high, max_rows)
   local rows, bytes, low = {}, 0, '-'
   while #rows < max_rows and bytes < BYTE_BUDGET do

@@ -716,6 +716,21 @@ def test_a_clear_of_big_entries_reads_a_bounded_number_of_bytes_a_call(
     assert_nothing_left(redis_client, "celery")
 
 
+def test_a_clear_of_megabyte_rows_reads_a_few_of_them_a_call(
+    redis_client: redis.Redis, dlq: DeadLetterQueue
+) -> None:
+    """The byte budget is checked after each step of reads: a step of 25 rows of 1 MB read
+    25 MB in one call, where the budget is a quarter of a MiB."""
+    row_bytes = 1_000_000
+    for n in range(30):
+        redis_client.xadd(dlq.key("celery"), {"entry": str(n).ljust(row_bytes, "x")})
+    keys = dlq._queue_keys("celery")
+    args = ["celery", dlq.group_key_prefix("celery"), dlq.newest_id("celery"), READ_CHUNK]
+    removed, more = (int(part) for part in dlq._clear_before(keys=keys, args=args))
+    assert 0 < removed * row_bytes <= 4 * 2**20 and more == 1
+    assert dlq.clear("celery") == 30 - removed
+
+
 def test_entries_of_a_group_whose_index_expired_are_still_uncounted(
     redis_client: redis.Redis, dlq: DeadLetterQueue
 ) -> None:

@@ -17,7 +17,7 @@ from celery_morgue.core import DeadLetterQueue, matching
 from celery_morgue.core.entry import Entry, UnreadableEntry
 from celery_morgue.core.filters import EntryFilter
 from celery_morgue.core.groups import UNREADABLE_GROUP, index_member, index_member_id
-from celery_morgue.core.matching_scripts import FOLDS_TO_ASCII
+from celery_morgue.core.matching_scripts import FOLDS_TO_ASCII, GREP_ROWS
 from tests.helpers import make_entry, stream_ms, wait_for_redis_clock
 
 QUEUE = "celery"
@@ -441,3 +441,30 @@ def test_a_task_over_many_groups_pages_and_counts_exactly(dlq: DeadLetterQueue) 
     flt = EntryFilter(task="shop.tasks.many")
     assert listed(dlq, flt, 40) == newest_first(many)
     assert dlq.count_matching(QUEUE, flt) == len(many) == 450
+
+
+def test_a_text_search_call_looks_at_its_byte_budget_and_one_row_at_most(
+    redis_client: redis.Redis,
+) -> None:
+    """Entries can be 1 MiB: a call that reads a hundred rows before it checks its budget
+    holds Redis for 100 MB. Paging by the call's last row still sees every row once."""
+    key = "dlq:celery"
+    row_bytes = 1_000_000
+    ids = [
+        redis_client.xadd(key, {"entry": f"{n:03d} needle ".ljust(row_bytes, "x")}).decode()
+        for n in range(12)
+    ]
+    grep_rows = redis_client.register_script(GREP_ROWS)
+    for direction, start, stop, order in (("fwd", "-", "+", ids), ("rev", "+", "-", ids[::-1])):
+        seen: list[str] = []
+        while True:
+            args = [direction, start, stop, 1000, "needle", matching.GREP_BYTES]
+            scanned, last, kept, more = grep_rows(keys=[key], args=args)
+            looked_at = sum(len(row[1][row[1].index(b"entry") + 1]) for row in kept)
+            assert looked_at <= matching.GREP_BYTES + row_bytes
+            assert int(scanned) == len(kept)
+            seen += [row[0].decode() for row in kept]
+            if not int(more):
+                break
+            start = "(" + last.decode()
+        assert seen == order
