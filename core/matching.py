@@ -20,9 +20,9 @@ index, in Python (:func:`_text_test`).
 
 Counts without ``--grep`` come from the index too: ``ZLEXCOUNT`` of each selected group in the
 id range. That needs every row grouped: rows stored before groups existed (or written by
-something else) are grouped first, newest first, until the groups count the whole stream
-(once per such row; see :func:`_group_the_ungrouped`). With ``--grep`` the count is a scan, a
-chunk at a time.
+something else) are grouped first, once per such row, and a process remembers up to which row
+every row is grouped, so a later read looks only at the rows stored since, never at all the
+groups (see :func:`_settle`). With ``--grep`` the count is a scan, a chunk at a time.
 
 Deletes go by id, ``DELETE_CHUNK`` ids a script call, up to a given id: entries stored after
 the action started are never touched.
@@ -279,12 +279,13 @@ def _source(dlq: DeadLetterQueue, queue: str, flt: EntryFilter) -> Source:
 def selected_groups(dlq: DeadLetterQueue, queue: str, flt: EntryFilter) -> list[str]:
     """The groups of ``queue`` that can hold entries ``flt`` matches (all of them for a filter
     without group, task or exception), every row of the queue grouped first."""
-    counts = _settled_counts(dlq, queue)
-    if not flt.by_group:
-        return sorted(counts)
+    _settle(dlq, queue)
     if flt.group is not None and flt.task is None and flt.exception is None:
-        return [flt.group] if flt.group in counts else []
-    kinds = _group_kinds(dlq, queue, sorted(counts))
+        return [flt.group] if dlq.client.hexists(dlq.groups_key(queue), flt.group) else []
+    names = sorted(_group_names(dlq, queue))
+    if not flt.by_group:
+        return names
+    kinds = _group_kinds(dlq, queue, names)
     return [
         group
         for group, (task, exception) in kinds.items()
@@ -322,62 +323,99 @@ def _group_kinds(dlq: DeadLetterQueue, queue: str, groups: list[str]) -> dict[st
     return {group: known.get(group, ("", "")) for group in groups}
 
 
-def _settled_counts(dlq: DeadLetterQueue, queue: str) -> dict[str, int]:
-    """The group counts once retention is applied and every row is in a group."""
-    length, counts = _length_and_counts(dlq, queue)
-    if length > sum(counts.values()) and _group_the_ungrouped(dlq, queue):
-        length, counts = _length_and_counts(dlq, queue)
-    return counts
+# Group counts one HSCAN call reads: a queue can have 200,000 groups, which one HGETALL or
+# HVALS reads in 100-160 ms.
+_COUNTS_CHUNK = 1000
 
 
-def _length_and_counts(dlq: DeadLetterQueue, queue: str) -> tuple[int, dict[str, int]]:
+def _group_counts(dlq: DeadLetterQueue, queue: str) -> Iterator[tuple[str, int]]:
+    for group, count in dlq.client.hscan_iter(dlq.groups_key(queue), count=_COUNTS_CHUNK):
+        yield _text(group), int(count)
+
+
+def _group_names(dlq: DeadLetterQueue, queue: str) -> list[str]:
+    return [group for group, _ in _group_counts(dlq, queue)]
+
+
+# Per DeadLetterQueue and queue, the newest id up to which every row is known to be in its
+# group's index (or known not to be indexable: a read-only user, a replica).
+_grouped_up_to: WeakKeyDictionary[DeadLetterQueue, dict[str, str]] = WeakKeyDictionary()
+
+
+def _settle(dlq: DeadLetterQueue, queue: str) -> None:
+    """Apply retention and put every row of ``queue`` in its group's index.
+
+    Rows only ever join a stream at its newest end, and a row stored by celery-morgue joins its
+    group's index in the same script, so once every row up to an id is known grouped, a later
+    read looks only at the rows after it (see :func:`_group_new_rows`), never at the groups.
+    The first read in a process sums the group counts (a bounded HSCAN a call) against the
+    stream's length: the scripts count a row in its group exactly while its index holds it, so
+    the difference is the rows not indexed yet (stored before groups existed, written by
+    something other than celery-morgue), grouped newest first (see :func:`_group_older_rows`).
+    """
+    key = dlq.key(queue)
     pipe = dlq.client.pipeline(transaction=False)
     dlq._trim_in(pipe, queue)
-    pipe.hgetall(dlq.groups_key(queue))
-    (length, more), counts = pipe.execute()
-    if int(more):  # a backlog of retention: finish it, then read again
-        length = dlq._finish_retention(queue)
-        counts = dlq.client.hgetall(dlq.groups_key(queue))
-    return int(length), {_text(group): int(count) for group, count in counts.items()}
-
-
-# Per DeadLetterQueue and queue, the newest id below which every row was found grouped.
-_checked: WeakKeyDictionary[DeadLetterQueue, dict[str, str]] = WeakKeyDictionary()
-
-
-def _group_the_ungrouped(dlq: DeadLetterQueue, queue: str) -> bool:
-    """Index the rows no group counts yet (stored before groups existed, written by something
-    other than celery-morgue), newest first; whether it indexed any.
-
-    The scripts count a row in its group exactly while its index holds it, so the stream's
-    length less the groups' counts is the rows not indexed yet, and the scan stops once that
-    is none. Rows only ever join a stream at its newest end, so a later call scans only what
-    came after the newest row an earlier call checked: rows that cannot be indexed (a read-only
-    replica) cost one scan, not one a read.
-    """
-    newest = dlq.newest_id(queue)
-    if newest is None:
-        return False
-    checked = _checked.setdefault(dlq, {})
-    floor = checked.get(queue)
+    pipe.xrevrange(key, count=1)
+    (_, more), newest_rows = pipe.execute()
+    if int(more):  # a backlog of retention: finish it first
+        dlq._finish_retention(queue)
+    known = _grouped_up_to.setdefault(dlq, {})
+    if not newest_rows:
+        known.pop(queue, None)
+        return
+    newest = _text(newest_rows[0][0])
+    floor = known.get(queue)
     if floor is not None and _bound_key(floor) > _bound_key(newest):
         floor = None  # the stream started anew
-    low = "(" + floor if floor else "-"
+    if floor is None:
+        _group_older_rows(dlq, queue, newest)
+    else:
+        _group_new_rows(dlq, queue, floor, newest)
+    known[queue] = newest
+
+
+def _uncounted(dlq: DeadLetterQueue, queue: str) -> int:
+    """How many rows no group counts: the length is read after the counts, so an entry stored
+    meanwhile makes this too high (a scan that finds nothing), never too low."""
+    counted = sum(count for _, count in _group_counts(dlq, queue))
+    return int(dlq.client.xlen(dlq.key(queue))) - counted
+
+
+def _group_older_rows(dlq: DeadLetterQueue, queue: str, newest: str) -> None:
+    """Index the rows up to ``newest`` that no group counts, newest first, until none is left
+    (or the oldest row was reached: the user may not write). A chunk that indexed none (the
+    rows are older, another reader indexed them, or the count was high) counts again."""
+    missing = _uncounted(dlq, queue)
     top = newest
-    indexed = 0
-    while True:
-        rows: list[Any] = (
-            dlq.client.xrevrange(dlq.key(queue), max=top, min=low, count=READ_CHUNK) or []
-        )
-        indexed += _index_rows(dlq, queue, rows)
+    while missing > 0:
+        rows: list[Any] = dlq.client.xrevrange(dlq.key(queue), max=top, count=READ_CHUNK) or []
+        indexed = _index_rows(dlq, queue, rows)
         if len(rows) < READ_CHUNK:
-            break
+            return
+        missing = missing - indexed if indexed else _uncounted(dlq, queue)
         top = "(" + _text(rows[-1][0])
-        length, counts = _length_and_counts(dlq, queue)
-        if length <= sum(counts.values()):
-            break
-    checked[queue] = newest
-    return indexed > 0
+
+
+def _group_new_rows(dlq: DeadLetterQueue, queue: str, floor: str, newest: str) -> None:
+    """Index the rows after ``floor`` up to ``newest`` that their group's index does not hold:
+    only rows written by hand (celery-morgue's own are indexed as they are stored), so each
+    row is looked up once, by its id, and only those without a ``group`` field are decoded."""
+    low = "(" + floor
+    client = dlq.client
+    while True:
+        rows: list[Any] = client.xrange(dlq.key(queue), min=low, max=newest, count=READ_CHUNK) or []
+        named = [(row, _row_group(row[1])) for row in rows]
+        pipe = client.pipeline(transaction=False)
+        for row, group in named:
+            if group:
+                pipe.zscore(dlq.group_key(queue, group), index_member(_text(row[0])))
+        scores = iter(pipe.execute())
+        missing = [row for row, group in named if not group or next(scores) is None]
+        _index_rows(dlq, queue, missing)
+        if len(rows) < READ_CHUNK:
+            return
+        low = "(" + _text(rows[-1][0])
 
 
 def _index_rows(dlq: DeadLetterQueue, queue: str, rows: list[Any]) -> int:
@@ -461,15 +499,19 @@ def _one_group_page(
         top = index_member(high[1:])
     else:
         top = index_member(_successor(high))
+    floor = _grouped_up_to.get(dlq, {}).get(queue)
+    if floor is None:  # not known grouped yet: the general path groups it first
+        return None
     index = dlq.group_key(queue, group)
     pipe = dlq.client.pipeline(transaction=False)
     dlq._trim_in(pipe, queue)
-    pipe.hvals(dlq.groups_key(queue))
+    # Rows stored after every row was known grouped, to check first (the general path does).
+    pipe.xrevrange(dlq.key(queue), max="+", min="(" + floor, count=1)
     keys = [dlq.key(queue), dlq.groups_key(queue), index]
     dlq._group_page(keys=keys, args=[group, top, limit], client=pipe)
     pipe.zlexcount(index, "-", _lex(last))
-    (length, more), counts, (_, members, rows), total = pipe.execute()
-    if int(more) or int(length) > sum(int(count) for count in counts):
+    (_, more), newer, (_, members, rows), total = pipe.execute()
+    if int(more) or newer:
         return None
     entries = [_with_group(dlq._entry(_script_row(row)), group) for row in rows if row]
     items = [entry for entry in entries if flt.matches(entry)]
