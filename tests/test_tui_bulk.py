@@ -167,6 +167,82 @@ def test_escape_stops_a_paced_requeue_and_the_rest_stay(
     with_app(profile_for(redis_server.url, refresh=600), scenario, size=(120, 30), requeue_rate=10)
 
 
+def test_a_second_E_while_a_requeue_runs_is_refused_and_escape_stops_the_one_run(
+    redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    """Was: a second dialog (with the first count, stale), a second run, and escape stopping
+    only the second while the first sent everything."""
+    dlq = empty_dlq(redis_client)
+    ids = fill(dlq, "parse_invoice", 60)
+
+    async def scenario(pilot: Pilot[None], app: MorgueApp) -> None:
+        found = await open_queue(pilot, app, QUEUE)
+        dead_letters = app.dashboard.dead_letters
+        await confirm(pilot, app, "E", f"Requeue 60 entries of {QUEUE}?")
+        await until(pilot, lambda: found.progress is not None, what="progress in the pane")
+        refusal = f"A requeue of {QUEUE} is running: escape stops it."
+        assert dead_letters.check_action("requeue_queue", ()) is None  # dimmed in the footer
+        for key in ("E", "c"):
+            await pilot.press(key)
+            await pilot.pause()
+            assert isinstance(app.screen, DashboardScreen), f"{key} opened a dialog"
+        assert notices(app).count(refusal) == 2
+        await pilot.press("space", "d")  # a mark, then a bulk delete: refused as well
+        await pilot.pause()
+        assert isinstance(app.screen, DashboardScreen), "d on marks opened a dialog"
+        assert notices(app).count(refusal) == 3
+
+        await pilot.press("escape")
+        await until(
+            pilot,
+            lambda: any(n.startswith("Requeue stopped") for n in notices(app)),
+            what="the stopped outcome",
+        )
+        await workers_done(pilot, app)
+        sent = len(sent_tasks(redis_client))
+        assert 0 < sent < len(ids)
+        assert dlq.size(QUEUE) == len(ids) - sent
+        assert not found.busy and found.progress is None
+        await pilot.press("escape")  # the run is over: escape clears the mark again
+        await until(pilot, lambda: not found.mark_count, what="the mark cleared")
+        # Nothing runs on: a requeue started again (its confirmation) counts what is left.
+        await until(pilot, lambda: found.total == len(ids) - sent, what="the refreshed total")
+        await confirm(pilot, app, "E", f"Requeue {len(ids) - sent} entries of {QUEUE}?")
+        await until(pilot, lambda: found.progress is not None, what="the new run's progress")
+        await pilot.press("escape")
+        await until(pilot, lambda: not found.busy, what="the new run stopped")
+        await workers_done(pilot, app)
+        assert dlq.size(QUEUE) + len(sent_tasks(redis_client)) == len(ids)
+
+    with_app(profile_for(redis_server.url, refresh=600), scenario, size=(120, 30), requeue_rate=10)
+
+
+def test_the_groups_view_refuses_a_second_requeue_of_its_queue(
+    redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    dlq = empty_dlq(redis_client)
+    fill(dlq, "refund", 40)
+
+    async def scenario(pilot: Pilot[None], app: MorgueApp) -> None:
+        await open_queue(pilot, app, QUEUE)
+        await pilot.press("f")
+        view = app.dashboard.dead_letters.groups_pane
+        await until(pilot, lambda: view.table.row_count == 1, what="groups")
+        await confirm(pilot, app, "E", "Requeue 40 entries of group")
+        await until(pilot, lambda: view.progress is not None, what="progress")
+        await pilot.press("E")
+        await pilot.pause()
+        assert isinstance(app.screen, DashboardScreen), "a second E opened a dialog"
+        assert f"A requeue of {QUEUE} is running: escape stops it." in notices(app)
+        await pilot.press("escape")
+        await until(pilot, lambda: view.progress is None, what="the run stopped")
+        await workers_done(pilot, app)
+        assert 0 < len(sent_tasks(redis_client)) < 40
+        assert dlq.size(QUEUE) + len(sent_tasks(redis_client)) == 40
+
+    with_app(profile_for(redis_server.url, refresh=600), scenario, size=(120, 30), requeue_rate=10)
+
+
 def test_marks_then_d_delete_exactly_the_marked_entries(
     redis_server: RedisServer, redis_client: redis.Redis
 ) -> None:

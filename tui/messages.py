@@ -95,6 +95,17 @@ class RequeueProgressed(Message):
 
 @dataclass
 class RequeueEnded(Message):
-    """A requeue of ``queue`` ended, however: escape no longer stops anything."""
+    """The requeue ``run`` (its token) of ``queue`` ended, however: escape no longer stops it."""
 
     queue: str
+    run: int
+
+
+@dataclass
+class TextTotalCounted(Message):
+    """How many entries of ``queue`` match ``flt`` (a text filter), counted in a worker after
+    the rows were shown; a pane under another filter by now ignores it."""
+
+    queue: str
+    flt: EntryFilter
+    total: int

@@ -43,8 +43,11 @@ RELOAD_CAP = 1000
 # seconds of Redis work on 1,000,000 entries, which a poll every few seconds would repeat
 # without end on the shared Redis. So it is recounted at most this often, or twenty times as
 # long as the last count took; an action of this UI recounts at once, and every confirmation
-# counts afresh (Monitor.count), so only the pane's title can lag.
+# counts afresh (Monitor.count), so only the pane's title can lag. The count never holds up the
+# rows: a page comes back uncounted and the UI counts in a worker of its own (count_text).
 TEXT_RECOUNT_SECONDS = 30.0
+# Page.total of a text-filtered page whose count is not known yet (core's uncounted page).
+UNCOUNTED = -1
 # The groups view lists at most this many groups, largest first: far more than a screen, and a
 # queue with more distinct bugs than this has a bigger problem than which one is 201st.
 GROUPS_SHOWN = 200
@@ -94,6 +97,10 @@ class Monitor:
         self._cluster_lock = threading.Lock()
         # (queue, filter) -> (counted at, total, seconds the count took): see TEXT_RECOUNT_SECONDS
         self._text_totals: dict[tuple[str, EntryFilter], tuple[float, int, float]] = {}
+        # The (queue, filter) counts running: the poll and a page request never scan at once.
+        self._text_counting: set[tuple[str, EntryFilter]] = set()
+        # Bumped by every change this UI makes: a count that overlapped one is stale.
+        self._text_generation = 0
         self._text_totals_lock = threading.Lock()
 
     @property
@@ -141,25 +148,56 @@ class Monitor:
         if not flt.grep:
             return self.dlq.matching_page(queue, flt, cursor, limit)
         page = self.dlq.matching_page(queue, flt, cursor, limit, counted=False)
-        return dataclasses.replace(page, total=self._text_total(queue, flt))
+        return dataclasses.replace(page, total=self.known_text_total(queue, flt))
 
-    def _text_total(self, queue: str, flt: EntryFilter) -> int:
-        now = time.monotonic()
+    def known_text_total(self, queue: str, flt: EntryFilter) -> int:
+        """The last count of ``flt`` in ``queue``, however old, or UNCOUNTED."""
         with self._text_totals_lock:
             known = self._text_totals.get((queue, flt))
-        if known is not None:
-            counted_at, total, took = known
-            if now - counted_at < max(TEXT_RECOUNT_SECONDS, 20 * took):
-                return total
-        total = self.dlq.count_matching(queue, flt)
+        return known[1] if known is not None else UNCOUNTED
+
+    def claim_text_count(self, queue: str, flt: EntryFilter) -> bool:
+        """Whether the caller should run :meth:`count_text` now: the total is unknown or due
+        for a recount, and no count of it is running. True reserves the count for the caller."""
+        key = (queue, flt)
         with self._text_totals_lock:
-            self._text_totals[(queue, flt)] = (now, total, time.monotonic() - now)
-        return total
+            if key in self._text_counting:
+                return False
+            known = self._text_totals.get(key)
+            if known is not None:
+                counted_at, _, took = known
+                if time.monotonic() - counted_at < max(TEXT_RECOUNT_SECONDS, 20 * took):
+                    return False
+            self._text_counting.add(key)
+            return True
+
+    def count_text(self, queue: str, flt: EntryFilter) -> int | None:
+        """Count ``flt`` in ``queue`` (a scan of the queue) after :meth:`claim_text_count`.
+
+        None when this UI changed the queue during both tries: the count was of a queue that is
+        no more, and the next poll claims a fresh one.
+        """
+        key = (queue, flt)
+        try:
+            for _ in range(2):
+                with self._text_totals_lock:
+                    generation = self._text_generation
+                started = time.monotonic()
+                total = self.dlq.count_matching(queue, flt)
+                with self._text_totals_lock:
+                    if generation == self._text_generation:
+                        self._text_totals[key] = (started, total, time.monotonic() - started)
+                        return total
+            return None
+        finally:
+            with self._text_totals_lock:
+                self._text_counting.discard(key)
 
     def _changed(self) -> None:
         """This UI changed the DLQ: the text filter's total is counted again at the next read."""
         with self._text_totals_lock:
             self._text_totals.clear()
+            self._text_generation += 1
 
     def groups(self, queue: str) -> GroupReport:
         return self.dlq.groups(queue, limit=GROUPS_SHOWN)

@@ -24,7 +24,7 @@ from functools import partial
 from typing import ClassVar, Literal
 
 from rich.text import Text
-from textual import on
+from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
@@ -50,6 +50,7 @@ from celery_morgue.tui.messages import (
     PageLoaded,
     RequeueEnded,
     RequeueProgressed,
+    TextTotalCounted,
 )
 from celery_morgue.tui.monitor import PAGE_SIZE, Monitor
 from celery_morgue.tui.outcomes import (
@@ -152,8 +153,10 @@ class DeadLetters(ActionOwner, Horizontal):
         self.detail = detail
         self._panes: dict[str, DLQPane] = {}
         self._pane_serial = 0
-        # The requeues running, by queue: setting the event stops one after its publish.
-        self._redrives: dict[str, threading.Event] = {}
+        # The requeue running on each queue (at most one): its token, and the event that stops
+        # it after its publish. The token tells a run's end from a later run's.
+        self._redrives: dict[str, tuple[int, threading.Event]] = {}
+        self._redrive_serial = 0
 
     def compose(self) -> ComposeResult:
         groups = GroupsPane(clock=self.clock, readonly=self.readonly, id="groups")
@@ -257,6 +260,8 @@ class DeadLetters(ActionOwner, Horizontal):
                 pane.retry_load()
             elif pane.entry_filter.is_empty:
                 pane.total = info.total
+            if fresh is not None:
+                self._count_text(pane, head_filter)
         first_shown = switcher.current == "no-queues" and bool(queues)
         self.queue_list.queues = tuple(queues)
         self._show_highlighted_queue()
@@ -321,6 +326,43 @@ class DeadLetters(ActionOwner, Horizontal):
         pane = self._panes.get(page.queue)
         if pane is not None:
             pane.apply_page(page, after, flt)
+            self._count_text(pane, flt)
+
+    def _count_text(self, pane: DLQPane, flt: EntryFilter) -> None:
+        """Under a text filter, count the pane's total in a worker once the rows are shown.
+
+        One count at a time per queue and filter (the poll and a page request would otherwise
+        each scan the queue), and only when due (see TEXT_RECOUNT_SECONDS).
+        """
+        if not self.poll or not flt.grep or flt != pane.entry_filter or not pane.loaded_once:
+            return
+        if pane.filter_input.has_focus:
+            return  # still typing: FilterSettled (enter) or the next poll counts
+        monitor, queue = self.monitor, pane.queue
+        if not monitor.claim_text_count(queue, flt):
+            return
+
+        def count() -> None:
+            try:
+                total = monitor.count_text(queue, flt)
+            except Exception:  # the title keeps "counting…"; the next poll retries
+                return
+            if total is not None:
+                self.post_message(TextTotalCounted(queue, flt, total))
+
+        self.run_worker(count, thread=True, group="text-count", exit_on_error=False)
+
+    @on(DLQPane.FilterSettled)
+    def _filter_settled(self, message: DLQPane.FilterSettled) -> None:
+        message.stop()
+        self._count_text(message.pane, message.pane.entry_filter)
+
+    @on(TextTotalCounted)
+    def _text_total_counted(self, message: TextTotalCounted) -> None:
+        message.stop()
+        pane = self._panes.get(message.queue)
+        if pane is not None and pane.entry_filter == message.flt:
+            pane.total = message.total
 
     def page_failed(self, queue: str, error: str) -> None:
         pane = self._panes.get(queue)
@@ -334,7 +376,45 @@ class DeadLetters(ActionOwner, Horizontal):
             return False  # the pane they act on is hidden by the groups view
         if action == "cancel_requeue":
             return self.check_requeue_running()
-        return super().check_action(action, parameters)
+        allowed = super().check_action(action, parameters)
+        if allowed and self._requeue_blocks(action) is not None:
+            return None  # dimmed in the footer; the key, pressed, says why (on_key)
+        return allowed
+
+    def _requeue_blocks(self, action: str) -> str | None:
+        """Why ``action`` is refused on the pane shown: a requeue of its queue is running, and
+        a second one, or a bulk delete or a clear, would act on the entries it is sending."""
+        pane = self.visible_pane
+        if pane is None or pane.queue not in self._redrives:
+            return None
+        bulk = action in {"clear_queue", "requeue_queue"} or (
+            action in {"delete_entry", "requeue_entry"} and pane.mark_count > 0
+        )
+        return self._running_notice(pane.queue) if bulk else None
+
+    @staticmethod
+    def _running_notice(queue: str) -> str:
+        return f"A requeue of {printable(queue)} is running: escape stops it."
+
+    def _refused_while_requeueing(self, action: str) -> bool:
+        notice = self._requeue_blocks(action)
+        if notice is not None:
+            self.notify(notice, severity="warning", markup=False)
+        return notice is not None
+
+    def on_key(self, event: events.Key) -> None:
+        active = self.screen.active_bindings.get(event.key)
+        if (
+            active is not None
+            and not active.enabled
+            and active.node is self
+            and not self.readonly
+            and self._refused_while_requeueing(active.binding.action)
+        ):
+            event.stop()
+            event.prevent_default()
+            return
+        super().on_key(event)
 
     def action_groups(self) -> None:
         if self.groups_pane.display:
@@ -421,6 +501,8 @@ class DeadLetters(ActionOwner, Horizontal):
         return pane, entry
 
     def action_delete_entry(self) -> None:
+        if self._refused_while_requeueing("delete_entry"):
+            return  # the palette runs actions without asking check_action
         if self._delete_marked():
             return
         selected = self._selected_entry()
@@ -428,6 +510,8 @@ class DeadLetters(ActionOwner, Horizontal):
             self._confirm_delete(selected[0].queue, selected[1])
 
     def action_requeue_entry(self) -> None:
+        if self._refused_while_requeueing("requeue_entry"):
+            return
         if self._requeue_marked():
             return
         selected = self._selected_entry()
@@ -495,6 +579,8 @@ class DeadLetters(ActionOwner, Horizontal):
     # -- bulk actions: the marks, the filter, the whole queue ------------------------------
 
     def action_clear_queue(self) -> None:
+        if self._refused_while_requeueing("clear_queue"):
+            return
         pane = self.visible_pane
         # What the user has seen when pressing the key: entries arriving later are kept, even
         # ones a refresh loads while the dialog is open.
@@ -610,6 +696,8 @@ class DeadLetters(ActionOwner, Horizontal):
         return True
 
     def action_requeue_queue(self) -> None:
+        if self._refused_while_requeueing("requeue_queue"):
+            return
         if self._requeue_marked():
             return
         pane = self.visible_pane
@@ -628,7 +716,9 @@ class DeadLetters(ActionOwner, Horizontal):
     def _requeue_group(self, message: GroupsPane.RequeueWanted) -> None:
         message.stop()
         queue = self.groups_pane.queue
-        if queue is not None:
+        if queue in self._redrives:
+            self.notify(self._running_notice(queue), severity="warning", markup=False)
+        elif queue is not None:
             # Up to the newest entry now: counted and requeued up to the same one.
             self._count_then(queue, Scope(message.choice), None, self._confirm_bulk_requeue)
 
@@ -669,6 +759,9 @@ class DeadLetters(ActionOwner, Horizontal):
         monitor = self.monitor
         scrub = monitor.connection.scrub
         queue = target.queue
+        if queue in self._redrives:  # started while this dialog was open (a group's, say)
+            self.notify(self._running_notice(queue), severity="warning", markup=False)
+            return
         if target.ids:
 
             def run_marked() -> ActionDone:
@@ -679,7 +772,9 @@ class DeadLetters(ActionOwner, Horizontal):
             self.run_in_thread("Requeue", run_marked, monitor.describe)
             return
         stop = threading.Event()
-        self._redrives[queue] = stop
+        self._redrive_serial += 1
+        token = self._redrive_serial
+        self._redrives[queue] = (token, stop)
         pane = self._panes.get(queue)
         if pane is not None:
             pane.busy = True
@@ -700,7 +795,7 @@ class DeadLetters(ActionOwner, Horizontal):
                     on_progress=progressed,
                 )
             finally:
-                self.post_message(RequeueEnded(queue))
+                self.post_message(RequeueEnded(queue, token))
             return requeue_all_done(queue, report, scrub)
 
         self._after_bulk(queue)
@@ -748,7 +843,8 @@ class DeadLetters(ActionOwner, Horizontal):
 
     def action_cancel_requeue(self) -> None:
         pane = self.visible_pane
-        stop = self._redrives.get(pane.queue) if pane is not None else None
+        running = self._redrives.get(pane.queue) if pane is not None else None
+        stop = running[1] if running is not None else None
         if stop is not None and not stop.is_set():
             stop.set()
             self.notify("Stopping the requeue after the message in flight…", markup=False)
@@ -767,7 +863,10 @@ class DeadLetters(ActionOwner, Horizontal):
     @on(RequeueEnded)
     def _requeue_ended(self, message: RequeueEnded) -> None:
         message.stop()
-        self._redrives.pop(message.queue, None)
+        running = self._redrives.get(message.queue)
+        if running is None or running[0] != message.run:
+            return  # not the run this queue has now: its entry, busy flag and progress stay
+        del self._redrives[message.queue]
         pane = self._panes.get(message.queue)
         if pane is not None:
             pane.busy = False

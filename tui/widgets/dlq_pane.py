@@ -20,7 +20,7 @@ from rich.text import Text
 from textual.binding import Binding, BindingType
 from textual.message import Message
 from textual.reactive import reactive
-from textual.widgets import DataTable
+from textual.widgets import DataTable, Input
 
 from celery_morgue.core.dlq import Page, StoredEntry
 from celery_morgue.core.filters import EntryFilter
@@ -33,7 +33,7 @@ from celery_morgue.tui.cells import (
     entry_cells,
     stream_order,
 )
-from celery_morgue.tui.monitor import PAGE_SIZE, RELOAD_CAP
+from celery_morgue.tui.monitor import PAGE_SIZE, RELOAD_CAP, UNCOUNTED
 from celery_morgue.tui.scope import EVERY_ENTRY, GroupChoice, Scope
 from celery_morgue.tui.widgets.pane import TablePane
 from celery_morgue.tui.widgets.tables import ColumnSpec
@@ -111,6 +111,13 @@ class DLQPane(TablePane):
         queue: str
         after: str | None
         flt: EntryFilter
+
+    @dataclass
+    class FilterSettled(Message):
+        """Enter in the filter: the text is what the user wants, worth a count of the queue
+        (not each prefix typed on the way, each a scan of the whole queue)."""
+
+        pane: DLQPane
 
     # The queue's length as last read, and whether a page is on its way: both in the titles.
     total: reactive[int | None] = reactive(None, init=False)
@@ -314,7 +321,7 @@ class DLQPane(TablePane):
         """Merge the newest entries of the scope, read just now."""
         self.loaded_once = True
         self.error = None
-        self.total = page.total
+        self._take_total(page.total)
         head_ids = [item.id for item in page.items]
         fresh = {item.id: item for item in page.items}
         if page.next is None:
@@ -352,7 +359,7 @@ class DLQPane(TablePane):
             # A refresh changed the tail meanwhile: ask again from the new tail if still needed.
             self._maybe_load_more()
             return
-        self.total = page.total
+        self._take_total(page.total)
         for item in page.items:
             if item.id not in self.entries:
                 self.entries[item.id] = item
@@ -361,6 +368,18 @@ class DLQPane(TablePane):
         self.next_cursor = page.next
         self.pages_read += 1
         self.render_rows()
+
+    def _take_total(self, total: int) -> None:
+        # A text filter's page comes uncounted until its count (a worker of the owner) lands:
+        # keep the total shown till then, a number that lags rather than one that flickers.
+        if total != UNCOUNTED:
+            self.total = total
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        super().on_input_submitted(event)
+        if self.filter_text:
+            self.post_message(self.FilterSettled(self))
+        self.call_after_refresh(self._update_titles)  # once the focus has left the input
 
     def fetch_skipped(self) -> None:
         """Nothing will answer the last request (polling is off)."""
@@ -407,7 +426,12 @@ class DLQPane(TablePane):
             self.seen = key
 
     def _update_titles(self) -> None:
-        count = "…" if self.total is None else f"{self.total:,}"
+        if self.total is not None:
+            count = f"{self.total:,}"
+        elif self.loaded_once and self.filter_text and not self.filter_input.has_focus:
+            count = "counting…"  # the rows are shown; their total is a scan still running
+        else:
+            count = "…"
         new = self.new_count
         arrived = f" · {new:,}{'+' if self._more_new() else ''} new ↑" if new else ""
         scope = self.scope

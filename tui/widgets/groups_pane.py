@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from rich.text import Text
+from textual import events
 from textual.binding import Binding, BindingType
 from textual.message import Message
 from textual.widgets import DataTable
@@ -29,6 +30,7 @@ from celery_morgue.tui.cells import (
     head,
     tail,
 )
+from celery_morgue.tui.literal import printable
 from celery_morgue.tui.scope import GroupChoice
 from celery_morgue.tui.widgets.pane import TablePane
 from celery_morgue.tui.widgets.tables import ColumnSpec
@@ -108,7 +110,29 @@ class GroupsPane(ActionOwner, TablePane):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "close_groups" and self.progress is not None:
             return False
-        return super().check_action(action, parameters)
+        allowed = super().check_action(action, parameters)
+        if allowed and action == "requeue_group" and self.progress is not None:
+            return None  # one requeue of the queue at a time: dimmed, and the key says why
+        return allowed
+
+    def on_key(self, event: events.Key) -> None:
+        active = self.screen.active_bindings.get(event.key)
+        if (
+            active is not None
+            and active.node is self
+            and active.binding.action == "requeue_group"
+            and not active.enabled
+            and not self.readonly
+        ):
+            self.notify(
+                f"A requeue of {printable(self.queue or '')} is running: escape stops it.",
+                severity="warning",
+                markup=False,
+            )
+            event.stop()
+            event.prevent_default()
+            return
+        super().on_key(event)
 
     def open(self, queue: str) -> None:
         """Show ``queue``'s groups (a placeholder until the next poll reads them)."""
