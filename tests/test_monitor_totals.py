@@ -116,6 +116,13 @@ def test_under_a_text_filter_the_rows_show_before_one_count_that_fills_the_total
         assert "needle" in str(found.border_title) and "40" in str(found.border_title)
         assert started == [NEEDLE]
 
+        # Matches arriving before the next count (TEXT_RECOUNT_SECONDS): the rows, with a "+".
+        dlq.add_many(make_entry(f"late-{n}", QUEUE, message=f"needle {n}") for n in range(2))
+        app.dashboard.dlq_poll.run_now()
+        await until(pilot, lambda: len(found.order) == 42, what="the arrivals shown")
+        assert "42+" in str(found.border_title) and found.total == 40
+        assert started == [NEEDLE]
+
     try:
         with_app(profile_for(redis_server.url, refresh=600), scenario, size=(120, 30))
     finally:

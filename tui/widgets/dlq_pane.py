@@ -426,7 +426,9 @@ class DLQPane(TablePane):
             self.seen = key
 
     def _update_titles(self) -> None:
-        if self.total is not None:
+        if self.total is not None and self.filter_text and len(self.order) > self.total:
+            count = f"{len(self.order):,}+"  # arrivals since the text filter's last count
+        elif self.total is not None:
             count = f"{self.total:,}"
         elif self.loaded_once and self.filter_text and not self.filter_input.has_focus:
             count = "counting…"  # the rows are shown; their total is a scan still running
