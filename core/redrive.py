@@ -7,10 +7,15 @@ message costs its publish and one script call (core.redrive_scripts.TURN) that r
 previous, published, entry and claims this one. So the promises of
 :meth:`DeadLetterQueue.requeue` hold: two operators requeueing one entry publish it once, an
 entry deleted before its turn is not sent, and a run killed between a publish and the removal
-leaves the entry marked. Unlike a single requeue's, that marker still says "claimed" (a single
-requeue spends a round trip saying "published"): a requeue within the claim window finds it
-busy, a later one sends it again and reports it as ``retried``. The window is the few
-microseconds between a publish returning and the next call going out.
+leaves the entry marked "published" (a later requeue reports it as already requeued and does
+not send it again): right after each publish returns, the marker's update (CONFIRM) is sent on
+the run's connection without waiting, its reply read with the next claim's. Only a run killed
+while a publish is in flight leaves a "claimed" marker, which a requeue past the claim window
+sends again (reported as ``retried``): nobody can know whether the broker got that one.
+
+The last published entry of a batch leaves before the next batch is read (under a text filter
+that read can scan much of the queue), and a paced run's entry before its wait: a published
+entry is never left in the DLQ while the run does something slow.
 
 Claims are taken at an entry's turn, not a batch ahead: a batch claimed at once would be sent
 even if another operator deleted part of it meanwhile, and under ``rate`` the last of a batch
@@ -28,9 +33,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import math
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -48,10 +55,11 @@ from celery_morgue.core.dlq import (
     _marker_task,
     _text,
 )
+from celery_morgue.core.dlq_scripts import CONFIRM
 from celery_morgue.core.entry import Entry, UnreadableEntry
 from celery_morgue.core.errors import InvalidEntryError, UnroutableEntry
 from celery_morgue.core.filters import EntryFilter
-from celery_morgue.core.redrive_scripts import TURN
+from celery_morgue.core.redrive_scripts import LEAVE, TURN
 from celery_morgue.core.requeue import Route, publish, resolve_route
 
 log = logging.getLogger(__name__)
@@ -86,7 +94,12 @@ class _Claim:
     entry: Entry
     route: Route
     new_id: str
-    marker: str = ""
+    marker: str = ""  # ours, "claimed"
+
+    @property
+    def published_marker(self) -> str:
+        """What CONFIRM makes of our marker once the publish returned (as DeadLetterQueue does)."""
+        return self.marker.replace('"phase":"claimed"', '"phase":"published"')
 
 
 class _Pacer:
@@ -132,7 +145,7 @@ class Redrive:
     ) -> None:
         """``keep_ids``: list each sent entry in ``report.requeued`` (its new task id), about
         200 bytes an entry; without, only ``report.sent`` counts them and memory stays flat."""
-        if rate is not None and not rate > 0:
+        if rate is not None and not (rate > 0 and math.isfinite(rate)):
             raise ValueError(f"rate must be a positive number of messages a second, got {rate!r}")
         if not 1 <= batch <= MAX_BATCH:
             raise ValueError(f"batch must be 1 to {MAX_BATCH}, got {batch!r}")
@@ -148,7 +161,11 @@ class Redrive:
         self.keep_ids = keep_ids
         self._up_to = up_to
         self._up_to_known = up_to is not None
-        self._turn = _HeldScript(dlq.client, dlq.client.register_script(TURN))
+        client = dlq.client
+        self._turn = client.register_script(TURN)
+        self._confirm = client.register_script(CONFIRM)
+        self._leave = client.register_script(LEAVE)
+        self._held = _HeldConnection(client, self._turn, self._confirm, self._leave)
         # What every TURN call passes, built once: a call a message is the hot path.
         self._queue_keys = dlq._queue_keys(queue)
         self._marker_prefix = dlq._marker_key(queue, "")
@@ -160,6 +177,7 @@ class Redrive:
         ]
         self._token = uuid.uuid4().hex
         self._unfinished: _Claim | None = None  # published, still to leave the DLQ
+        self._planned: int | None = None  # plan()'s count, for run()'s progress
 
     @property
     def up_to(self) -> str | None:
@@ -173,14 +191,16 @@ class Redrive:
     def plan(self) -> int:
         """How many entries a run would send now (at most: some may be skipped or taken)."""
         up_to = self.up_to
-        return 0 if up_to is None else self._count(up_to)
+        self._planned = 0 if up_to is None else self._count(up_to)
+        return self._planned
 
     def run(self) -> RequeueReport:
         report = RequeueReport()
         up_to = self.up_to
         if up_to is None:
             return report
-        total = self._count(up_to)
+        # A count under a text filter scans the queue: plan()'s, if it was asked, serves.
+        total = self._count(up_to) if self._planned is None else self._planned
         progress = _ProgressTicker(self.on_progress, total, time.monotonic())
         pacer = _Pacer(self.rate, self.stop)
         try:
@@ -195,11 +215,16 @@ class Redrive:
                 self._finish_unfinished()
             except Exception as exc:  # Redis went away: the entry stays, marked as sent
                 report.error = report.error or f"{type(exc).__name__}: {exc}"
-            self._turn.close()
+            self._held.close()
             progress.tick(report.sent, final=True)
         report.stopped = self.stop.is_set() and report.error is None
-        with contextlib.suppress(redis.RedisError):  # with the DLQ's Redis gone, nobody knows
-            report.remaining = self._count(up_to)
+        if _left_nothing(report):
+            # Every matching entry up to up_to was read, and each left the DLQ (sent, or gone
+            # meanwhile): nothing is left to count, and a count could scan the whole queue.
+            report.remaining = 0
+        else:
+            with contextlib.suppress(redis.RedisError):  # with the DLQ's Redis gone, nobody knows
+                report.remaining = self._count(up_to)
         return report
 
     # -- one chunk ---------------------------------------------------------------------------
@@ -244,13 +269,15 @@ class Redrive:
                     report.invalid[claim.entry.id] = f"{type(failure).__name__}: {failure}"
                     continue
                 raise failure
+            self._unfinished = claim  # kept, if the next call fails, for the run's end to remove
             report.sent += 1
             if self.keep_ids:
                 report.requeued[claim.entry.id] = claim.new_id
-            self._unfinished = claim
+            self._send_confirm(claim)
             if self.rate is not None:
-                self._finish_unfinished()
+                self._finish_unfinished()  # before the wait for the next slot
             progress.tick(report.sent)
+        self._finish_unfinished()  # before the next batch is read, which may take long
         return not self.stop.is_set()
 
     def _sendable(self, entries: list[StoredEntry], report: RequeueReport) -> list[_Claim]:
@@ -272,19 +299,28 @@ class Redrive:
 
     def _send_claim(self, claim: _Claim) -> None:
         """Send the claim of the entry (the previous one leaves in the same call); its reply
-        is read by :meth:`_claimed`."""
+        is read by :meth:`_claimed`. The previous entry stays unfinished until then: if the
+        call is lost, the run's end removes it."""
         entry_id = claim.entry.id
         keys = [*self._queue_keys, self._marker_prefix + entry_id]
         args = [*self._turn_args, entry_id, claim.new_id, self._token]
-        previous, self._unfinished = self._unfinished, None
+        previous = self._unfinished
         if previous is not None:
             keys.append(self._marker_prefix + previous.entry.id)
-            args += [previous.entry.id, previous.marker]
-        self._turn.send(keys, args)
+            args += [previous.entry.id, previous.marker, previous.published_marker]
+        self._held.send(self._turn, keys, args)
+
+    def _send_confirm(self, claim: _Claim) -> None:
+        """The marker says "published" as soon as Redis reads this: a run killed from here on
+        leaves an entry the next run reports as already requeued, never sends again. The reply
+        is read with the next call's."""
+        keys = [self._marker_prefix + claim.entry.id]
+        self._held.send(self._confirm, keys, [claim.marker, claim.published_marker])
 
     def _claimed(self, claim: _Claim, report: RequeueReport) -> bool:
         """Whether the claim sent for ``claim`` was granted; when not, why is reported."""
-        reply = self._turn.receive()
+        reply = self._held.receive_all()
+        self._unfinished = None  # it left in the same call
         verdict, entry_id = _text(reply[0]), claim.entry.id
         if verdict in ("ok", "reclaimed"):
             claim.marker = _text(reply[1])
@@ -313,15 +349,22 @@ class Redrive:
             self.dlq._release_script(keys=[marker_key], args=[claim.marker])
 
     def _finish_unfinished(self) -> None:
-        """The published entry leaves the DLQ now rather than with the next claim."""
-        claim, self._unfinished = self._unfinished, None
+        """The published entry leaves the DLQ now rather than with the next claim: one round
+        trip, which also reads its CONFIRM's reply."""
+        claim = self._unfinished
         if claim is None:
             return
-        dlq, queue = self.dlq, self.queue
-        keys = dlq._queue_keys(queue)
-        keys.insert(1, dlq._marker_key(queue, claim.entry.id))
-        args = [claim.entry.id, claim.marker, queue, dlq.group_key_prefix(queue)]
-        dlq._finish_script(keys=keys, args=args)
+        keys = [*self._queue_keys, self._marker_prefix + claim.entry.id]
+        args = [
+            self.queue,
+            self.dlq.group_key_prefix(self.queue),
+            claim.entry.id,
+            claim.marker,
+            claim.published_marker,
+        ]
+        self._held.send(self._leave, keys, args)
+        self._held.receive_all()
+        self._unfinished = None
 
     # -- which entries -----------------------------------------------------------------------
 
@@ -333,50 +376,52 @@ class Redrive:
         return self.dlq.count_matching(self.queue, self.flt, up_to=up_to)
 
 
-class _HeldScript:
-    """A script called on a connection held for the run: its call is sent, and its reply read
-    later, with at most one outstanding (redis-py's calls wait for their reply, and their
-    per-call work would cost as much as the script)."""
+class _HeldConnection:
+    """Script calls on a connection held for the run: each is sent, and the replies read later
+    in order (redis-py's calls wait for their reply, and their per-call work would cost as much
+    as the script)."""
 
-    def __init__(self, client: Any, script: Script) -> None:
+    def __init__(self, client: Any, *scripts: Script) -> None:
         self.client = client
-        self.script = script
+        self.scripts = scripts
         self.connection: Any = None
-        self.sent: tuple[list[str], list[Any]] | None = None
+        self.pending: deque[tuple[Script, list[str], list[Any]]] = deque()
 
-    def send(self, keys: list[str], args: list[Any]) -> None:
-        assert self.sent is None, "a reply is still to be read"
+    def send(self, script: Script, keys: list[str], args: list[Any]) -> None:
         if self.connection is None:
-            self.script.sha = self.client.script_load(self.script.script)
+            for each in self.scripts:
+                each.sha = self.client.script_load(each.script)
             self.connection = _own_connection(self.client)
         try:
-            self.connection.send_command("EVALSHA", self.script.sha, len(keys), *keys, *args)
+            self.connection.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
         except BaseException:
             self._drop()
             raise
-        self.sent = (keys, args)
+        self.pending.append((script, keys, args))
 
-    def receive(self) -> Any:
-        assert self.sent is not None, "receive() without send()"
-        keys, args = self.sent
-        self.sent = None
-        try:
-            return self.connection.read_response()
-        except NoScriptError:  # the script cache was flushed meanwhile: nothing ran
-            return self.script(keys=keys, args=args)
-        except BaseException:
-            self._drop()
-            raise
+    def receive_all(self) -> Any:
+        """Read every reply still due, oldest first; the last one's."""
+        reply = None
+        while self.pending:
+            script, keys, args = self.pending.popleft()
+            try:
+                reply = self.connection.read_response()
+            except NoScriptError:  # the script cache was flushed meanwhile: this one did not run
+                reply = script(keys=keys, args=args)
+            except BaseException:
+                self._drop()
+                raise
+        return reply
 
     def close(self) -> None:
-        if self.sent is not None:
-            self._drop()  # a reply left unread: the connection is of no use to anyone
+        if self.pending:
+            self._drop()  # replies left unread: the connection is of no use to anyone
         if self.connection is not None:
             self.client.connection_pool.release(self.connection)
             self.connection = None
 
     def _drop(self) -> None:
-        self.sent = None
+        self.pending.clear()
         if self.connection is not None:
             self.connection.disconnect()
 
@@ -387,6 +432,19 @@ def _own_connection(client: Any) -> Any:
         return pool.get_connection()
     except TypeError:  # redis-py before 5.3 wants a command name
         return pool.get_connection("EVALSHA")
+
+
+def _left_nothing(report: RequeueReport) -> bool:
+    """Whether a run read every entry it was about and left none of them in the DLQ."""
+    left = (
+        report.skipped_lossy,
+        report.skipped_busy,
+        report.skipped_unreadable,
+        report.already_requeued,
+        report.unroutable,
+        report.invalid,
+    )
+    return not report.stopped and report.error is None and not any(left)
 
 
 class _NotClaimed(Exception):

@@ -10,6 +10,7 @@ import base64
 import json
 import os
 import pty
+import random
 import select
 import signal
 import subprocess
@@ -23,7 +24,7 @@ import pytest
 import redis
 from celery import Celery
 
-from celery_morgue.core import DeadLetterQueue
+from celery_morgue.core import DeadLetterQueue, redrive
 from celery_morgue.core.dlq import REQUEUED_FROM_HEADER
 from celery_morgue.core.filters import EntryFilter
 from celery_morgue.core.redrive import Redrive, RedriveProgress
@@ -216,8 +217,9 @@ def test_without_keeping_ids_a_run_only_counts_what_it_sent(
 
 
 def test_bad_settings_are_refused(app: Celery, dlq: DeadLetterQueue) -> None:
-    with pytest.raises(ValueError, match="rate"):
-        Redrive(dlq, app, QUEUE, rate=0)
+    for rate in (0, -1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="rate"):
+            Redrive(dlq, app, QUEUE, rate=rate)
     with pytest.raises(ValueError, match="batch"):
         Redrive(dlq, app, QUEUE, batch=0)
 
@@ -407,6 +409,10 @@ def test_filters_rate_and_batch_go_with_all(
     for bad in (["--rate", "0"], ["--batch", "0"], ["--batch", "100000"]):
         result = morgue(*url, "dlq", "requeue", QUEUE, "--all", *bad, "--yes")
         assert result.returncode == 2, result
+    for rate in ("nan", "inf", "-inf", "-1", "1e999"):
+        result = morgue(*url, "dlq", "requeue", QUEUE, "--all", f"--rate={rate}", "--yes")
+        assert result.returncode == 2, result
+        assert "--rate" in one_error_line(result)
     assert dlq.size(QUEUE) == 1
 
 
@@ -446,3 +452,158 @@ def test_on_a_terminal_a_progress_bar_is_drawn_on_stderr_and_not_elsewhere(
     piped = start_requeue(morgue, url)
     out, err = piped.communicate(timeout=30)
     assert piped.returncode == 0 and err == b"", err
+
+
+# -- what a run leaves after each publish, and after a kill -9 -----------------------------------
+
+
+def marker_phase(client: redis.Redis, dlq: DeadLetterQueue, entry_id: str) -> str | None:
+    raw = client.get(dlq._marker_key(QUEUE, entry_id))
+    return None if raw is None else str(json.loads(raw)["phase"])
+
+
+def stored(client: redis.Redis, dlq: DeadLetterQueue, entry_id: str) -> bool:
+    return bool(client.xrange(dlq.key(QUEUE), entry_id, entry_id))
+
+
+@pytest.mark.parametrize("rate", [None, 2000.0], ids=["unpaced", "paced"])
+def test_after_every_publish_its_marker_says_published_or_its_entry_is_gone(
+    app: Celery,
+    dlq: DeadLetterQueue,
+    redis_client: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+    rate: float | None,
+) -> None:
+    ids = fill(dlq, 12)
+    monkeypatch.setattr(redrive, "PROGRESS_INTERVAL", 0)  # a progress call after every publish
+    checked: list[str] = []
+
+    def settled(entry_id: str) -> bool:
+        gone = not stored(redis_client, dlq, entry_id)
+        return (gone and marker_phase(redis_client, dlq, entry_id) is None) or (
+            marker_phase(redis_client, dlq, entry_id) == "published"
+        )
+
+    def check(progress: RedriveProgress) -> None:
+        entry_id = ids[progress.sent - 1] if progress.sent else None
+        if entry_id is None or entry_id in checked:
+            return
+        # The run waits for this call: if the marker still says "claimed", it stays so.
+        wait_for(lambda: settled(entry_id), timeout=5)
+        checked.append(entry_id)
+
+    # Batches of 5: the ends of batches, where the next claim waits for the next read, too.
+    report = Redrive(dlq, app, QUEUE, rate=rate, batch=5, on_progress=check).run()
+    assert report.sent == 12 and report.error is None
+    assert checked == ids
+    assert dlq.size(QUEUE) == 0 and not list(redis_client.scan_iter("dlq@requeue:*"))
+
+
+def age_markers(client: redis.Redis, seconds: float) -> int:
+    """Make every requeue marker ``seconds`` older, as if that long had passed; how many."""
+    now_ms = int(client.time()[0]) * 1000
+    aged = 0
+    for key in client.scan_iter("dlq@requeue:*"):
+        raw = client.get(key)
+        if raw is None:
+            continue
+        marker = json.loads(raw)
+        marker["at_ms"] = now_ms - int(seconds * 1000)
+        client.set(key, json.dumps(marker, separators=(",", ":")), keepttl=True)
+        aged += 1
+    return aged
+
+
+@pytest.mark.slow
+def test_a_requeue_killed_at_a_random_point_never_sends_an_entry_twice(
+    app: Celery,
+    dlq: DeadLetterQueue,
+    redis_client: redis.Redis,
+    redis_server: RedisServer,
+    morgue: Morgue,
+) -> None:
+    # Few matching entries far apart, among rows that hold the text outside their message: they
+    # pass Redis's look at the raw row, so each is read and decoded. Under --grep and --batch 1,
+    # reading the next entry takes far longer than a publish: that read is where a run spends
+    # its time, and where a kill lands.
+    matching = 8
+    entry_of: dict[str, str] = {}
+    for n in range(matching):
+        noise = (make_entry(f"noise-{n}-{k}", QUEUE, args=["needle"]) for k in range(1100))
+        dlq.add_many(noise)
+        [entry_id] = dlq.add_many([make_entry(f"task-{n}", QUEUE, message="needle")])
+        entry_of[f"task-{n}"] = str(entry_id)
+    grep = ["--grep", "needle"]
+    url = redis_server.url
+    kill_after = random.randint(1, matching - 2)
+
+    def newest_settled() -> bool:
+        """The entry of the newest message has left, or its marker says it was published."""
+        newest = redis_client.lindex(QUEUE, 0)
+        if newest is None:
+            return False
+        entry_id = entry_of[json.loads(newest)["headers"][REQUEUED_FROM_HEADER]]
+        if marker_phase(redis_client, dlq, entry_id) == "published":
+            return True
+        return not stored(redis_client, dlq, entry_id)
+
+    first = start_requeue(morgue, url, *grep, "--batch", "1")
+    try:
+        wait_for(lambda: redis_client.llen(QUEUE) >= kill_after, timeout=60)
+        # Not inside a publish: whether the broker got that one nobody can know. The run waits
+        # for nothing once a publish returned, so this comes at once.
+        wait_for(lambda: newest_settled() or first.poll() is not None, timeout=60)
+        assert first.poll() is None, "the newest message's entry stayed 'claimed' to the end"
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    sent_first = redis_client.llen(QUEUE)
+    assert 0 < sent_first < matching, "the kill came after the run had ended"
+
+    requeue = ["--url", url, "dlq", "requeue", QUEUE, "--all", *grep, "--yes", "--json"]
+    again = json.loads(morgue(*requeue).stdout)
+    assert again["skipped_busy"] == [], "an entry sent before the kill is left as busy"
+
+    age_markers(redis_client, 120)  # past the claim window, without waiting for it
+    past_window = json.loads(morgue(*requeue).stdout)
+    assert past_window["sent"] == 0 and past_window["retried"] == {}
+
+    counts = published(redis_client)
+    assert set(counts.values()) == {1}, f"sent twice: {[t for t, n in counts.items() if n > 1]}"
+    assert set(counts) == set(entry_of), (again, past_window)
+    # Left of the matching: only what was sent before the kill and is marked so.
+    left = {entry_of[t] for t in entry_of if stored(redis_client, dlq, entry_of[t])}
+    assert left == set(past_window["already_requeued"])
+
+
+def commands_processed(client: redis.Redis) -> int:
+    return int(client.info("stats")["total_commands_processed"])
+
+
+def test_a_grep_requeue_scans_the_queue_once_besides_its_confirmation_count(
+    app: Celery,
+    dlq: DeadLetterQueue,
+    redis_client: redis.Redis,
+    redis_server: RedisServer,
+    morgue: Morgue,
+) -> None:
+    dlq.add_many(make_entry(f"noise-{k}", QUEUE) for k in range(8000))
+    dlq.add_many(make_entry(f"task-{n}", QUEUE, message="needle") for n in range(5))
+    flt = EntryFilter(grep="needle")
+    before = commands_processed(redis_client)
+    assert dlq.count_matching(QUEUE, flt) == 5
+    one_scan = commands_processed(redis_client) - before
+
+    before = commands_processed(redis_client)
+    url = ["--url", redis_server.url]
+    report = morgue.json(*url, "dlq", "requeue", QUEUE, "--all", "--grep", "needle", "--yes")
+    run = commands_processed(redis_client) - before
+    assert report["sent"] == 5 and report["remaining"] == 0
+    assert sorted(published(redis_client)) == [f"task-{n}" for n in range(5)]
+    # The confirmation's count and the read of the entries: two scans, and a few calls a
+    # message (before: the run and its "remaining" counted again, four scans).
+    print(f"one scan: {one_scan} commands; the requeue: {run}")
+    assert run < 2 * one_scan + 200, f"{run} commands; one scan is {one_scan}"

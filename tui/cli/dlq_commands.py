@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import click
@@ -420,6 +421,13 @@ def clear(
         click.echo(f"cleared {plural(removed, 'entry')} from {queue!r}")
 
 
+def _finite_rate(_ctx: click.Context, param: click.Parameter, rate: float | None) -> float | None:
+    """FloatRange lets nan and inf through (nan compares false with every bound)."""
+    if rate is not None and not (rate > 0 and math.isfinite(rate)):
+        raise click.BadParameter(f"{rate} is not a positive number of messages a second")
+    return rate
+
+
 @dlq.command(short_help="Send entries' tasks again.")
 @click.argument("queue")
 @click.argument("entry_ids", metavar="[ID]...", nargs=-1, type=ENTRY_ID)
@@ -430,6 +438,7 @@ def clear(
 @click.option(
     "--rate",
     type=click.FloatRange(min=0, min_open=True),
+    callback=_finite_rate,
     metavar="N",
     help="With --all: at most N messages a second, spread evenly (default: as fast as it goes).",
 )
