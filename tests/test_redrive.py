@@ -607,3 +607,19 @@ def test_a_grep_requeue_scans_the_queue_once_besides_its_confirmation_count(
     # message (before: the run and its "remaining" counted again, four scans).
     print(f"one scan: {one_scan} commands; the requeue: {run}")
     assert run < 2 * one_scan + 200, f"{run} commands; one scan is {one_scan}"
+
+
+def test_a_published_entry_leaves_even_when_the_next_claim_is_lost(
+    app: Celery, dlq: DeadLetterQueue, redis_client: redis.Redis
+) -> None:
+    ids = fill(dlq, 10)
+    # Right after the third publish, every other connection to Redis is cut: the run's held
+    # one too, so the call that was to remove the third entry (with the fourth's claim) is lost.
+    after_publishes(app, 3, lambda: redis_client.client_kill_filter(_type="normal", skipme=True))
+    report = Redrive(dlq, app, QUEUE, batch=10).run()
+    counts = published(redis_client)
+    assert set(counts.values()) == {1} and sum(counts.values()) == report.sent >= 3
+    sent = ids[: report.sent]
+    assert not [entry_id for entry_id in sent if stored(redis_client, dlq, entry_id)]
+    assert not [e for e in sent if marker_phase(redis_client, dlq, e) is not None]
+    assert dlq.size(QUEUE) == 10 - report.sent
