@@ -393,7 +393,12 @@ class _HeldConnection:
                 each.sha = self.client.script_load(each.script)
             self.connection = _own_connection(self.client)
         try:
-            self.connection.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            # redis-py's health check sends a PING and reads its reply before this command: with
+            # replies of ours still unread it would read one of those instead, fail, and (with
+            # retries) reconnect under them. It checks only when nothing of ours is pending.
+            self.connection.send_command(
+                "EVALSHA", script.sha, len(keys), *keys, *args, check_health=not self.pending
+            )
         except BaseException:
             self._drop()
             raise

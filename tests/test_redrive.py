@@ -623,3 +623,26 @@ def test_a_published_entry_leaves_even_when_the_next_claim_is_lost(
     assert not [entry_id for entry_id in sent if stored(redis_client, dlq, entry_id)]
     assert not [e for e in sent if marker_phase(redis_client, dlq, e) is not None]
     assert dlq.size(QUEUE) == 10 - report.sent
+
+
+def test_a_slow_progress_hook_does_not_confuse_replies_with_a_health_check(
+    redis_server: RedisServer, app: Celery
+) -> None:
+    """redis-py PINGs a connection idle past its health_check_interval before the next command;
+    on the run's held connection a reply of ours is still unread then (a terminal paused with
+    ctrl+s stalls the progress bar that long)."""
+    client = redis.Redis.from_url(redis_server.url, health_check_interval=1)
+    dlq = DeadLetterQueue(client)
+    dlq.clear(QUEUE)
+    ids = fill(dlq, 6)
+    stalls = iter([True, False, True])
+
+    def stall(_: RedriveProgress) -> None:
+        if next(stalls, False):
+            time.sleep(1.2)  # past the client's interval: what a paused terminal does
+
+    report = Redrive(dlq, app, QUEUE, batch=2, on_progress=stall).run()
+    assert report.error is None, report.error
+    assert set(report.requeued) == set(ids)
+    assert dlq.size(QUEUE) == 0
+    client.close()
