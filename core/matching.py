@@ -334,7 +334,9 @@ def _group_counts(dlq: DeadLetterQueue, queue: str) -> Iterator[tuple[str, int]]
 
 
 def _group_names(dlq: DeadLetterQueue, queue: str) -> list[str]:
-    return [group for group, _ in _group_counts(dlq, queue)]
+    # HSCAN may return a field twice (a hash rehashed mid-scan): a group counted twice would be
+    # counted, and listed, twice.
+    return list(dict(_group_counts(dlq, queue)))
 
 
 # Per DeadLetterQueue and queue, the newest id up to which every row is known to be in its
@@ -376,10 +378,13 @@ def _settle(dlq: DeadLetterQueue, queue: str) -> None:
 
 
 def _uncounted(dlq: DeadLetterQueue, queue: str) -> int:
-    """How many rows no group counts: the length is read after the counts, so an entry stored
-    meanwhile makes this too high (a scan that finds nothing), never too low."""
-    counted = sum(count for _, count in _group_counts(dlq, queue))
-    return int(dlq.client.xlen(dlq.key(queue))) - counted
+    """How many rows no group counts. The counts take several calls, so rows stored or removed
+    meanwhile move them: the longer of the lengths before and after errs high for either (a
+    scan that finds nothing), and each group is counted once though HSCAN may repeat it."""
+    before = int(dlq.client.xlen(dlq.key(queue)))
+    counted = sum(dict(_group_counts(dlq, queue)).values())
+    after = int(dlq.client.xlen(dlq.key(queue)))
+    return max(before, after) - counted
 
 
 def _group_older_rows(dlq: DeadLetterQueue, queue: str, newest: str) -> None:
@@ -393,7 +398,12 @@ def _group_older_rows(dlq: DeadLetterQueue, queue: str, newest: str) -> None:
         indexed = _index_rows(dlq, queue, rows)
         if len(rows) < READ_CHUNK:
             return
-        missing = missing - indexed if indexed else _uncounted(dlq, queue)
+        missing -= indexed
+        if not indexed or missing <= 0:
+            # Counted down to none, or found none: count again before taking the queue for
+            # grouped (other operators' deletes and requeues move the count), since a process
+            # never looks below its settled id again.
+            missing = _uncounted(dlq, queue)
         top = "(" + _text(rows[-1][0])
 
 

@@ -502,3 +502,39 @@ def test_once_a_queue_is_known_grouped_a_filtered_read_reads_no_whole_groups_has
     assert dlq.count_matching(QUEUE, EntryFilter(group=group, grep="x")) == 2
     assert [command_calls(redis_client, command) for command in whole_hash] == before
     assert_groups_exact(redis_client, dlq)
+
+
+class DeletesDuringTheFirstCount(redis.Redis):
+    """A client whose first HSCAN of the group counts is followed by another operator's delete."""
+
+    def __init__(self, *args: object, victims: list[str], **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.victims = victims
+
+    def hscan(self, *args: object, **kwargs: object) -> object:
+        counts = super().hscan(*args, **kwargs)  # type: ignore[arg-type]
+        if self.victims:  # after the counts were read, before the length is
+            victims, self.victims = self.victims, []
+            assert DeadLetterQueue(self).delete("celery", *victims) == len(victims)
+        return counts
+
+
+def test_deletes_while_a_process_first_counts_its_groups_hide_no_ungrouped_row(
+    redis_client: redis.Redis,
+) -> None:
+    setup = DeadLetterQueue(redis_client)
+    setup.clear("celery")
+    normal = setup.add_many(make_entry(f"new-{n}", task="proj.tasks.fresh") for n in range(2000))
+    # Another writer's rows: they name their group but no index holds them.
+    for n in range(600):
+        entry = make_entry(f"old-{n}", task="proj.tasks.legacy")
+        fields = {"task_id": entry.task_id, "group": entry.group, "entry": entry.to_json()}
+        redis_client.xadd(setup.key("celery"), fields)  # type: ignore[arg-type]
+    legacy = EntryFilter(task="proj.tasks.legacy")
+    racing = DeletesDuringTheFirstCount(
+        connection_pool=redis_client.connection_pool, victims=[str(i) for i in normal[:100]]
+    )
+    dlq = DeadLetterQueue(racing)
+    assert dlq.count_matching("celery", legacy) == 600
+    assert dlq.count_matching("celery", legacy) == 600
+    assert len(dlq.matching_page("celery", legacy, limit=1000).items) == 600
