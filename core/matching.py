@@ -49,10 +49,11 @@ from celery_morgue.core.dlq import (
     _with_group,
     check_entry_id,
 )
+from celery_morgue.core.dlq_scripts import GROUP_HELPERS
 from celery_morgue.core.entry import Entry
 from celery_morgue.core.filters import EntryFilter
 from celery_morgue.core.groups import UNREADABLE_GROUP, index_member, index_member_id
-from celery_morgue.core.matching_scripts import GREP_ROWS
+from celery_morgue.core.matching_scripts import GREP_ROWS, UNINDEXED_ROWS
 
 # Rows a call reads when every row is tested (--grep): a few milliseconds of Redis.
 SCAN_CHUNK = 1000
@@ -409,23 +410,24 @@ def _group_older_rows(dlq: DeadLetterQueue, queue: str, newest: str) -> None:
 
 def _group_new_rows(dlq: DeadLetterQueue, queue: str, floor: str, newest: str) -> None:
     """Index the rows after ``floor`` up to ``newest`` that their group's index does not hold:
-    only rows written by hand (celery-morgue's own are indexed as they are stored), so each
-    row is looked up once, by its id, and only those without a ``group`` field are decoded."""
-    low = "(" + floor
-    client = dlq.client
+    only rows written by hand (celery-morgue's own are indexed as they are stored). Redis
+    checks each row (UNINDEXED_ROWS, a bounded chunk a call) and sends back only the ids of
+    those, which are then read and grouped."""
+    after = "(" + floor
+    unindexed = dlq.client.register_script(GROUP_HELPERS + UNINDEXED_ROWS)
+    keys = [dlq.key(queue), dlq.grouped_key(queue)]
     while True:
-        rows: list[Any] = client.xrange(dlq.key(queue), min=low, max=newest, count=READ_CHUNK) or []
-        named = [(row, _row_group(row[1])) for row in rows]
-        pipe = client.pipeline(transaction=False)
-        for row, group in named:
-            if group:
-                pipe.zscore(dlq.group_key(queue, group), index_member(_text(row[0])))
-        scores = iter(pipe.execute())
-        missing = [row for row, group in named if not group or next(scores) is None]
-        _index_rows(dlq, queue, missing)
-        if len(rows) < READ_CHUNK:
+        args: list[str | int] = [after, newest, dlq.group_key_prefix(queue), READ_CHUNK, GREP_BYTES]
+        _, last, ids, more = unindexed(keys=keys, args=args)
+        if ids:
+            pipe = dlq.client.pipeline(transaction=False)
+            for entry_id in ids:
+                pipe.xrange(dlq.key(queue), min=entry_id, max=entry_id, count=1)
+            rows = [found[0] for found in pipe.execute() if found]
+            _index_rows(dlq, queue, rows)
+        if not int(more) or not last:
             return
-        low = "(" + _text(rows[-1][0])
+        after = "(" + _text(last)
 
 
 def _index_rows(dlq: DeadLetterQueue, queue: str, rows: list[Any]) -> int:

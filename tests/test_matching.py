@@ -538,3 +538,28 @@ def test_deletes_while_a_process_first_counts_its_groups_hide_no_ungrouped_row(
     assert dlq.count_matching("celery", legacy) == 600
     assert dlq.count_matching("celery", legacy) == 600
     assert len(dlq.matching_page("celery", legacy, limit=1000).items) == 600
+
+
+def test_a_read_after_a_storm_of_failures_does_not_fetch_their_entries(
+    dlq: DeadLetterQueue, redis_client: redis.Redis
+) -> None:
+    """Rows celery-morgue stored since the last read are in their index already: Redis checks
+    them and sends back nothing of them; a row written by hand among them is still grouped."""
+    dlq.clear(QUEUE)
+    dlq.add_many(make_entry(f"calm-{n}", QUEUE) for n in range(10))
+    flt = EntryFilter(task="proj.tasks.example")
+    assert dlq.count_matching(QUEUE, flt) == 10  # the first read in this process
+    storm = [
+        make_entry(
+            f"storm-{n}", QUEUE, traceback="Traceback (most recent call last):\n" + "x" * 30_000
+        )
+        for n in range(40)
+    ]
+    assert all(dlq.add_many(storm))
+    entry = make_entry("by-hand", QUEUE)
+    fields = {"task_id": entry.task_id, "group": entry.group, "entry": entry.to_json()}
+    redis_client.xadd(dlq.key(QUEUE), fields)  # type: ignore[arg-type]
+    sent = int(redis_client.info("stats")["total_net_output_bytes"])
+    assert dlq.count_matching(QUEUE, flt) == 51
+    sent = int(redis_client.info("stats")["total_net_output_bytes"]) - sent
+    assert sent < 40 * 30_000 // 4, sent  # not the storm's tracebacks
