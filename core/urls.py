@@ -196,16 +196,26 @@ def resolve_redis_url(app: Any, redis_url: str | None = None) -> str:
     )
 
 
+# Connections one client may hold: a worker process uses one at a time, the UI a few thread
+# workers'. A leak fails loudly ("Too many connections") instead of exhausting the server.
+MAX_CONNECTIONS = 32
+
+
 def connect(url: str, timeout: float, *, password: str | None = None) -> redis.Redis:
     """A synchronous client with short timeouts and no hidden retries.
 
-    Retries would multiply the time a failing call can stall the worker's event loop.
+    Retries would multiply the time a failing call can stall the worker's event loop. Every
+    setting that decides how a call fails is stated here, not left to redis-py's defaults,
+    which moved between majors (socket timeouts none then 5 s, retries none then three with
+    backoff, keepalive off then on); tests/test_connection_settings.py holds them.
     """
     kwargs: dict[str, Any] = {
         "socket_timeout": timeout,
         "socket_connect_timeout": timeout,
+        "socket_keepalive": True,
         "retry": Retry(NoBackoff(), 0),
         "health_check_interval": 30,
+        "max_connections": MAX_CONNECTIONS,
     }
     if password is not None:
         kwargs["password"] = password

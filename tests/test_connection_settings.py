@@ -1,0 +1,35 @@
+"""Every Redis client celery-morgue makes states how a call fails: a redis-py upgrade whose
+defaults moved (timeouts, retries, keepalive, pool size) changes nothing unnoticed."""
+
+from __future__ import annotations
+
+import redis
+from redis.backoff import NoBackoff
+
+from celery_morgue.core.urls import MAX_CONNECTIONS, connect
+from celery_morgue.tui.connection import connect_profile
+from tests.helpers import profile_for
+
+
+def assert_pinned(client: redis.Redis, timeout: float) -> None:
+    settings = client.connection_pool.connection_kwargs
+    assert settings["socket_timeout"] == timeout
+    assert settings["socket_connect_timeout"] == timeout
+    assert settings["socket_keepalive"] is True
+    assert settings["health_check_interval"] == 30
+    retry = settings["retry"]
+    assert retry.get_retries() == 0
+    assert isinstance(retry._backoff, NoBackoff)
+    assert client.connection_pool.max_connections == MAX_CONNECTIONS
+
+
+def test_the_workers_client_states_its_timeouts_retries_and_pool() -> None:
+    # Settings only: nothing connects until the first command.
+    assert_pinned(connect("redis://127.0.0.1:1/0", 0.25), 0.25)
+    assert_pinned(connect("redis://127.0.0.1:1/0", 2.0), 2.0)
+
+
+def test_the_command_line_and_the_ui_connect_the_same_way() -> None:
+    profile = profile_for("redis://127.0.0.1:1/0", timeout=1.5)
+    with connect_profile(profile) as connection:
+        assert_pinned(connection.client, 1.5)
