@@ -11,6 +11,7 @@ from celery import signals
 
 from celery_morgue.core.capture import FailureCapture
 from celery_morgue.core.dropped import DroppedMessages, DroppedMessagesStep
+from celery_morgue.core.eviction import log_eviction_policy
 from celery_morgue.core.options import Options
 from celery_morgue.core.reaper import Reaper, ensure_beat_entry, register_cleanup_task
 from celery_morgue.core.revoke import register_kill_job
@@ -78,6 +79,12 @@ def install(app: Any, redis_url: str | None = None, **options: Any) -> Installat
     register_kill_job()
     register_active_command()
     signals.worker_ready.connect(reaper.log_policy, weak=False)
+
+    def warn_on_eviction(sender: Any = None, **_: Any) -> None:
+        if getattr(sender, "app", app) is app:  # once, when a worker of this app starts
+            log_eviction_policy(capture.dlq.client)
+
+    signals.worker_ready.connect(warn_on_eviction, weak=False)
     if parsed.reap_interval is not None:
         _schedule(app, parsed.reap_interval)
     installation = Installation(

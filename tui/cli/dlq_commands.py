@@ -20,6 +20,7 @@ from celery_morgue.core.errors import (
     UnreadableEntryError,
     UnroutableEntry,
 )
+from celery_morgue.core.eviction import eviction_policy
 from celery_morgue.core.filters import EntryFilter
 from celery_morgue.core.redrive import DEFAULT_BATCH, MAX_BATCH, Redrive
 from celery_morgue.core.spool_state import spool_backlogs
@@ -92,6 +93,10 @@ def queues(session: Session, as_json: bool) -> None:
     whose spool holds entries that have not reached Redis yet."""
     store = session.connection().dlq
     infos = store.queues()
+    # stderr, so the JSON on stdout keeps its shape.
+    evicting = eviction_policy(store.client).warning()
+    if evicting is not None:
+        click.echo(evicting.removeprefix("celery-morgue: "), err=True)
     if as_json:
         emit_json([info.as_dict() for info in infos])
         return
