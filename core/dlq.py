@@ -85,6 +85,7 @@ from celery_morgue.core.errors import (
     InvalidEntryError,
     LossyEntryError,
     UnreadableEntryError,
+    UnroutableEntry,
 )
 from celery_morgue.core.filters import EntryFilter
 from celery_morgue.core.groups import (
@@ -806,6 +807,36 @@ class DeadLetterQueue:
             ) from None
         self.size(queue)
         return new_id
+
+    def requeue_noting(
+        self,
+        app: Any,
+        queue: str,
+        entry_id: str,
+        report: RequeueReport,
+        *,
+        allow_lossy: bool = False,
+    ) -> bool:
+        """:meth:`requeue` one entry of many: a refusal (nothing sent, the entry stays) is noted
+        in ``report``; False when the entry is gone. What the broker raises propagates."""
+        try:
+            report.requeued[entry_id] = self.requeue(app, queue, entry_id, allow_lossy=allow_lossy)
+            report.sent += 1
+        except EntryNotFound:
+            return False
+        except LossyEntryError:
+            report.skipped_lossy.append(entry_id)
+        except AlreadyRequeued as exc:
+            report.already_requeued[entry_id] = exc.task_id
+        except EntryBusy:
+            report.skipped_busy.append(entry_id)
+        except UnreadableEntryError:
+            report.skipped_unreadable.append(entry_id)
+        except UnroutableEntry as exc:
+            report.unroutable[entry_id] = str(exc)
+        except InvalidEntryError as exc:
+            report.invalid[entry_id] = str(exc)
+        return True
 
     def requeue_all(
         self,

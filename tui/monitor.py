@@ -17,15 +17,6 @@ import redis
 
 from celery_morgue.core import zombies
 from celery_morgue.core.dlq import DeadLetterQueue, Page, QueueInfo, RequeueReport
-from celery_morgue.core.errors import (
-    AlreadyRequeued,
-    EntryBusy,
-    EntryNotFound,
-    InvalidEntryError,
-    LossyEntryError,
-    UnreadableEntryError,
-    UnroutableEntry,
-)
 from celery_morgue.core.filters import EntryFilter
 from celery_morgue.core.groups import GroupReport
 from celery_morgue.core.redrive import RedriveProgress
@@ -246,26 +237,13 @@ class Monitor:
         A broker failure stops it: the report says so, and the rest stay in the queue.
         """
         report = RequeueReport()
-        for entry_id in entry_ids:
-            try:
-                report.requeued[entry_id] = self.requeue(queue, entry_id)
-            except EntryNotFound:
-                continue  # deleted since it was marked
-            except AlreadyRequeued as error:
-                report.already_requeued[entry_id] = error.task_id
-            except EntryBusy:
-                report.skipped_busy.append(entry_id)
-            except LossyEntryError:
-                report.skipped_lossy.append(entry_id)
-            except UnreadableEntryError:
-                report.skipped_unreadable.append(entry_id)
-            except UnroutableEntry as error:
-                report.unroutable[entry_id] = str(error)
-            except InvalidEntryError as error:
-                report.invalid[entry_id] = str(error)
-            except Exception as error:  # the broker, most likely: stop, the rest stay
-                report.error = f"{type(error).__name__}: {error}"
-                break
+        try:
+            for entry_id in entry_ids:  # one deleted since it was marked is passed over
+                self.dlq.requeue_noting(self.connection.app, queue, entry_id, report)
+        except Exception as error:  # the broker, most likely: stop, the rest stay
+            report.error = f"{type(error).__name__}: {error}"
+        finally:
+            self._changed()
         return report
 
     def requeue(self, queue: str, entry_id: str) -> str:

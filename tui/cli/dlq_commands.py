@@ -11,14 +11,8 @@ import click
 from celery_morgue.core.dlq import DeadLetterQueue, RequeueReport, StoredEntry, check_entry_id
 from celery_morgue.core.entry import Entry, UnreadableEntry
 from celery_morgue.core.errors import (
-    AlreadyRequeued,
     DLQError,
-    EntryBusy,
     EntryNotFound,
-    InvalidEntryError,
-    LossyEntryError,
-    UnreadableEntryError,
-    UnroutableEntry,
 )
 from celery_morgue.core.eviction import eviction_policy
 from celery_morgue.core.filters import EntryFilter
@@ -514,7 +508,8 @@ def requeue(
     report = RequeueReport()
     missing: list[str] = []
     for entry_id in unique:
-        _requeue_one(connection.app, dlq_, queue, entry_id, lossy, report, missing)
+        if not dlq_.requeue_noting(connection.app, queue, entry_id, report, allow_lossy=lossy):
+            missing.append(entry_id)
     _report_requeue(connection, queue, report, missing, as_json=as_json)
 
 
@@ -617,34 +612,6 @@ def _report_requeue(
         )
     if problems:
         raise Failure("; ".join(problems))
-
-
-def _requeue_one(
-    app: Any,
-    dlq_: DeadLetterQueue,
-    queue: str,
-    entry_id: str,
-    lossy: bool,
-    report: RequeueReport,
-    missing: list[str],
-) -> None:
-    try:
-        report.requeued[entry_id] = dlq_.requeue(app, queue, entry_id, allow_lossy=lossy)
-        report.sent += 1
-    except LossyEntryError:
-        report.skipped_lossy.append(entry_id)
-    except EntryNotFound:
-        missing.append(entry_id)
-    except AlreadyRequeued as exc:
-        report.already_requeued[entry_id] = exc.task_id
-    except EntryBusy:
-        report.skipped_busy.append(entry_id)
-    except UnreadableEntryError:
-        report.skipped_unreadable.append(entry_id)
-    except UnroutableEntry as exc:
-        report.unroutable[entry_id] = str(exc)
-    except InvalidEntryError as exc:
-        report.invalid[entry_id] = str(exc)
 
 
 def _requeue_problems(report: RequeueReport) -> list[str]:
