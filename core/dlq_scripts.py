@@ -396,28 +396,36 @@ return out
 # KEYS: stream, marker, queues.  ARGV: entry id, new task id, token, queue, default ttl ms,
 # claim window ms.  Returns {'ok', marker}, {'reclaimed', marker, old marker}, {'gone'} or
 # {'held', old marker, age ms}.
-CLAIM = """
-if #redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1]) == 0 then return {'gone'} end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local held = redis.call('GET', KEYS[2])
-local verdict = 'ok'
-if held then
-  local ok, old = pcall(cjson.decode, held)
-  local at = ok and type(old) == 'table' and tonumber(old['at_ms']) or now
-  local age = now - at
-  if not ok or type(old) ~= 'table' or old['phase'] ~= 'claimed'
-     or age < tonumber(ARGV[6]) then
-    return {'held', held, tostring(age)}
+CLAIM_HELPER = """
+local function claim(stream, marker_key, queues, id, task_id, token, queue, ttl_ms, window_ms)
+  if #redis.call('XRANGE', stream, id, id, 'COUNT', 1) == 0 then return {'gone'} end
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local held = redis.call('GET', marker_key)
+  local verdict = 'ok'
+  if held then
+    local ok, old = pcall(cjson.decode, held)
+    local at = ok and type(old) == 'table' and tonumber(old['at_ms']) or now
+    local age = now - at
+    if not ok or type(old) ~= 'table' or old['phase'] ~= 'claimed'
+       or age < tonumber(window_ms) then
+      return {'held', held, tostring(age)}
+    end
+    verdict = 'reclaimed'
   end
-  verdict = 'reclaimed'
+  local marker = cjson.encode({task_id = task_id, token = token, at_ms = now, phase = 'claimed'})
+  local ttl = tonumber(redis.call('HGET', queues, queue) or ttl_ms)
+  redis.call('SET', marker_key, marker, 'PX', ttl)
+  if held then return {verdict, marker, held} end
+  return {verdict, marker}
 end
-local marker = cjson.encode({task_id = ARGV[2], token = ARGV[3], at_ms = now, phase = 'claimed'})
-local ttl = tonumber(redis.call('HGET', KEYS[3], ARGV[4]) or ARGV[5])
-redis.call('SET', KEYS[2], marker, 'PX', ttl)
-if held then return {verdict, marker, held} end
-return {verdict, marker}
 """
+CLAIM = (
+    CLAIM_HELPER
+    + """
+return claim(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6])
+"""
+)
 
 # The publish returned: the marker, if still ours, says so before the entry is removed.
 # KEYS: marker.  ARGV: our marker, the published one.

@@ -2,16 +2,16 @@
 previous message's entry (it was published) and claims this one; LEAVE removes a published entry
 on its own (at the end of a batch, or before a paced run's wait).
 
-The rules are those of CLAIM and FINISH in core.dlq_scripts, and must stay so: an entry is
-claimed only if it still exists and nobody holds it (a "claimed" marker older than the claim
-window is a requeue that stopped, and may be taken over); a published entry leaves with our
-marker. Claiming at the entry's turn, not a batch ahead, is what keeps an entry another operator
+TURN claims with CLAIM's own function (core.dlq_scripts CLAIM_HELPER), and LEAVE keeps the
+rule of FINISH: an entry is claimed only if it still exists and nobody holds it (a "claimed"
+marker older than the claim window is a requeue that stopped, and may be taken over); a
+published entry leaves with our marker. Claiming at the entry's turn, not a batch ahead, is what keeps an entry another operator
 deleted meanwhile from being sent, and a paced run from holding claims longer than the window.
 """
 
 from __future__ import annotations
 
-from celery_morgue.core.dlq_scripts import GROUP_HELPERS
+from celery_morgue.core.dlq_scripts import CLAIM_HELPER, GROUP_HELPERS
 
 # A published entry leaves (out of its group too), and our marker with it: the marker is ours
 # whether it still says "claimed" or already "published" (CONFIRM runs right after the publish,
@@ -38,6 +38,7 @@ end
 # {'reclaimed', marker, old marker}, {'gone'} or {'held', old marker, age ms}.
 TURN = (
     GROUP_HELPERS
+    + CLAIM_HELPER
     + _LEAVE
     + """
 if #KEYS == 6 then
@@ -46,26 +47,7 @@ if #KEYS == 6 then
     return {'gone'}
   end
 end
-if #redis.call('XRANGE', KEYS[1], ARGV[5], ARGV[5], 'COUNT', 1) == 0 then return {'gone'} end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local held = redis.call('GET', KEYS[5])
-local verdict = 'ok'
-if held then
-  local ok, old = pcall(cjson.decode, held)
-  local at = ok and type(old) == 'table' and tonumber(old['at_ms']) or now
-  local age = now - at
-  if not ok or type(old) ~= 'table' or old['phase'] ~= 'claimed'
-     or age < tonumber(ARGV[4]) then
-    return {'held', held, tostring(age)}
-  end
-  verdict = 'reclaimed'
-end
-local marker = cjson.encode({task_id = ARGV[6], token = ARGV[7], at_ms = now, phase = 'claimed'})
-local ttl = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or ARGV[3])
-redis.call('SET', KEYS[5], marker, 'PX', ttl)
-if held then return {verdict, marker, held} end
-return {verdict, marker}
+return claim(KEYS[1], KEYS[5], KEYS[2], ARGV[5], ARGV[6], ARGV[7], ARGV[1], ARGV[3], ARGV[4])
 """
 )
 
