@@ -5,8 +5,9 @@ on its own (at the end of a batch, or before a paced run's wait).
 TURN claims with CLAIM's own function (core.dlq_scripts CLAIM_HELPER), and LEAVE keeps the
 rule of FINISH: an entry is claimed only if it still exists and nobody holds it (a "claimed"
 marker older than the claim window is a requeue that stopped, and may be taken over); a
-published entry leaves with our marker. Claiming at the entry's turn, not a batch ahead, is what keeps an entry another operator
-deleted meanwhile from being sent, and a paced run from holding claims longer than the window.
+published entry leaves with our marker. Claiming at the entry's turn, not a batch ahead, is
+what keeps an entry another operator deleted meanwhile from being sent, and a paced run from
+holding claims longer than the window.
 """
 
 from __future__ import annotations
