@@ -207,7 +207,10 @@ def connect(url: str, timeout: float, *, password: str | None = None) -> redis.R
     Retries would multiply the time a failing call can stall the worker's event loop. Every
     setting that decides how a call fails is stated here, not left to redis-py's defaults,
     which moved between majors (socket timeouts none then 5 s, retries none then three with
-    backoff, keepalive off then on); tests/test_connection_settings.py holds them.
+    backoff, keepalive off then on, RESP2 then RESP3); tests/test_connection_settings.py holds
+    them. RESP2 because every Redis and proxy speaks it, and because redis-py 8's RESP3
+    connections also enable maintenance notifications, which stretch socket timeouts to 10 s
+    while a managed Redis is being moved: the worker's failure path must not depend on that.
     """
     kwargs: dict[str, Any] = {
         "socket_timeout": timeout,
@@ -216,6 +219,7 @@ def connect(url: str, timeout: float, *, password: str | None = None) -> redis.R
         "retry": Retry(NoBackoff(), 0),
         "health_check_interval": 30,
         "max_connections": MAX_CONNECTIONS,
+        "protocol": 2,
     }
     if password is not None:
         kwargs["password"] = password

@@ -8,6 +8,7 @@ from redis.backoff import NoBackoff
 
 from celery_morgue.core.urls import MAX_CONNECTIONS, connect
 from celery_morgue.tui.connection import connect_profile
+from celery_morgue.tui.demo.processes import RedisServer
 from tests.helpers import profile_for
 
 
@@ -21,6 +22,25 @@ def assert_pinned(client: redis.Redis, timeout: float) -> None:
     assert retry.get_retries() == 0
     assert isinstance(retry._backoff, NoBackoff)
     assert client.connection_pool.max_connections == MAX_CONNECTIONS
+    assert settings["protocol"] == 2
+
+
+def test_a_connection_speaks_resp2_and_takes_no_maintenance_timeouts(
+    redis_server: RedisServer,
+) -> None:
+    client = connect(redis_server.url, 0.5)
+    try:
+        assert client.ping()
+        connection = client.connection_pool.get_connection()
+        try:
+            assert connection.get_protocol() == 2
+            # The timeout the worker chose is the one the socket has: no relaxed timeout.
+            assert connection._sock is not None
+            assert connection._sock.gettimeout() == 0.5
+        finally:
+            client.connection_pool.release(connection)
+    finally:
+        client.close()
 
 
 def test_the_workers_client_states_its_timeouts_retries_and_pool() -> None:
