@@ -262,6 +262,7 @@ class DeadLetterQueue:
         self.namespace = namespace_for(prefix)
         self.index_key = f"{self.namespace}queues"
         self.seen_key = f"{self.namespace}seen"
+        self.captured_key = f"{self.namespace}captured"
         self._add = client.register_script(
             GROUP_HELPERS
             + ADD
@@ -269,6 +270,7 @@ class DeadLetterQueue:
                 "namespace": lua_string(self.namespace),
                 "seen": lua_string(self.seen_key),
                 "queues": lua_string(self.index_key),
+                "captured": lua_string(self.captured_key),
                 "cap": max_entries,
                 "retention_ms": retention * 1000,
                 "dedupe_ms": min(retention, DEDUPE_WINDOW) * 1000,
@@ -321,7 +323,8 @@ class DeadLetterQueue:
         data: str | bytes = entry.to_json() if payload is None else payload
         # Entries spooled by an older version have no failure id: their task id stands in.
         failure_id = entry.failure_id or entry.task_id
-        return [self.prefix + entry.queue], [entry.queue, data, entry.task_id, failure_id, group]
+        argv = [entry.queue, data, entry.task_id, failure_id, group, entry.reason]
+        return [self.prefix + entry.queue], argv
 
     def add(self, entry: Entry, payload: bytes | None = None) -> str | None:
         """Store ``entry``; returns its stream id, or None if this failure was already stored.

@@ -131,19 +131,20 @@ end
 """
 
 # KEYS: stream.  ARGV: queue, entry json, task id, failure id, group (checked by the caller: it
-# names a key).  The other keys, and the numbers (retention ms, cap, dedupe ms, seen limit and
-# what its trim keeps, chunk), are formatted in per instance: each argument costs encoding on
-# the hot path.  Each call inside a script costs about as much as the command itself, so the
-# hot path makes few: the time comes from the new stream id; the failure id is checked by
-# adding it (a duplicate's row is taken back); and the work that only bounds memory
-# (retention, which readers apply anyway before they answer, the dedupe window) runs on about
-# one write in 16 and when a queue starts.  The cap and retention drop at most a chunk a call,
-# so no write stalls Redis on a backlog.  The group keys get the stream's TTL, so an expired
-# stream's groups expire with it (an index not written since expires earlier, its entries all
-# past their retention by then: see ungroup).  A stream that starts anew forgets what its
-# group keys still held (see forget_groups).  Returns the new stream id, or false if this
-# failure was already stored.  Runs after GROUP_HELPERS (not joined here: this one is
-# formatted).
+# names a key), reason.  The other keys, and the numbers (retention ms, cap, dedupe ms, seen limit
+# and what its trim keeps, chunk), are formatted in per instance: each argument costs encoding on
+# the hot path.  Each call inside a script costs about as much as the command itself, so the hot
+# path makes few: the time comes from the new stream id; the failure id is checked by adding it (a
+# duplicate's row is taken back); and the work that only bounds memory (retention, which readers
+# apply anyway before they answer, the dedupe window) runs on about one write in 16 and when a queue
+# starts.  The cap and retention drop at most a chunk a call, so no write stalls Redis on a backlog.
+# The group keys get the stream's TTL, so an expired stream's groups expire with it (an index not
+# written since expires earlier, its entries all past their retention by then: see ungroup).  A
+# stream that starts anew forgets what its group keys still held (see forget_groups).  Returns the
+# new stream id, or false if this failure was already stored.  Every entry stored counts once in the
+# captured hash, under "reason:queue", which nothing expires or lowers: a Prometheus counter reads
+# it (a reason never holds a ':', a queue may).  Runs after GROUP_HELPERS (not joined here: this one
+# is formatted).
 ADD = """
 local queue, group = ARGV[1], ARGV[5]
 local id = redis.call('XADD', KEYS[1], '*', 'task_id', ARGV[3], 'group', group, 'entry', ARGV[2])
@@ -153,6 +154,7 @@ if redis.call('ZADD', %(seen)s, 'NX', now_ms, ARGV[4]) == 0 then
   if redis.call('XLEN', KEYS[1]) == 0 then redis.call('DEL', KEYS[1]) end
   return false
 end
+redis.call('HINCRBY', %(captured)s, ARGV[6] .. ':' .. queue, 1)
 local zprefix = %(namespace)s .. 'group:' .. queue .. ':'
 local groups = %(namespace)s .. 'groups:' .. queue
 local grouped = %(namespace)s .. 'grouped:' .. queue

@@ -36,6 +36,7 @@ from celery_morgue.core.broadcast import ClusterUnavailable
 from celery_morgue.core.dlq import namespace_for
 from celery_morgue.core.options import Options
 from celery_morgue.core.reap_report import ReapReport, SkippedReap
+from celery_morgue.core.reaper_totals import count_run
 from celery_morgue.core.revoke import RevokeReport, kill_jobs, revoke_tasks
 from celery_morgue.core.wording import one_line
 from celery_morgue.core.worker_limits import dlq_identity
@@ -308,8 +309,11 @@ class Reaper:
         data = report.as_dict()
         log.info("celery-morgue: reaper report: %s", json.dumps(data, sort_keys=True))
         try:
+            pipe = self.capture.dlq.client.pipeline(transaction=False)
             key = f"{namespace_for(options.prefix)}reaper:last"
-            self.capture.dlq.client.set(key, json.dumps(data), ex=_LAST_REPORT_TTL)
+            pipe.set(key, json.dumps(data), ex=_LAST_REPORT_TTL)
+            count_run(pipe, options.prefix, report)
+            pipe.execute()
         except (redis.RedisError, OSError) as exc:
             log.warning("celery-morgue: could not keep the reaper report: %s", exc)
 

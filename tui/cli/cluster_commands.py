@@ -98,7 +98,7 @@ def _footer(snapshot: ClusterSnapshot, tasks: Sequence[ActiveTask], noun: str) -
     return text
 
 
-def _snapshot(
+def cluster_snapshot(
     session: Session, hard_limit: float | None, no_limit: bool, grace: float | None
 ) -> ClusterSnapshot:
     profile = session.profile()
@@ -174,7 +174,7 @@ def tasks(
     known, and the soft one is longer than the default), or the default (the worker's own
     hard_limit option, or --hard-limit).
     """
-    snapshot = _snapshot(session, *hard_limit, grace)
+    snapshot = cluster_snapshot(session, *hard_limit, grace)
     if as_json:
         emit_json(_snapshot_dict(snapshot, "tasks", snapshot.tasks))
         return
@@ -212,7 +212,7 @@ def zombies(
     """Tasks running past their hard time limit plus grace; --revoke ends them."""
     if revoke:
         session.require_writable("revoke tasks")
-    snapshot = _snapshot(session, *hard_limit, grace)
+    snapshot = cluster_snapshot(session, *hard_limit, grace)
     found = list(snapshot.zombies)
     data = _snapshot_dict(snapshot, "zombies", found)
     data["revoke"] = None

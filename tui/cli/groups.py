@@ -12,6 +12,7 @@ import click
 from celery_morgue.tui.cli.cluster_commands import tasks, zombies
 from celery_morgue.tui.cli.dlq_commands import dlq, queues
 from celery_morgue.tui.cli.group_commands import failure_groups, regroup
+from celery_morgue.tui.cli.metrics_command import metrics
 from celery_morgue.tui.cli.profile_commands import profiles
 from celery_morgue.tui.cli.session import (
     BadUsage,
@@ -128,7 +129,7 @@ def celery_morgue(ctx: click.Context, theme: str | None, no_mouse: bool) -> None
 
 for _subcommand in (failure_groups, regroup):
     dlq.add_command(_subcommand)
-for _command in (queues, dlq, tasks, zombies, ui):
+for _command in (queues, dlq, tasks, zombies, metrics, ui):
     cli.add_command(_command)
     celery_morgue.add_command(_command)
 cli.add_command(profiles)
