@@ -19,12 +19,14 @@ least every minute; readers (``morgue queues``, the UI's status line) call
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import redis
+from redis.exceptions import NoPermissionError, ReadOnlyError
 
 from celery_morgue.core.dlq import namespace_for
 
@@ -109,7 +111,10 @@ def spool_states(client: redis.Redis, prefix: str) -> list[SpoolState]:
         if state is not None:
             states.append(state)
     if gone:
-        client.zrem(index, *gone)
+        # Forgetting them only saves the next reader a lookup: a read-only ACL user, or a
+        # replica, reads on without it.
+        with contextlib.suppress(NoPermissionError, ReadOnlyError):
+            client.zrem(index, *gone)
     return sorted(states, key=lambda state: (state.host, state.path))
 
 

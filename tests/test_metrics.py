@@ -21,6 +21,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from celery_morgue.core.dlq import DeadLetterQueue
+from celery_morgue.core.spool_state import SpoolState, state_key, write_spool_state
 from celery_morgue.core.zombies import active_tasks
 from celery_morgue.tui.demo.processes import ManagedProcess, RedisServer, free_port, group_pids
 from tests.helpers import (
@@ -362,3 +363,36 @@ def test_the_alert_rules_load_and_name_only_metrics_the_exporter_serves(
 
 def _words(expr: str) -> set[str]:
     return set("".join(ch if ch.isalnum() or ch == "_" else " " for ch in expr).split())
+
+
+# -- a read-only ACL user -----------------------------------------------------------------------
+
+# Reads of the DLQ's keys, and nothing that writes: what the exporter needs of Redis.
+READ_ONLY_RULES = (
+    "~dlq:* ~dlq@* resetchannels -@all +ping +time +hgetall +hlen +xlen +xrange +zrange"
+)
+
+
+@pytest.mark.redis
+def test_a_read_only_acl_user_is_enough_for_the_exporter(morgue: Morgue) -> None:
+    with RedisServer() as server:
+        admin = redis.Redis.from_url(server.url)
+        dlq = DeadLetterQueue(admin)
+        add_entries(dlq, "celery", 3)
+        # A host whose spool report expired: readers forget it, a read-only one reads past it.
+        write_spool_state(admin, "dlq:", SpoolState(host="gone", path="/s", pending=4), ttl=1)
+        write_spool_state(admin, "dlq:", SpoolState(host="here", path="/s", pending=2))
+        admin.execute_command(
+            "ACL", "SETUSER", "watcher", "on", ">watch-pw", *READ_ONLY_RULES.split()
+        )
+        wait_for(lambda: not admin.exists(state_key("dlq:", "gone", "/s")), timeout=10)
+        url = f"redis://watcher:watch-pw@127.0.0.1:{server.port}/0"
+        samples = once(morgue, url)
+        assert value(samples, "morgue_up") == 1
+        assert value(samples, "morgue_dlq_entries", queue="celery") == 3
+        assert value(samples, "morgue_dlq_captured_total", queue="celery", reason="failed") == 3
+        assert series(samples, "morgue_spool_pending_entries") == {(("host", "here"),): 2}
+        # The workers could not be asked as this user (no broadcast): said, not an error.
+        assert value(samples, "morgue_inspect_up") == 0
+        assert admin.zcard("dlq@spools") == 2  # nothing was written
+        admin.close()
