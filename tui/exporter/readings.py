@@ -85,7 +85,11 @@ class ClusterWatch:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.refresh()
+            try:
+                self.refresh()
+            except Exception as exc:  # a thread that dies would leave scrapes a stale snapshot
+                log.exception("celery-morgue: metrics: asking the workers failed")
+                self.error = one_line(str(exc)) or type(exc).__name__
             self._stop.wait(self.interval)
 
     def stop(self) -> None:
