@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 class DLQError(RuntimeError):
     """An operation on the DLQ that cannot be done as asked."""
@@ -38,3 +40,32 @@ class InvalidEntryError(DLQError):
 
 class UnroutableEntry(DLQError):
     """This app cannot tell where to publish the entry: it would route nowhere and be lost."""
+
+
+# redis-py drops the NOPERM of a refused command (NoPermissionError); a refusal inside a script
+# comes back as a ResponseError, worded by the Redis version ("can't run this command" on 7).
+_NOPERM = re.compile(
+    r"(?:NOPERM\s*)?(?P<why>[^\r\n]*(?:no permissions|can't run this command)[^\r\n]*)",
+    re.IGNORECASE,
+)
+_CERTIFICATE = re.compile(r"certificate verify failed:?\s*(?P<why>[^\r\n\](]*)", re.IGNORECASE)
+
+
+def acl_refusal(text: str) -> str | None:
+    """What a Redis ACL refused, from an error's text; None for any other error."""
+    found = _NOPERM.search(text.rsplit("NOPERM", 1)[-1])
+    if found is None:
+        return None
+    # A refusal inside a script ends with where: "... script: <sha>, on @user_script:1."
+    why = found.group("why").split(" script:", 1)[0].strip().rstrip(".")
+    return f"the Redis ACL user may not do this: {why} (NOPERM)"
+
+
+def certificate_refusal(text: str) -> str | None:
+    """Why TLS certificate verification failed, from a connection error's text; None if it did
+    not."""
+    found = _CERTIFICATE.search(text)
+    if found is None:
+        return None
+    why = found.group("why").strip()
+    return f"TLS certificate verification failed ({why or 'untrusted certificate'})"

@@ -201,7 +201,45 @@ def resolve_redis_url(app: Any, redis_url: str | None = None) -> str:
 MAX_CONNECTIONS = 32
 
 
-def connect(url: str, timeout: float, *, password: str | None = None) -> redis.Redis:
+# ``ssl_cert_reqs`` as kombu and Celery spell it in a rediss:// URL, to redis-py's spelling.
+_CERT_REQS = {
+    "cert_required": "required",
+    "cert_optional": "optional",
+    "cert_none": "none",
+    "required": "required",
+    "optional": "optional",
+    "none": "none",
+}
+
+
+def _redis_py_tls(url: str) -> str:
+    """``url`` with kombu's ``ssl_cert_reqs=CERT_REQUIRED`` written as redis-py reads it.
+
+    redis-py takes ``required|optional|none`` only, and a URL's query overrides keyword
+    arguments in ``from_url``, so the URL itself is rewritten. Other values are left for
+    redis-py to refuse by name.
+    """
+    parts = urlsplit(url)
+    if not parts.query or "ssl_cert_reqs" not in parts.query:
+        return url
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    query = urlencode(
+        [
+            (name, _CERT_REQS.get(value.lower(), value) if name == "ssl_cert_reqs" else value)
+            for name, value in pairs
+        ],
+        safe="/:",
+    )
+    return url.replace(parts.query, query, 1)
+
+
+def connect(
+    url: str,
+    timeout: float,
+    *,
+    password: str | None = None,
+    username: str | None = None,
+) -> redis.Redis:
     """A synchronous client with short timeouts and no hidden retries.
 
     Retries would multiply the time a failing call can stall the worker's event loop. Every
@@ -211,6 +249,9 @@ def connect(url: str, timeout: float, *, password: str | None = None) -> redis.R
     them. RESP2 because every Redis and proxy speaks it, and because redis-py 8's RESP3
     connections also enable maintenance notifications, which stretch socket timeouts to 10 s
     while a managed Redis is being moved: the worker's failure path must not depend on that.
+
+    ``rediss://`` takes redis-py's and kombu's TLS query parameters (``ssl_cert_reqs``,
+    ``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile``); ``username`` is an ACL user.
     """
     kwargs: dict[str, Any] = {
         "socket_timeout": timeout,
@@ -223,4 +264,6 @@ def connect(url: str, timeout: float, *, password: str | None = None) -> redis.R
     }
     if password is not None:
         kwargs["password"] = password
-    return redis.Redis.from_url(normalise_redis_url(url), **kwargs)
+    if username is not None:
+        kwargs["username"] = username
+    return redis.Redis.from_url(_redis_py_tls(normalise_redis_url(url)), **kwargs)

@@ -49,6 +49,7 @@ from celery_morgue.tui.demo.processes import (
     RedisServer,
     ServiceError,
     celery_argv,
+    free_port,
     group_pids,
     wait_for_workers,
 )
@@ -834,3 +835,190 @@ def with_fed_app(
             assert app.is_running, "the app stopped on its own"
 
     run(main())
+
+
+# -- TLS: a CA, certificates, and a redis-server speaking TLS only --------------------------------
+
+TLS_REDIS_CANDIDATES = ("/usr/bin/redis-server", "redis-server")
+
+
+@dataclasses.dataclass(frozen=True)
+class Certificates:
+    """A CA and the server and client certificates it signed, as PEM files in ``directory``."""
+
+    directory: Path
+
+    @property
+    def ca(self) -> Path:
+        return self.directory / "ca.crt"
+
+    @property
+    def server_cert(self) -> Path:
+        return self.directory / "server.crt"
+
+    @property
+    def server_key(self) -> Path:
+        return self.directory / "server.key"
+
+    @property
+    def client_cert(self) -> Path:
+        return self.directory / "client.crt"
+
+    @property
+    def client_key(self) -> Path:
+        return self.directory / "client.key"
+
+
+def _openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+
+def make_certificates(directory: Path, ca_name: str = "morgue test CA") -> Certificates:
+    """A fresh CA, a server certificate for 127.0.0.1 and localhost, and a client certificate,
+    made with the ``openssl`` command (EC P-256 keys, valid for a day)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    certificates = Certificates(directory)
+    ca_key = directory / "ca.key"
+    key_options = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes")
+    _openssl(
+        "req",
+        "-x509",
+        *key_options,
+        "-keyout",
+        str(ca_key),
+        "-out",
+        str(certificates.ca),
+        "-days",
+        "1",
+        "-subj",
+        f"/CN={ca_name}",
+    )
+    extensions = directory / "server.ext"
+    extensions.write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    for cert, key, subject, extra in (
+        (
+            certificates.server_cert,
+            certificates.server_key,
+            "127.0.0.1",
+            ("-extfile", str(extensions)),
+        ),
+        (certificates.client_cert, certificates.client_key, "morgue client", ()),
+    ):
+        request = directory / f"{cert.stem}.csr"
+        _openssl(
+            "req",
+            *key_options,
+            "-keyout",
+            str(key),
+            "-out",
+            str(request),
+            "-subj",
+            f"/CN={subject}",
+        )
+        _openssl(
+            "x509",
+            "-req",
+            "-in",
+            str(request),
+            "-CA",
+            str(certificates.ca),
+            "-CAkey",
+            str(ca_key),
+            "-CAcreateserial",
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            *extra,
+        )
+    return certificates
+
+
+class TLSRedisServer:
+    """A redis-server on a free loopback port speaking TLS only (``--port 0``), certificates
+    from ``certificates``; ``auth_clients`` is ``--tls-auth-clients`` (no, optional, yes)."""
+
+    def __init__(
+        self, binary: str, certificates: Certificates, *, auth_clients: str = "no"
+    ) -> None:
+        self.binary = binary
+        self.certificates = certificates
+        self.auth_clients = auth_clients
+        self.port = free_port()
+        self.directory = certificates.directory / f"redis-{self.port}"
+        self.directory.mkdir()
+        self.process: ManagedProcess | None = None
+
+    def url(self, **query: str) -> str:
+        """A rediss:// URL trusting this server's CA, with extra query parameters."""
+        parameters = {"ssl_cert_reqs": "required", "ssl_ca_certs": str(self.certificates.ca)}
+        parameters.update(query)
+        text = "&".join(f"{name}={value}" for name, value in parameters.items())
+        return f"rediss://127.0.0.1:{self.port}/0?{text}"
+
+    def client_url(self, **query: str) -> str:
+        """``url`` presenting the client certificate, for ``auth_clients="yes"``."""
+        return self.url(
+            ssl_certfile=str(self.certificates.client_cert),
+            ssl_keyfile=str(self.certificates.client_key),
+            **query,
+        )
+
+    def start(self, timeout: float = 10.0) -> None:
+        certificates = self.certificates
+        argv = [
+            *(self.binary, "--port", "0", "--tls-port", str(self.port), "--bind", "127.0.0.1"),
+            *("--tls-cert-file", str(certificates.server_cert)),
+            *("--tls-key-file", str(certificates.server_key)),
+            *("--tls-ca-cert-file", str(certificates.ca)),
+            *("--tls-auth-clients", self.auth_clients),
+            *("--dir", str(self.directory), "--save", "", "--appendonly", "no"),
+            *("--daemonize", "no", "--loglevel", "warning"),
+            *("--logfile", str(self.directory / "redis.log")),
+        ]
+        self.process = ManagedProcess(argv)
+        self.process.start()
+        client = redis.Redis.from_url(self.client_url(), socket_timeout=1)
+        try:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if not self.process.running():
+                    log = self.directory / "redis.log"
+                    tail = log.read_text(errors="replace")[-500:] if log.exists() else ""
+                    raise ServiceError(f"redis-server exited at start: {tail}")
+                with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):
+                    if client.ping():
+                        return
+                time.sleep(0.05)
+        finally:
+            client.close()
+        self.stop()
+        raise ServiceError(f"TLS redis-server did not answer within {timeout}s")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+
+
+def tls_redis_binary(directory: Path) -> str:
+    """A redis-server built with TLS, found by starting one, else ``pytest.skip`` with why."""
+    import shutil
+
+    tried: list[str] = []
+    for candidate in TLS_REDIS_CANDIDATES:
+        binary = shutil.which(candidate)
+        if binary is None or binary in tried:
+            continue
+        tried.append(binary)
+        server = TLSRedisServer(binary, make_certificates(directory / f"probe{len(tried)}"))
+        try:
+            server.start()
+        except ServiceError:
+            continue
+        finally:
+            server.stop()
+        return binary
+    pytest.skip(
+        f"no redis-server with TLS support (tried {', '.join(tried) or 'none on PATH'}; "
+        "install Debian's redis-server)"
+    )

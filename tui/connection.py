@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import redis
 from celery import Celery
@@ -43,26 +43,36 @@ def _password(profile: Profile, field: str, environ: Mapping[str, str]) -> str |
     return value
 
 
-def with_password(url: str, password: str) -> str:
-    """``url`` carrying ``password``; each URL of a ``url;url`` failover list carries it.
+def with_password(url: str, password: str | None, username: str | None = None) -> str:
+    """``url`` carrying ``password`` (and the ACL ``username``, else the URL's own user); each
+    URL of a ``url;url`` failover list carries them.
 
     For clients that only take URLs; never print the result.
     """
     if is_url_list(url):
-        return ";".join(with_password(part, password) for part in url.split(";") if part)
+        return ";".join(with_password(part, password, username) for part in url.split(";") if part)
     parts = urlsplit(url)
-    user = quote(parts.username or "", safe="")
+    if password is None:
+        password = unquote(parts.password or "")
+    user = quote(username if username is not None else unquote(parts.username or ""), safe="")
     host = parts.netloc.rsplit("@", 1)[-1]
-    netloc = f"{user}:{quote(password, safe='')}@{host}"
+    netloc = f"{user}:{quote(password, safe='')}@{host}" if password else f"{user}@{host}"
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
-def _kombu_url(url: str) -> str:
+def _kombu_part(url: str) -> str:
     # redis-py says unix://, kombu says redis+socket://.
-    return ";".join(
-        "redis+socket" + part[len("unix") :] if part.startswith("unix://") else part
-        for part in url.split(";")
-    )
+    if url.startswith("unix://"):
+        return "redis+socket" + url[len("unix") :]
+    # Without ssl_cert_reqs kombu connects to rediss:// without checking the certificate (and
+    # warns); redis-py, the DLQ's client, checks it. The control app checks it too.
+    if url.startswith("rediss://") and "ssl_cert_reqs=" not in urlsplit(url).query:
+        return url + ("&" if urlsplit(url).query else "?") + "ssl_cert_reqs=required"
+    return url
+
+
+def _kombu_url(url: str) -> str:
+    return ";".join(_kombu_part(part) for part in url.split(";"))
 
 
 def control_app(broker_url: str, timeout: float) -> Celery:
@@ -172,7 +182,7 @@ def connect_profile(
             secret for secret in (password, broker_password, *url_passwords(urls)) if secret
         )
     )
-    client = connect(profile.url, profile.timeout, password=password)
+    client = connect(profile.url, profile.timeout, password=password, username=profile.username)
     dlq = DeadLetterQueue(client, prefix=profile.prefix)
     if app is not None:
         return Connection(profile, client, dlq, app, secrets, owns_app=False)
@@ -181,7 +191,9 @@ def connect_profile(
         if broker_password:
             broker = with_password(broker, broker_password)
     else:
-        broker = with_password(profile.url, password) if password else profile.url
+        broker = profile.url
+        if password or profile.username:
+            broker = with_password(broker, password, profile.username)
     return Connection(
         profile, client, dlq, control_app(_kombu_url(broker), profile.timeout), secrets
     )

@@ -17,6 +17,7 @@ import redis
 
 from celery_morgue.core import zombies
 from celery_morgue.core.dlq import DeadLetterQueue, Page, QueueInfo, RequeueReport
+from celery_morgue.core.errors import acl_refusal, certificate_refusal
 from celery_morgue.core.filters import EntryFilter
 from celery_morgue.core.groups import GroupReport
 from celery_morgue.core.redrive import RedriveProgress
@@ -62,8 +63,13 @@ class DLQState:
 
 
 def describe_error(error: BaseException) -> str:
-    """One line: the exception type and the first line of its text, never a traceback."""
-    lines = str(error).strip().splitlines()
+    """One line: the exception type and the first line of its text, never a traceback; an ACL
+    refusal or a failed certificate check in words."""
+    text = str(error)
+    refusal = acl_refusal(text) or certificate_refusal(text)
+    if refusal is not None:
+        return refusal
+    lines = text.strip().splitlines()
     name = type(error).__name__
     return f"{name}: {lines[0]}" if lines else name
 

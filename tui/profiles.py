@@ -40,6 +40,8 @@ class Profile:
     grace: float = DEFAULT_GRACE
     readonly: bool = False
     password_env: str | None = None
+    # The Redis ACL user (Redis 6+); without it, the ``default`` user or the URL's user.
+    username: str | None = None
     # The broker's own password when ``broker_url`` is another server (RabbitMQ, say).
     broker_password_env: str | None = None
     # Seconds a Redis or broker connection attempt may take before the command gives up.
@@ -184,6 +186,15 @@ def _check_env_name(field: str, value: object) -> str:
     return name
 
 
+def _check_username(field: str, value: object) -> str:
+    name = _text(field, value)
+    if not name or any(ch.isspace() or ch in ":@/" for ch in name):
+        raise ProfileError(
+            field, f"must be an ACL user name without spaces, ':', '@' or '/', got {name!r}"
+        )
+    return name
+
+
 def check_profile_name(name: object) -> str:
     if not isinstance(name, str) or not _PROFILE_NAME.fullmatch(name):
         raise ProfileError(
@@ -205,6 +216,7 @@ PROFILE_FIELDS: dict[str, tuple[Callable[[str, object], Any], str]] = {
     "grace": (_seconds(allow_zero=True), "seconds past the hard limit before a task is a zombie"),
     "readonly": (_check_bool, "refuse every destructive action"),
     "password_env": (_check_env_name, "environment variable holding the Redis password"),
+    "username": (_check_username, "the Redis ACL user (Redis 6+), when not the URL's"),
     "broker_password_env": (_check_env_name, "environment variable holding the broker password"),
     "timeout": (_seconds(allow_zero=False), "seconds a connection attempt may take"),
 }

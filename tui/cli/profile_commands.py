@@ -33,6 +33,7 @@ FIELD_OPTIONS = {
     "grace": "--grace",
     "readonly": "--readonly",
     "password_env": "--password-env",
+    "username": "--username",
     "broker_password_env": "--broker-password-env",
     "timeout": "--timeout",
 }
@@ -138,6 +139,7 @@ def show_profile(session: ProfileSession, name: str, as_json: bool) -> None:
 @click.option("--timeout", type=float, help="Seconds a connection attempt may take.")
 @click.option("--readonly/--no-readonly", default=None, help="Refuse destructive actions.")
 @click.option("--password-env", help="Environment variable holding the Redis password.")
+@click.option("--username", help="The Redis ACL user (Redis 6+), when not the URL's.")
 @click.option("--broker-password-env", help="Environment variable holding the broker password.")
 @click.option("--default", "make_default", is_flag=True, help="Make it the default profile.")
 @click.option("--replace", is_flag=True, help="Overwrite a profile of the same name.")

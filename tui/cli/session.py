@@ -21,7 +21,7 @@ import click
 import redis
 from kombu.exceptions import OperationalError as KombuOperationalError
 
-from celery_morgue.core.errors import DLQError
+from celery_morgue.core.errors import DLQError, acl_refusal, certificate_refusal
 from celery_morgue.core.urls import RedisURLError, redact_url, resolve_redis_url
 from celery_morgue.core.wording import one_line
 from celery_morgue.core.zombies import ClusterUnavailable
@@ -234,6 +234,19 @@ class CelerySession(Session):
 def translate(session: Session, error: BaseException) -> click.ClickException | None:
     """The one-line failure for an error from Redis, the broker or the DLQ; None if unknown."""
     detail = one_line(session.scrub(str(error))) or type(error).__name__
+    on_broker = isinstance(error, KombuOperationalError)
+    if isinstance(error, redis.RedisError | KombuOperationalError | ConnectionError):
+        where = (
+            f"the broker at {session.broker_url()}"
+            if on_broker
+            else f"Redis at {session.redis_url()}"
+        )
+        refusal = acl_refusal(detail)
+        if refusal is not None:
+            return Failure(f"{where} refused: {refusal}")
+        certificate = certificate_refusal(detail)
+        if certificate is not None:
+            return Failure(f"cannot reach {where}: {certificate}; check ssl_ca_certs")
     if isinstance(error, redis.AuthenticationError):
         return Failure(f"Redis at {session.redis_url()} refused the credentials: {detail}")
     if isinstance(error, redis.ConnectionError | redis.TimeoutError):
