@@ -939,12 +939,19 @@ class TLSRedisServer:
     from ``certificates``; ``auth_clients`` is ``--tls-auth-clients`` (no, optional, yes)."""
 
     def __init__(
-        self, binary: str, certificates: Certificates, *, auth_clients: str = "no"
+        self,
+        binary: str,
+        certificates: Certificates,
+        *,
+        auth_clients: str = "no",
+        plain_port: bool = False,
     ) -> None:
         self.binary = binary
         self.certificates = certificates
         self.auth_clients = auth_clients
         self.port = free_port()
+        # A plain TCP port beside the TLS one, for comparing the two on one server.
+        self.plain_port = free_port() if plain_port else 0
         self.directory = certificates.directory / f"redis-{self.port}"
         self.directory.mkdir()
         self.process: ManagedProcess | None = None
@@ -967,7 +974,15 @@ class TLSRedisServer:
     def start(self, timeout: float = 10.0) -> None:
         certificates = self.certificates
         argv = [
-            *(self.binary, "--port", "0", "--tls-port", str(self.port), "--bind", "127.0.0.1"),
+            *(
+                self.binary,
+                "--port",
+                str(self.plain_port),
+                "--tls-port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+            ),
             *("--tls-cert-file", str(certificates.server_cert)),
             *("--tls-key-file", str(certificates.server_key)),
             *("--tls-ca-cert-file", str(certificates.ca)),
