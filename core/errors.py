@@ -42,10 +42,11 @@ class UnroutableEntry(DLQError):
     """This app cannot tell where to publish the entry: it would route nowhere and be lost."""
 
 
-# redis-py drops the NOPERM of a refused command (NoPermissionError); a refusal inside a script
-# comes back as a ResponseError, worded by the Redis version ("can't run this command" on 7).
+# How Redis words an ACL refusal (6.2 and 7): redis-py drops the NOPERM of a refused command
+# (NoPermissionError); one inside a script or a pipeline comes wrapped in a ResponseError.
 _NOPERM = re.compile(
-    r"(?:NOPERM\s*)?(?P<why>[^\r\n]*(?:no permissions|can't run this command)[^\r\n]*)",
+    r"(?:this user has no permissions|The user executing the script can't|No permissions to)"
+    r"[^\r\n]*",
     re.IGNORECASE,
 )
 _CERTIFICATE = re.compile(r"certificate verify failed:?\s*(?P<why>[^\r\n\](]*)", re.IGNORECASE)
@@ -53,11 +54,11 @@ _CERTIFICATE = re.compile(r"certificate verify failed:?\s*(?P<why>[^\r\n\](]*)",
 
 def acl_refusal(text: str) -> str | None:
     """What a Redis ACL refused, from an error's text; None for any other error."""
-    found = _NOPERM.search(text.rsplit("NOPERM", 1)[-1])
+    found = _NOPERM.search(text)
     if found is None:
         return None
     # A refusal inside a script ends with where: "... script: <sha>, on @user_script:1."
-    why = found.group("why").split(" script:", 1)[0].strip().rstrip(".")
+    why = found.group(0).split(" script:", 1)[0].strip().rstrip(".")
     return f"the Redis ACL user may not do this: {why} (NOPERM)"
 
 
