@@ -15,17 +15,26 @@ from pathlib import Path
 
 import pytest
 import redis
+from textual.pilot import Pilot
 
 from celery_morgue.core import DeadLetterQueue
+from celery_morgue.tui.app import MorgueApp
 from celery_morgue.tui.demo.processes import RedisServer, find_redis_server
+from celery_morgue.tui.dialogs import ConfirmScreen
 from tests.helpers import (
     REPO,
     Morgue,
     Worker,
     add_entries,
     make_entry,
+    notices,
     one_error_line,
+    open_queue,
+    profile_for,
+    select_entry,
+    until,
     wait_for_entry,
+    with_app,
 )
 
 RULES_FILE = REPO / "tests" / "acl_users.acl"
@@ -185,3 +194,40 @@ def test_the_readonly_users_list_and_are_refused_the_rest_in_one_line(
         assert one_error_line(as_json) == line
     assert [e.id for e in dlq.iter_entries("celery")] == [entry_id]
     assert admin.lrange("celery", 0, -1) == [b"a task message"]
+
+
+@pytest.mark.redis
+def test_the_ui_as_the_readonly_user_starts_and_says_noperm_on_the_first_delete(
+    acl_redis: RedisServer, admin: redis.Redis
+) -> None:
+    dlq = DeadLetterQueue(admin)
+    ids = add_entries(dlq, "celery", 2)
+    password = PASSWORDS["READONLY_PASSWORD"]
+    profile = profile_for(
+        f"redis://127.0.0.1:{acl_redis.port}/0",
+        username=USERS["readonly"],
+        password_env="MORGUE_TEST_RO_PW",  # noqa: S106 - a variable name
+        broker_url=f"redis://{USERS['inspector']}@127.0.0.1:{acl_redis.port}/0",
+        broker_password_env="MORGUE_TEST_INSPECT_PW",  # noqa: S106
+    )
+
+    async def scenario(pilot: Pilot[None], app: MorgueApp) -> None:
+        found = await open_queue(pilot, app, "celery")
+        await select_entry(pilot, found, ids[0])
+        await pilot.press("d")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="delete dialog")
+        await pilot.press("y")
+        await until(
+            pilot,
+            lambda: any("NOPERM" in notice for notice in notices(app)),
+            what="a NOPERM notice",
+        )
+        shown = [notice for notice in notices(app) if "NOPERM" in notice]
+        assert "ACL user may not do this" in shown[0]
+        assert "\n" not in shown[0] and password not in shown[0]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MORGUE_TEST_RO_PW", password)
+        patch.setenv("MORGUE_TEST_INSPECT_PW", PASSWORDS["INSPECTOR_PASSWORD"])
+        with_app(profile, scenario)
+    assert dlq.size("celery") == 2
