@@ -231,3 +231,27 @@ def test_the_ui_as_the_readonly_user_starts_and_says_noperm_on_the_first_delete(
         patch.setenv("MORGUE_TEST_INSPECT_PW", PASSWORDS["INSPECTOR_PASSWORD"])
         with_app(profile, scenario)
     assert dlq.size("celery") == 2
+
+
+def test_the_readonly_users_are_enough_for_the_metrics_exporter(
+    acl_redis: RedisServer, admin: redis.Redis, morgue: Morgue
+) -> None:
+    dlq = DeadLetterQueue(admin)
+    dlq.add(make_entry(queue="celery"))
+    host = f"127.0.0.1:{acl_redis.port}"
+    env = {"RO_PW": PASSWORDS["READONLY_PASSWORD"], "INSPECT_PW": PASSWORDS["INSPECTOR_PASSWORD"]}
+    added = morgue(
+        *("profiles", "add", "ro", "--url", f"redis://{host}/0", "--username", USERS["readonly"]),
+        *("--password-env", "RO_PW", "--broker-url", f"redis://{USERS['inspector']}@{host}/0"),
+        *("--broker-password-env", "INSPECT_PW", "--readonly"),
+    )
+    assert added.returncode == 0, added.stderr
+    scraped = morgue("metrics", "--once", env=env)
+    assert scraped.returncode == 0, scraped.stderr
+    lines = scraped.stdout.splitlines()
+    assert "morgue_up 1.0" in lines
+    assert 'morgue_dlq_entries{queue="celery"} 1.0' in lines
+    assert 'morgue_dlq_captured_total{queue="celery",reason="failed"} 1.0' in lines
+    # The inspector may broadcast: the workers were asked (none answer here).
+    assert "morgue_inspect_up 1.0" in lines and "morgue_workers_up 0.0" in lines
+    assert PASSWORDS["READONLY_PASSWORD"] not in scraped.stdout + scraped.stderr
