@@ -14,6 +14,7 @@ from celery_morgue.tui.cli.dlq_commands import dlq, queues
 from celery_morgue.tui.cli.group_commands import failure_groups, regroup
 from celery_morgue.tui.cli.metrics_command import metrics
 from celery_morgue.tui.cli.profile_commands import profiles
+from celery_morgue.tui.cli.serve_command import serve
 from celery_morgue.tui.cli.session import (
     BadUsage,
     CelerySession,
@@ -80,7 +81,9 @@ def demo(headless: bool, theme: str | None, no_mouse: bool) -> None:
 
 @click.group(cls=MorgueGroup, invoke_without_command=True, context_settings=CONTEXT)
 @click.option("--profile", "profile_name", envvar="MORGUE_PROFILE", help="Profile to use.")
-@click.option("--url", help="Redis holding the DLQ; works without any config file.")
+@click.option(
+    "--url", envvar="MORGUE_URL", help="Redis holding the DLQ; works without any config file."
+)
 @click.option(
     "--config",
     type=click.Path(dir_okay=False),
@@ -134,6 +137,7 @@ for _command in (queues, dlq, tasks, zombies, metrics, ui):
     celery_morgue.add_command(_command)
 cli.add_command(profiles)
 cli.add_command(demo)
+cli.add_command(serve)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -1,0 +1,1 @@
+"""`morgue serve`: the dashboard in a browser, one app process per tab (textual-serve)."""

@@ -1,0 +1,168 @@
+"""The HTTP and WebSocket server: the page, the token, and every tab's app process.
+
+The page and the websocket need the token when one is set (``?token=`` on the page; the page
+hands it to its websocket as a same-site cookie). Without a token the server is only for
+loopback, and it refuses Host headers other than loopback names, so a web page elsewhere
+cannot reach it by DNS rebinding; the websocket also refuses another site's Origin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from urllib.parse import urlsplit
+
+import aiohttp_jinja2
+from aiohttp import web
+from textual_serve.server import Server
+
+from celery_morgue.tui.serve.app_process import STEP_SECONDS, AppProcess
+
+TOKEN_COOKIE = "morgue_serve_token"  # noqa: S105 - the cookie's name
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def host_name(host_header: str) -> str:
+    """``[::1]:8000`` -> ``::1``; ``localhost:8000`` -> ``localhost``."""
+    return urlsplit(f"//{host_header}").hostname or ""
+
+
+class MorgueServer(Server):
+    """textual-serve's server, with its app processes and its access under our control."""
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        extra_env: Mapping[str, str],
+        *,
+        host: str,
+        port: int,
+        token: str | None,
+        title: str,
+        on_ready: Callable[[int], None],
+    ) -> None:
+        super().__init__(" ".join(argv), host=host, port=port, title=title)
+        self.argv = list(argv)
+        self.extra_env = dict(extra_env)
+        self.token = token
+        self.on_ready = on_ready
+        self.apps: set[AppProcess] = set()
+
+    # -- access -----------------------------------------------------------------------------
+
+    def _allowed(self, request: web.Request) -> bool:
+        if self.token is None:
+            return host_name(request.host) in LOOPBACK_NAMES
+        offered = request.query.get("token") or request.cookies.get(TOKEN_COOKIE) or ""
+        return hmac.compare_digest(offered.encode(), self.token.encode())
+
+    @web.middleware
+    async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        # The static files are textual-serve's own scripts and fonts: nothing to protect.
+        if not request.path.startswith("/static/") and not self._allowed(request):
+            raise web.HTTPForbidden(text="forbidden: this server needs its token (?token=)\n")
+        origin = request.headers.get("Origin")
+        if request.path == "/ws" and origin and urlsplit(origin).netloc != request.host:
+            raise web.HTTPForbidden(text="forbidden: another site's page\n")
+        return await handler(request)
+
+    async def _make_app(self) -> web.Application:
+        app = await super()._make_app()
+        app.middlewares.append(self._guard)
+        return app
+
+    async def handle_index(self, request: web.Request) -> web.StreamResponse:
+        # URLs from the Host the browser used, so an SSH tunnel on another local port (or a
+        # server bound to 0.0.0.0) hands out addresses the browser can reach.
+        secure = request.secure
+        origin = f"{'https' if secure else 'http'}://{request.host}"
+        context = {
+            "font_size": 16,
+            "app_websocket_url": f"{'wss' if secure else 'ws'}://{request.host}/ws",
+            "config": {"static": {"url": f"{origin}/static/"}},
+            "application": {"name": self.title},
+        }
+        response = aiohttp_jinja2.render_template("app_index.html", request, context)
+        if self.token is not None:
+            response.set_cookie(
+                TOKEN_COOKIE, self.token, httponly=True, samesite="Strict", secure=secure
+            )
+        return response
+
+    # -- app processes ----------------------------------------------------------------------
+
+    async def handle_websocket(self, request: web.Request) -> web.WebSocketResponse:
+        websocket = web.WebSocketResponse(heartbeat=15)
+        width = _size(request.query.get("width"), 80)
+        height = _size(request.query.get("height"), 24)
+        await websocket.prepare(request)
+        app = AppProcess(
+            self.argv,
+            self.extra_env,
+            self.apps.discard,
+            write_bytes=websocket.send_bytes,
+            write_str=websocket.send_str,
+            close=websocket.close,
+            download_manager=self.download_manager,
+        )
+        self.apps.add(app)
+        try:
+            await app.start(width, height)
+            await self._process_messages(websocket, app)
+        except (asyncio.CancelledError, ConnectionError):
+            pass
+        except Exception:
+            logging.getLogger("celery_morgue.serve").exception("a browser session failed")
+        finally:
+            await app.stop()  # the tab closed, or the server is stopping
+        return websocket
+
+    async def stop_apps(self) -> None:
+        await asyncio.gather(*(app.stop() for app in list(self.apps)), return_exceptions=True)
+
+    # -- running ----------------------------------------------------------------------------
+
+    async def on_startup(self, app: web.Application) -> None:
+        """Nothing: the command prints its one line once the port is bound."""
+
+    def initialize_logging(self) -> None:
+        # No access log: a page request's URL carries the token.
+        logging.basicConfig(level=logging.WARNING, format="morgue serve: %(message)s")
+
+    async def run(self) -> None:
+        """Serve until SIGINT or SIGTERM, then end every app process and return."""
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        runner = web.AppRunner(
+            await self._make_app(), access_log=None, shutdown_timeout=STEP_SECONDS
+        )
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self.host, self.port)
+            await site.start()
+            addresses = runner.addresses  # with --port 0, the port the system picked
+            self.on_ready(int(addresses[0][1]) if addresses else self.port)
+            await stop.wait()
+        finally:
+            await self.stop_apps()
+            with contextlib.suppress(Exception):
+                await runner.cleanup()
+
+    def serve(self, debug: bool = False) -> None:
+        self.initialize_logging()
+        asyncio.run(self.run())
+
+
+def _size(value: str | None, default: int) -> int:
+    try:
+        return max(1, min(int(value or default), 1000))
+    except ValueError:
+        return default
