@@ -261,6 +261,23 @@ def test_closing_the_tab_ends_its_app_process(serve: Callable[..., Served]) -> N
     assert not [pid for pid in served.seen if pid_alive(pid) or group_pids(pid)]
 
 
+def test_a_malformed_message_ends_that_tab_only(serve: Callable[..., Served]) -> None:
+    served = serve()
+
+    async def send_garbage() -> None:
+        ws = f"ws://127.0.0.1:{served.port}/ws"
+        async with aiohttp.ClientSession() as session, session.ws_connect(ws) as tab:
+            await asyncio.wait_for(tab.receive(), 20)
+            await tab.send_str('{"not": "an envelope"}')
+            while not tab.closed:
+                await asyncio.wait_for(tab.receive(), 20)
+
+    asyncio.run(send_garbage())
+    wait_for(lambda: not served.apps(), timeout=15)
+    assert status(f"{served.base}/") == 200
+    assert "Traceback" not in served.log()
+
+
 def test_sigterm_ends_every_tab_within_ten_seconds(serve: Callable[..., Served]) -> None:
     served = serve()
     ws = f"ws://127.0.0.1:{served.port}/ws"

@@ -20,6 +20,7 @@ import aiohttp_jinja2
 from aiohttp import web
 from textual_serve.server import Server
 
+from celery_morgue.core.wording import one_line
 from celery_morgue.tui.serve.app_process import STEP_SECONDS, AppProcess
 
 TOKEN_COOKIE = "morgue_serve_token"  # noqa: S105 - the cookie's name
@@ -117,8 +118,10 @@ class MorgueServer(Server):
             await self._process_messages(websocket, app)
         except (asyncio.CancelledError, ConnectionError):
             pass
-        except Exception:
-            logging.getLogger("celery_morgue.serve").exception("a browser session failed")
+        except Exception as exc:  # a malformed message from the page: that tab ends, not us
+            logging.getLogger("celery_morgue.serve").warning(
+                "a browser session ended on an error: %s", one_line(str(exc)) or type(exc).__name__
+            )
         finally:
             await app.stop()  # the tab closed, or the server is stopping
         return websocket
