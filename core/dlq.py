@@ -57,7 +57,7 @@ from typing import Any
 
 import redis
 from kombu.exceptions import EncodeError
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoPermissionError, NoScriptError, ReadOnlyError
 
 from celery_morgue.core.dlq_scripts import (
     ADD,
@@ -70,6 +70,7 @@ from celery_morgue.core.dlq_scripts import (
     GROUP_DETAILS,
     GROUP_HELPERS,
     GROUP_PAGE,
+    LENGTH,
     REBUILD_GROUP,
     REBUILD_GROUPED,
     RELEASE,
@@ -281,6 +282,9 @@ class DeadLetterQueue:
             }
         )
         self._trim = client.register_script(TRIM)
+        self._length = client.register_script(LENGTH)
+        # Whether this client may apply retention as it reads: unknown until the first read.
+        self._applies_retention: bool | None = None
         self._clear_before = client.register_script(CLEAR_BEFORE)
         self._delete = client.register_script(DELETE)
         self._group_script = client.register_script(GROUP)
@@ -364,13 +368,35 @@ class DeadLetterQueue:
 
     # -- reading -------------------------------------------------------------------------
 
+    def applies_retention(self, queue: str) -> bool:
+        """Whether reads may apply retention: False for a read-only ACL user or a replica.
+
+        Found once, by a write that removes nothing (an ``XTRIM`` to a length no stream
+        reaches), so such a client reads instead of failing on the first queue with rows past
+        their retention. It then sees those rows until a writer (a capture, the reaper) trims
+        them.
+        """
+        if self._applies_retention is None:
+            try:
+                self.client.xtrim(self.key(queue), maxlen=2**62, approximate=False)
+                self._applies_retention = True
+            except (NoPermissionError, ReadOnlyError):
+                log.info("celery-morgue: this Redis user may not write: reading without retention")
+                self._applies_retention = False
+        return self._applies_retention
+
     def _trim_in(self, pipe: Any, queue: str) -> None:
         """Queue one chunk of retention on ``pipe``; its reply is ``[length, more]``."""
+        if not self.applies_retention(queue):
+            self._length(keys=[self.key(queue)], client=pipe)
+            return
         args: list[str | int] = [queue, self.group_key_prefix(queue), READ_CHUNK]
         self._trim(keys=self._queue_keys(queue), args=args, client=pipe)
 
     def _finish_retention(self, queue: str) -> int:
         """Apply retention to ``queue`` a chunk at a time, until none is due; its length."""
+        if not self.applies_retention(queue):
+            return int(self.client.xlen(self.key(queue)))
         args: list[str | int] = [queue, self.group_key_prefix(queue), READ_CHUNK]
         while True:
             length, more = self._trim(keys=self._queue_keys(queue), args=args)

@@ -201,6 +201,11 @@ def lua_string(text: str) -> str:
     return "'" + "".join(escaped) + "'"
 
 
+# TRIM's reply without its writes, for a client that may not write (see
+# DeadLetterQueue.applies_retention).  KEYS: stream.
+LENGTH = "return {redis.call('XLEN', KEYS[1]), 0}"
+
+
 # Drop (a chunk of) what retention says is gone, then answer; an emptied queue leaves the
 # index.  KEYS: stream, queues, groups, grouped.  ARGV: queue, zprefix, chunk.
 # Returns {queue length, 1 if more is due}.

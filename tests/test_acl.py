@@ -32,8 +32,10 @@ from tests.helpers import (
     open_queue,
     profile_for,
     select_entry,
+    stream_ms,
     until,
     wait_for_entry,
+    wait_for_redis_clock,
     with_app,
 )
 
@@ -255,3 +257,25 @@ def test_the_readonly_users_are_enough_for_the_metrics_exporter(
     # The inspector may broadcast: the workers were asked (none answer here).
     assert "morgue_inspect_up 1.0" in lines and "morgue_workers_up 0.0" in lines
     assert PASSWORDS["READONLY_PASSWORD"] not in scraped.stdout + scraped.stderr
+
+
+def test_the_readonly_user_lists_queues_whose_rows_are_past_retention(
+    acl_redis: RedisServer, admin: redis.Redis, morgue: Morgue
+) -> None:
+    """Reads apply retention, which writes: a read-only user reads on without it."""
+    writer = DeadLetterQueue(admin, retention=5)
+    old = [writer.add(make_entry(queue="celery")) for _ in range(3)]
+    # A newer entry keeps the stream alive (its TTL is the retention since the last write)
+    # past the old rows' own retention.
+    wait_for_redis_clock(admin, stream_ms(old[-1]) + 3500)
+    new = writer.add(make_entry(queue="celery"))
+    wait_for_redis_clock(admin, stream_ms(old[-1]) + 5100)
+    url = url_of(acl_redis, "readonly")
+    queues = morgue.json("--url", url, "queues")
+    assert [(q["queue"], q["total"]) for q in queues] == [("celery", 4)]
+    listed = morgue.json("--url", url, "dlq", "list", "celery")
+    assert [item["id"] for item in listed["items"]] == [new, *reversed(old)]
+    assert morgue.json("--url", url, "dlq", "groups", "celery")
+    # The reader trimmed nothing; a writer's read does.
+    assert admin.xlen("dlq:celery") == 4
+    assert writer.size("celery") == 1
