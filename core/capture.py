@@ -62,7 +62,9 @@ class FailureCapture:
         """One client per process, created on first use (after the pool forked)."""
         pid = os.getpid()
         if self._dlq is None or self._dlq_pid != pid:
-            client = connect(self.redis_url, self.options.socket_timeout)
+            client = connect(
+                self.redis_url, self.options.socket_timeout, cluster=self.options.cluster
+            )
             self._dlq = DeadLetterQueue(
                 client,
                 prefix=self.options.prefix,

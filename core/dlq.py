@@ -100,6 +100,7 @@ from celery_morgue.core.groups import (
     is_group_id,
     summarise,
 )
+from celery_morgue.core.redis_cluster import DLQClient, queue_script
 from celery_morgue.core.requeue import REQUEUED_FROM_HEADER, Route, publish, resolve_route  # noqa: F401 - re-exported
 
 DEFAULT_PREFIX = "dlq:"
@@ -247,7 +248,7 @@ class DeadLetterQueue:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: DLQClient,
         prefix: str = DEFAULT_PREFIX,
         retention: int = DEFAULT_RETENTION,
         max_entries: int = DEFAULT_MAX_ENTRIES,
@@ -357,7 +358,7 @@ class DeadLetterQueue:
         count = 0
         for entry in entries:
             keys, argv = self._add_args(entry)
-            self._add(keys=keys, args=argv, client=pipe)
+            queue_script(pipe, self._add, keys, argv)
             count += 1
         if count == 0:
             return []
@@ -391,7 +392,7 @@ class DeadLetterQueue:
             self._length(keys=[self.key(queue)], client=pipe)
             return
         args: list[str | int] = [queue, self.group_key_prefix(queue), READ_CHUNK]
-        self._trim(keys=self._queue_keys(queue), args=args, client=pipe)
+        queue_script(pipe, self._trim, self._queue_keys(queue), args)
 
     def _finish_retention(self, queue: str) -> int:
         """Apply retention to ``queue`` a chunk at a time, until none is due; its length."""
@@ -704,7 +705,7 @@ class DeadLetterQueue:
         pipe = self.client.pipeline(transaction=False)
         self._trim_in(pipe, queue)
         keys = [self.key(queue), self.groups_key(queue), self.group_key(queue, group)]
-        self._group_page(keys=keys, args=[group, top, limit], client=pipe)
+        queue_script(pipe, self._group_page, keys, [group, top, limit])
         (_, more), reply = pipe.execute()
         if int(more):
             self._finish_retention(queue)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import redis
 
+from celery_morgue.core.redis_cluster import DLQClient
 from celery_morgue.core.wording import one_line
 
 EVICTING = ("allkeys-", "volatile-")
@@ -40,7 +41,7 @@ class EvictionPolicy:
         )
 
 
-def eviction_policy(client: redis.Redis) -> EvictionPolicy:
+def eviction_policy(client: DLQClient) -> EvictionPolicy:
     """The DLQ Redis's ``maxmemory-policy``, or why it is unknown."""
     try:
         reply = client.config_get("maxmemory-policy")
@@ -52,7 +53,7 @@ def eviction_policy(client: redis.Redis) -> EvictionPolicy:
     return EvictionPolicy(None, "CONFIG GET maxmemory-policy answered nothing")
 
 
-def log_eviction_policy(client: redis.Redis) -> EvictionPolicy:
+def log_eviction_policy(client: DLQClient) -> EvictionPolicy:
     """At a worker's start: a WARNING when the policy evicts, a note when it is unknown."""
     found = eviction_policy(client)
     warning = found.warning()

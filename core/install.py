@@ -16,7 +16,7 @@ from celery_morgue.core.options import Options
 from celery_morgue.core.reaper import Reaper, ensure_beat_entry, register_cleanup_task
 from celery_morgue.core.revoke import register_kill_job
 from celery_morgue.core.spool_drain import register_spool_drain
-from celery_morgue.core.urls import resolve_redis_url
+from celery_morgue.core.urls import RedisURLError, resolve_redis_url
 from celery_morgue.core.worker_limits import register_active_command
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,11 @@ def install(app: Any, redis_url: str | None = None, **options: Any) -> Installat
             )
         return existing
     parsed = Options.from_kwargs(options)
+    if parsed.cluster and redis_url is None:
+        raise RedisURLError(
+            "cluster=True needs redis_url='redis://<a cluster node>': Celery's broker "
+            "(kombu) cannot be a Redis Cluster, so the DLQ cannot default to it"
+        )
     url = resolve_redis_url(app, redis_url)
     capture = FailureCapture(app, url, parsed)
     # Strong references: Celery's signals hold receivers weakly by default and a bound method

@@ -54,6 +54,7 @@ from celery_morgue.core.entry import Entry
 from celery_morgue.core.filters import EntryFilter
 from celery_morgue.core.groups import UNREADABLE_GROUP, index_member, index_member_id
 from celery_morgue.core.matching_scripts import GREP_ROWS, UNINDEXED_ROWS
+from celery_morgue.core.redis_cluster import queue_script
 
 # Rows a call reads when every row is tested (--grep): a few milliseconds of Redis.
 SCAN_CHUNK = 1000
@@ -520,7 +521,7 @@ def _one_group_page(
     # Rows stored after every row was known grouped, to check first (the general path does).
     pipe.xrevrange(dlq.key(queue), max="+", min="(" + floor, count=1)
     keys = [dlq.key(queue), dlq.groups_key(queue), index]
-    dlq._group_page(keys=keys, args=[group, top, limit], client=pipe)
+    queue_script(pipe, dlq._group_page, keys, [group, top, limit])
     pipe.zlexcount(index, "-", _lex(last))
     (_, more), newer, (_, members, rows), total = pipe.execute()
     if int(more) or newer:

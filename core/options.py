@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from celery_morgue.core.dlq import DEFAULT_MAX_ENTRIES, DEFAULT_PREFIX, DEFAULT_RETENTION
+from celery_morgue.core.redis_cluster import cluster_prefix
 from celery_morgue.core.spool import DEFAULT_MAX_BYTES as DEFAULT_SPOOL_MAX_BYTES
 
 # The reaper's defaults. A zombie has run past its hard limit by more than the grace: long
@@ -57,6 +58,8 @@ class Options:
     # Also reap workers that do not say they write to this DLQ: no core.install there (asked
     # with inspect) or an older celery-morgue. Workers of another DLQ are never reaped.
     reap_uninstalled_workers: bool = False
+    # The DLQ Redis is a Redis Cluster; the prefix then carries a hash tag (see redis_cluster).
+    cluster: bool = False
 
     def __post_init__(self) -> None:
         if (
@@ -67,6 +70,10 @@ class Options:
             raise ValueError(
                 f"prefix must be a string ending in ':' (like 'dlq:'), got {self.prefix!r}"
             )
+        if not isinstance(self.cluster, bool):
+            raise ValueError(f"cluster must be True or False, got {self.cluster!r}")
+        if self.cluster:
+            object.__setattr__(self, "prefix", cluster_prefix(self.prefix))
         for name in ("retention", "max_entries"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:

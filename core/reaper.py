@@ -37,6 +37,7 @@ from celery_morgue.core.dlq import namespace_for
 from celery_morgue.core.options import Options
 from celery_morgue.core.reap_report import ReapReport, SkippedReap
 from celery_morgue.core.reaper_totals import count_run
+from celery_morgue.core.redis_cluster import DLQClient
 from celery_morgue.core.revoke import RevokeReport, kill_jobs, revoke_tasks
 from celery_morgue.core.wording import one_line
 from celery_morgue.core.worker_limits import dlq_identity
@@ -70,7 +71,7 @@ class RunLock:
     under it cannot release the lock of the run that took over.
     """
 
-    def __init__(self, client: redis.Redis, prefix: str, ttl: float) -> None:
+    def __init__(self, client: DLQClient, prefix: str, ttl: float) -> None:
         self.client = client
         self.key = f"{namespace_for(prefix)}reaper:lock"
         self.ttl_ms = max(1, int(ttl * 1000))
@@ -145,7 +146,7 @@ class SignalMemory:
     Kept in Redis because each run may happen in any worker process on any host.
     """
 
-    def __init__(self, client: redis.Redis, prefix: str, remember_for: float) -> None:
+    def __init__(self, client: DLQClient, prefix: str, remember_for: float) -> None:
         self.client = client
         self.key = f"{namespace_for(prefix)}reaper:signalled"
         self.remember_for = remember_for

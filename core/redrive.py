@@ -44,7 +44,7 @@ from typing import Any
 
 import redis
 from redis.commands.core import Script
-from redis.exceptions import NoScriptError
+from redis.exceptions import AskError, MovedError, NoScriptError, TryAgainError
 
 from celery_morgue.core.dlq import (
     _CLAIM_SECONDS,
@@ -59,6 +59,7 @@ from celery_morgue.core.dlq_scripts import CONFIRM
 from celery_morgue.core.entry import Entry, UnreadableEntry
 from celery_morgue.core.errors import InvalidEntryError, UnroutableEntry
 from celery_morgue.core.filters import EntryFilter
+from celery_morgue.core.redis_cluster import node_client_for
 from celery_morgue.core.redrive_scripts import LEAVE, TURN
 from celery_morgue.core.requeue import Route, publish, resolve_route
 
@@ -385,13 +386,17 @@ class _HeldConnection:
         self.client = client
         self.scripts = scripts
         self.connection: Any = None
+        self.pool: Any = None
         self.pending: deque[tuple[Script, list[str], list[Any]]] = deque()
 
     def send(self, script: Script, keys: list[str], args: list[Any]) -> None:
         if self.connection is None:
+            # On a cluster: the node that owns the namespace's slot (every key has its tag).
+            node = node_client_for(self.client, keys[0])
             for each in self.scripts:
-                each.sha = self.client.script_load(each.script)
-            self.connection = _own_connection(self.client)
+                each.sha = node.script_load(each.script)
+            self.pool = node.connection_pool
+            self.connection = _own_connection(self.pool)
         try:
             # redis-py's health check sends a PING and reads its reply before this command: with
             # replies of ours still unread it would read one of those instead, fail, and (with
@@ -407,22 +412,30 @@ class _HeldConnection:
     def receive_all(self) -> Any:
         """Read every reply still due, oldest first; the last one's."""
         reply = None
+        moved = False
         while self.pending:
             script, keys, args = self.pending.popleft()
             try:
                 reply = self.connection.read_response()
             except NoScriptError:  # the script cache was flushed meanwhile: this one did not run
                 reply = script(keys=keys, args=args)
+            except (MovedError, AskError, TryAgainError):
+                # The slot moved (or is moving) to another node: this call did not run. The
+                # cluster client follows the move; the next send holds the new owner's.
+                moved = True
+                reply = script(keys=keys, args=args)
             except BaseException:
                 self._drop()
                 raise
+        if moved:
+            self.close()
         return reply
 
     def close(self) -> None:
         if self.pending:
             self._drop()  # replies left unread: the connection is of no use to anyone
         if self.connection is not None:
-            self.client.connection_pool.release(self.connection)
+            self.pool.release(self.connection)
             self.connection = None
 
     def _drop(self) -> None:
@@ -431,8 +444,7 @@ class _HeldConnection:
             self.connection.disconnect()
 
 
-def _own_connection(client: Any) -> Any:
-    pool = client.connection_pool
+def _own_connection(pool: Any) -> Any:
     try:
         return pool.get_connection()
     except TypeError:  # redis-py before 5.3 wants a command name

@@ -40,6 +40,7 @@ import redis
 from celery import bootsteps
 
 from celery_morgue.core.backoff import calculate_backoff
+from celery_morgue.core.redis_cluster import DLQClient
 from celery_morgue.core.spool_state import SpoolState, write_spool_state
 from celery_morgue.core.urls import connect, redact_url
 
@@ -104,7 +105,7 @@ class SpoolDrain:
         self._heard = False  # Redis answered during the current backlog
         self._silent = False  # the last probe failed (and that was logged)
         self._replay_failing = False  # the last replay failed (and that was logged)
-        self._probe_client: redis.Redis | None = None
+        self._probe_client: DLQClient | None = None
         self._reported: tuple[int, int, int] | None = None
         self._reported_at = -float("inf")
         # The header's count, read with each report: catches sealed segments left behind with
@@ -183,7 +184,9 @@ class SpoolDrain:
         capture = self.capture
         if self._probe_client is None:
             timeout = min(capture.options.socket_timeout, PROBE_TIMEOUT)
-            self._probe_client = connect(capture.redis_url, timeout)
+            self._probe_client = connect(
+                capture.redis_url, timeout, cluster=capture.options.cluster
+            )
         try:
             self._probe_client.ping()
         except (redis.RedisError, OSError) as exc:

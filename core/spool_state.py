@@ -25,10 +25,10 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import redis
 from redis.exceptions import NoPermissionError, ReadOnlyError
 
 from celery_morgue.core.dlq import namespace_for
+from celery_morgue.core.redis_cluster import DLQClient
 
 SPOOL_STATE_TTL = 3600
 
@@ -74,7 +74,7 @@ def state_key(prefix: str, host: str, path: str) -> str:
 
 
 def write_spool_state(
-    client: redis.Redis, prefix: str, state: SpoolState, ttl: int = SPOOL_STATE_TTL
+    client: DLQClient, prefix: str, state: SpoolState, ttl: int = SPOOL_STATE_TTL
 ) -> None:
     """Store ``state`` (one round trip); raises redis errors for the caller to handle."""
     key = state_key(prefix, state.host, state.path)
@@ -91,7 +91,7 @@ def write_spool_state(
     pipe.execute()
 
 
-def spool_states(client: redis.Redis, prefix: str) -> list[SpoolState]:
+def spool_states(client: DLQClient, prefix: str) -> list[SpoolState]:
     """Every reported spool, by host and path; forgets the ones whose report expired."""
     index = index_key(prefix)
     keys = [_text(key) for key in client.zrange(index, 0, -1)]
@@ -118,7 +118,7 @@ def spool_states(client: redis.Redis, prefix: str) -> list[SpoolState]:
     return sorted(states, key=lambda state: (state.host, state.path))
 
 
-def spool_backlogs(client: redis.Redis, prefix: str) -> list[SpoolState]:
+def spool_backlogs(client: DLQClient, prefix: str) -> list[SpoolState]:
     """The spools with entries waiting (or dropped): one per host, as its worker reported."""
     return [state for state in spool_states(client, prefix) if state.backlog]
 

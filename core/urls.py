@@ -10,6 +10,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from celery_morgue.core.redis_cluster import DLQClient, connect_cluster
+
 REDIS_SCHEMES = frozenset({"redis", "rediss", "unix"})
 # kombu spells a Unix socket broker this way; redis-py wants unix://.
 _KOMBU_SOCKET_SCHEME = "redis+socket"
@@ -239,7 +241,8 @@ def connect(
     *,
     password: str | None = None,
     username: str | None = None,
-) -> redis.Redis:
+    cluster: bool = False,
+) -> DLQClient:
     """A synchronous client with short timeouts and no hidden retries.
 
     Retries would multiply the time a failing call can stall the worker's event loop. Every
@@ -266,4 +269,7 @@ def connect(
         kwargs["password"] = password
     if username is not None:
         kwargs["username"] = username
-    return redis.Redis.from_url(_redis_py_tls(normalise_redis_url(url)), **kwargs)
+    url = _redis_py_tls(normalise_redis_url(url))
+    if cluster:
+        return connect_cluster(url, kwargs)
+    return redis.Redis.from_url(url, **kwargs)

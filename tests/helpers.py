@@ -15,6 +15,7 @@ import json
 import os
 import re
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -1037,3 +1038,63 @@ def tls_redis_binary(directory: Path) -> str:
         f"no redis-server with TLS support (tried {', '.join(tried) or 'none on PATH'}; "
         "install Debian's redis-server)"
     )
+
+
+def free_cluster_port() -> int:
+    """A free port whose cluster bus port (+10000) is free and valid too."""
+    while True:
+        port = free_port()
+        if port <= 55535 and port_free(port + 10000):
+            return port
+
+
+def port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+class RedisClusterServers:
+    """A real three-master Redis Cluster: three RedisServer nodes joined by ``redis-cli``."""
+
+    def __init__(self, masters: int = 3) -> None:
+        node_args = ["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"]
+        self.nodes = [
+            RedisServer(port=free_cluster_port(), extra_args=node_args) for _ in range(masters)
+        ]
+        self.cli = str(Path(self.nodes[0].binary).with_name("redis-cli"))
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url
+
+    @property
+    def pids(self) -> list[int]:
+        return [node.pid for node in self.nodes]
+
+    def redis_cli(self, *args: str) -> str:
+        done = subprocess.run(
+            [self.cli, *args], capture_output=True, text=True, timeout=60, check=True
+        )
+        return done.stdout
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.start()
+        addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
+        self.redis_cli("--cluster", "create", *addresses, "--cluster-yes")
+        wait_for(self._all_ok, timeout=30)
+
+    def _all_ok(self) -> bool:
+        for node in self.nodes:
+            info = self.redis_cli("-p", str(node.port), "cluster", "info")
+            if "cluster_state:ok" not in info:
+                return False
+        return True
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.close()

@@ -37,6 +37,7 @@ core.install(
     # tests/test_beat.py runs `celery beat` on this app with a short interval.
     reap_interval=float(os.environ.get("MORGUE_TEST_REAP_INTERVAL") or 300),
     capture_expired=os.environ.get("MORGUE_TEST_CAPTURE_EXPIRED") == "1",
+    cluster=os.environ.get("MORGUE_TEST_DLQ_CLUSTER") == "1",
     # The UI flags zombies by each installed worker's own options (tests/test_tui.py).
     # "none": install(hard_limit=None), tasks without a known limit are never reaped.
     hard_limit=(

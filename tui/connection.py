@@ -14,10 +14,10 @@ from types import TracebackType
 from typing import Any, Self
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-import redis
 from celery import Celery
 
 from celery_morgue.core.dlq import DeadLetterQueue
+from celery_morgue.core.redis_cluster import DLQClient, cluster_prefix
 from celery_morgue.core.urls import (
     connect,
     is_url_list,
@@ -110,7 +110,7 @@ class Connection:
     """Live clients for one profile. Nothing connects until first used."""
 
     profile: Profile
-    client: redis.Redis
+    client: DLQClient
     dlq: DeadLetterQueue
     app: Any  # a Celery app: ours, or the user's under `celery -A proj morgue`
     secrets: tuple[str, ...] = ()
@@ -182,14 +182,25 @@ def connect_profile(
             secret for secret in (password, broker_password, *url_passwords(urls)) if secret
         )
     )
-    client = connect(profile.url, profile.timeout, password=password, username=profile.username)
-    dlq = DeadLetterQueue(client, prefix=profile.prefix)
+    client = connect(
+        profile.url,
+        profile.timeout,
+        password=password,
+        username=profile.username,
+        cluster=profile.cluster,
+    )
+    prefix = cluster_prefix(profile.prefix) if profile.cluster else profile.prefix
+    dlq = DeadLetterQueue(client, prefix=prefix)
     if app is not None:
         return Connection(profile, client, dlq, app, secrets, owns_app=False)
     if profile.broker_url is not None:
         broker = profile.broker_url
         if broker_password:
             broker = with_password(broker, broker_password)
+    elif profile.cluster:
+        raise ProfileError(
+            "broker_url", "is needed with cluster: a Celery broker cannot be a Redis Cluster"
+        )
     else:
         broker = profile.url
         if password or profile.username:

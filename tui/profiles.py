@@ -46,6 +46,7 @@ class Profile:
     broker_password_env: str | None = None
     # Seconds a Redis or broker connection attempt may take before the command gives up.
     timeout: float = DEFAULT_TIMEOUT
+    cluster: bool = False  # url is a node of a Redis Cluster (see core.redis_cluster)
 
     def as_dict(self) -> dict[str, Any]:
         """Every setting, URLs redacted: safe to print."""
@@ -219,6 +220,7 @@ PROFILE_FIELDS: dict[str, tuple[Callable[[str, object], Any], str]] = {
     "username": (_check_username, "the Redis ACL user (Redis 6+), when not the URL's"),
     "broker_password_env": (_check_env_name, "environment variable holding the broker password"),
     "timeout": (_seconds(allow_zero=False), "seconds a connection attempt may take"),
+    "cluster": (_check_bool, "url is a node of a Redis Cluster (needs broker_url)"),
 }
 _NUMBER_FIELDS = frozenset(
     {"refresh", "inspect_timeout", "hard_limit", "grace", "timeout"},

@@ -161,9 +161,15 @@ class RedisServer:
     """A private redis-server on a free loopback port, with its data in a temporary folder."""
 
     def __init__(
-        self, *, persistent: bool = False, port: int | None = None, password: str | None = None
+        self,
+        *,
+        persistent: bool = False,
+        port: int | None = None,
+        password: str | None = None,
+        extra_args: Sequence[str] = (),
     ) -> None:
         self.binary = find_redis_server()
+        self.extra_args = tuple(extra_args)  # e.g. a cluster node's --cluster-enabled yes
         self.port = port or free_port()
         self.persistent = persistent
         self.password = password  # clients must AUTH; `url` does not carry it
@@ -203,6 +209,7 @@ class RedisServer:
         ]
         if self.password is not None:
             argv += ["--requirepass", self.password]
+        argv += self.extra_args
         self._process = ManagedProcess(argv)
         self._process.start()
         deadline = time.monotonic() + timeout
