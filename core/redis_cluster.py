@@ -12,6 +12,7 @@ from typing import Any, TypeAlias
 import redis
 from redis.cluster import ClusterPipeline, RedisCluster
 from redis.commands.core import Script
+from redis.exceptions import RedisClusterException
 
 # A client of the DLQ Redis: a plain server (or proxy) or a Redis Cluster.
 DLQClient: TypeAlias = redis.Redis | RedisCluster
@@ -50,7 +51,11 @@ def connect_cluster(url: str, settings: dict[str, Any]) -> RedisCluster:
     those by its own request TTL, not by ``retry``).
     """
     node_settings = {key: value for key, value in settings.items() if key != "retry"}
-    return RedisCluster.from_url(url, retry=settings["retry"], **node_settings)
+    try:
+        # Unlike redis.Redis, this asks a node for the slot map at once.
+        return RedisCluster.from_url(url, retry=settings["retry"], **node_settings)
+    except RedisClusterException as exc:  # not a RedisError: callers handle those
+        raise redis.ConnectionError(str(exc).splitlines()[0]) from None
 
 
 def queue_script(

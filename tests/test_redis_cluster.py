@@ -4,7 +4,9 @@ retention work there, and so they do after the namespace's slot moved to another
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -13,10 +15,15 @@ from celery_morgue.core import DeadLetterQueue, install
 from celery_morgue.core.options import Options
 from celery_morgue.core.redis_cluster import ClusterPrefixError, cluster_prefix
 from celery_morgue.core.urls import MAX_CONNECTIONS, RedisURLError, connect
-from celery_morgue.tui.demo.processes import group_pids
+from celery_morgue.tui.demo.processes import RedisServer, group_pids
 from tests.helpers import (
+    Morgue,
     RedisClusterServers,
+    Worker,
     make_entry,
+    one_error_line,
+    wait_for,
+    wait_for_entry,
 )
 
 PREFIX = "{dlq}:"
@@ -119,3 +126,130 @@ def test_every_key_of_a_namespace_is_in_one_slot_and_the_scripts_run_there(
     assert len(slots) == 1
     assert dlq.clear("other") == 30
     assert dlq.size("celery") == 29
+
+
+def write_cluster_profile(morgue: Morgue, servers: RedisClusterServers, broker: str) -> None:
+    morgue.config.write_text(
+        'default = "c"\n[profiles.c]\n'
+        f'url = "{servers.url}"\nbroker_url = "{broker}"\ncluster = true\nprefix = "dlq:"\n'
+    )
+
+
+@pytest.mark.redis
+@pytest.mark.worker
+@pytest.mark.slow
+def test_a_prefork_worker_captures_into_the_cluster_and_morgue_lists_requeues_and_clears(
+    redis_cluster: RedisClusterServers,
+    cluster_dlq: DeadLetterQueue,
+    private_redis: RedisServer,
+    tmp_path: Path,
+    morgue: Morgue,
+) -> None:
+    broker = redis.Redis.from_url(private_redis.url)
+    env = {"MORGUE_TEST_DLQ": redis_cluster.url, "MORGUE_TEST_DLQ_CLUSTER": "1"}
+    worker = Worker(private_redis.url, tmp_path, env=env, queues="other")
+    worker.start()
+    try:
+        flag = "flag:cluster-requeue"
+        failed = [worker.send("fails_until_flag", flag, queue="other") for _ in range(3)]
+        for task_id in failed:
+            wait_for_entry(cluster_dlq, "other", task_id)
+        write_cluster_profile(morgue, redis_cluster, private_redis.url)
+
+        listed = morgue.json("dlq", "list", "other")
+        assert sorted(item["task_id"] for item in listed["items"]) == sorted(failed)
+
+        broker.set(flag, 1)
+        result = morgue("dlq", "requeue", "other", "--all", "--yes")
+        assert result.returncode == 0, result.stderr
+        done = wait_for(lambda: broker.get(f"done:{flag}"), timeout=20)
+        assert json.loads(done)["requeued_from"] in failed  # type: ignore[arg-type]
+        wait_for(lambda: cluster_dlq.size("other") == 0)
+
+        broker.delete(flag)
+        again = worker.send("fails_until_flag", "flag:never-set", queue="other")
+        wait_for_entry(cluster_dlq, "other", again)
+        result = morgue("dlq", "clear", "other", "--yes")
+        assert result.returncode == 0, result.stderr
+        assert cluster_dlq.size("other") == 0
+    finally:
+        worker.ask_to_stop()
+        worker.stop()
+        broker.close()
+    assert len(keys_by_node(redis_cluster)) == 1
+
+
+def test_a_cluster_profile_without_a_broker_url_says_so_in_one_line(
+    morgue: Morgue,
+) -> None:
+    morgue.config.write_text(
+        'default = "c"\n[profiles.c]\nurl = "redis://127.0.0.1:1/0"\ncluster = true\n'
+    )
+    line = one_error_line(morgue("dlq", "list", "other"))
+    assert "broker_url" in line and "Redis Cluster" in line
+
+
+@pytest.mark.redis
+def test_retention_and_the_cap_apply_on_the_cluster(
+    redis_cluster: RedisClusterServers,
+) -> None:
+    client = connect(redis_cluster.url, 2.0, cluster=True)
+    try:
+        client.flushall(target_nodes="primaries")
+        dlq = DeadLetterQueue(client, prefix=PREFIX, max_entries=5)
+        for index in range(8):
+            dlq.add(make_entry(task_id=f"capped-{index}"))
+        assert dlq.size("celery") == 5
+        assert dlq.page("celery").items[0].task_id == "capped-7"
+    finally:
+        client.close()
+
+
+def move_slot(servers: RedisClusterServers, key: str) -> tuple[int, int]:
+    """Move the slot of ``key`` to another master by hand, keys and all: (from, to) ports."""
+    clients = {node.port: redis.Redis(port=node.port) for node in servers.nodes}
+    try:
+        any_client = next(iter(clients.values()))
+        slot = int(any_client.execute_command("CLUSTER", "KEYSLOT", key))
+        ids = {port: c.execute_command("CLUSTER", "MYID").decode() for port, c in clients.items()}
+        owner = next(
+            port
+            for port, c in clients.items()
+            if int(c.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot)) > 0
+        )
+        target = next(port for port in clients if port != owner)
+        clients[target].execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[owner])
+        clients[owner].execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[target])
+        while keys := clients[owner].execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+            clients[owner].execute_command(
+                "MIGRATE", "127.0.0.1", target, "", 0, 5000, "KEYS", *keys
+            )
+        for c in clients.values():
+            c.execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[target])
+        return owner, target
+    finally:
+        for c in clients.values():
+            c.close()
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+def test_after_the_namespaces_slot_moves_every_entry_is_there_and_writes_and_reads_go_on(
+    redis_cluster: RedisClusterServers,
+) -> None:
+    client = connect(redis_cluster.url, 2.0, cluster=True)
+    try:
+        client.flushall(target_nodes="primaries")
+        dlq = DeadLetterQueue(client, prefix=PREFIX)
+        stored = {dlq.add(make_entry(task_id=f"before-{index}")) for index in range(50)}
+        owner, target = move_slot(redis_cluster, "dlq")
+        # The client still maps the slot to the old owner: the next calls meet MOVED.
+        assert dlq.size("celery") == 50
+        dlq.add(make_entry(task_id="after-move"))
+        ids = {item.id for item in dlq.page("celery", limit=100).items}
+        assert stored < ids and len(ids) == 51
+        held = keys_by_node(redis_cluster)
+        assert list(held) == [target], (owner, held)
+        assert dlq.clear("celery") == 51
+    finally:
+        client.close()

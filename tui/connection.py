@@ -182,6 +182,10 @@ def connect_profile(
             secret for secret in (password, broker_password, *url_passwords(urls)) if secret
         )
     )
+    if profile.cluster and profile.broker_url is None and app is None:
+        raise ProfileError(
+            "broker_url", "is needed with cluster: a Celery broker cannot be a Redis Cluster"
+        )
     client = connect(
         profile.url,
         profile.timeout,
@@ -197,10 +201,6 @@ def connect_profile(
         broker = profile.broker_url
         if broker_password:
             broker = with_password(broker, broker_password)
-    elif profile.cluster:
-        raise ProfileError(
-            "broker_url", "is needed with cluster: a Celery broker cannot be a Redis Cluster"
-        )
     else:
         broker = profile.url
         if password or profile.username:
