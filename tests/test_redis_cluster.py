@@ -253,3 +253,40 @@ def test_after_the_namespaces_slot_moves_every_entry_is_there_and_writes_and_rea
         assert dlq.clear("celery") == 51
     finally:
         client.close()
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+def test_a_requeue_whose_slot_moves_mid_run_sends_every_entry_once(
+    redis_cluster: RedisClusterServers, private_redis: RedisServer
+) -> None:
+    from celery import Celery
+
+    from celery_morgue.core.redrive import Redrive, RedriveProgress
+
+    client = connect(redis_cluster.url, 2.0, cluster=True)
+    broker = redis.Redis.from_url(private_redis.url)
+    publisher = Celery("cluster-redriver", broker=private_redis.url)
+    publisher.conf.update(task_serializer="json", accept_content=["json"])
+    try:
+        client.flushall(target_nodes="primaries")
+        broker.delete("moving")
+        dlq = DeadLetterQueue(client, prefix=PREFIX)
+        for index in range(100):
+            dlq.add(make_entry(queue="moving", task_id=f"moving-{index}"))
+        moved: list[tuple[int, int]] = []
+
+        def move_once(progress: RedriveProgress) -> None:
+            if not moved:
+                moved.append(move_slot(redis_cluster, "dlq"))
+
+        report = Redrive(dlq, publisher, "moving", rate=100, batch=10, on_progress=move_once).run()
+        assert moved and report.error is None
+        assert report.sent == 100 and dlq.size("moving") == 0
+        sent = [json.loads(raw)["headers"]["id"] for raw in broker.lrange("moving", 0, -1)]
+        assert len(sent) == len(set(sent)) == 100
+    finally:
+        publisher.close()
+        broker.delete("moving")
+        broker.close()
+        client.close()
