@@ -389,7 +389,7 @@ class DeadLetterQueue:
     def _trim_in(self, pipe: Any, queue: str) -> None:
         """Queue one chunk of retention on ``pipe``; its reply is ``[length, more]``."""
         if not self.applies_retention(queue):
-            self._length(keys=[self.key(queue)], client=pipe)
+            queue_script(pipe, self._length, [self.key(queue)], [])
             return
         args: list[str | int] = [queue, self.group_key_prefix(queue), READ_CHUNK]
         queue_script(pipe, self._trim, self._queue_keys(queue), args)
