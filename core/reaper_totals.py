@@ -2,13 +2,15 @@
 
 One hash under the DLQ namespace (``dlq@reaper:totals``) that nothing expires or lowers, so a
 Prometheus counter read from it survives exporter and worker restarts. Fields:
-``revoked:SIGTERM`` (tasks a signal terminated, dry runs not counted) and ``last_run_at``
-(epoch seconds of the last run that finished, dry runs too).
+``revoked:SIGTERM`` (revokes with that signal that ended a task, dry runs not counted; a task
+that ignored SIGTERM and was then killed counts once under each) and ``last_run_at`` (epoch
+seconds when the last run that reached the workers finished, dry runs too: a run that could
+not reach the broker did nothing, and must not look like one that ran).
 """
 
 from __future__ import annotations
 
-import datetime as dt
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,8 +31,8 @@ def count_run(pipe: Any, prefix: str, report: ReapReport) -> None:
     if not report.dry_run:
         for signal, result in report.signals.items():
             pipe.hincrby(key, f"{_REVOKED}{signal}", len(result.terminated))
-    ran_at = dt.datetime.fromisoformat(report.ran_at).timestamp()
-    pipe.hset(key, _LAST_RUN, repr(ran_at))
+    if report.dlq is not None:  # None: the broker could not be reached
+        pipe.hset(key, _LAST_RUN, repr(time.time()))
 
 
 @dataclass(frozen=True)

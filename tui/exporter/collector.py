@@ -65,7 +65,9 @@ class MorgueCollector(Collector):
 
 def dlq_families(reading: DLQReading) -> Iterator[Family]:
     entries = GaugeMetricFamily(
-        "morgue_dlq_entries", "Entries in the dead-letter queue now.", labels=["queue"]
+        "morgue_dlq_entries",
+        "Entries in the dead-letter queue now (rows past retention count until trimmed).",
+        labels=["queue"],
     )
     oldest = GaugeMetricFamily(
         "morgue_dlq_oldest_entry_age_seconds",
@@ -90,14 +92,15 @@ def dlq_families(reading: DLQReading) -> Iterator[Family]:
         captured.add_metric([queue, reason], count)
     revoked = CounterMetricFamily(
         "morgue_reaper_revoked",
-        "Zombie tasks the reaper terminated, by signal (dry runs not counted).",
+        "Revokes by the reaper that ended a zombie task, by signal (dry runs not counted).",
         labels=["signal"],
     )
     for signal, count in sorted(reading.reaper.revoked.items()):
         revoked.add_metric([signal], count)
     last_run = GaugeMetricFamily(
         "morgue_reaper_last_run_timestamp_seconds",
-        "When the reaper last finished a run (Unix time); absent before its first run.",
+        "When the reaper last finished a run that reached the workers (Unix time); absent "
+        "before the first.",
     )
     if reading.reaper.last_run_at is not None:
         last_run.add_metric([], reading.reaper.last_run_at)

@@ -59,14 +59,17 @@ class ClusterWatch:
     interval: float
     snapshot: ClusterSnapshot | None = None
     taken_at: float | None = None  # monotonic
+    took: float = 0.0  # seconds the last take lasted
     error: str | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
     def refresh(self) -> None:
+        began = time.monotonic()
         try:
             self.snapshot = self.take()
             self.taken_at = time.monotonic()
+            self.took = self.taken_at - began
             self.error = None
         except (ClusterUnavailable, OperationalError, *REDIS_ERRORS) as exc:
             if self.error is None:
@@ -74,8 +77,11 @@ class ClusterWatch:
             self.error = one_line(str(exc))
 
     def fresh(self) -> ClusterSnapshot | None:
-        """The snapshot, unless it is older than two intervals (the broker went away since)."""
-        if self.taken_at is None or time.monotonic() - self.taken_at > 2 * self.interval:
+        """The snapshot, unless a newer one is overdue: two intervals and two takes as long
+        as the last went by without one (the broker went away since)."""
+        if self.taken_at is None:
+            return None
+        if time.monotonic() - self.taken_at > 2 * (self.interval + self.took):
             return None
         return self.snapshot
 
