@@ -24,6 +24,7 @@ from celery.utils.saferepr import saferepr
 from celery_morgue.core.dlq import DeadLetterQueue
 from celery_morgue.core.entry import Entry, build_entry, new_failure_id, unstorable_entry
 from celery_morgue.core.options import Options
+from celery_morgue.core.sentinel import NotReplicated, ReplicationCheck, is_sentinel_url
 from celery_morgue.core.spool import spool_for
 from celery_morgue.core.urls import connect, redact_url
 
@@ -51,6 +52,9 @@ class FailureCapture:
         self._dlq_pid: int | None = None
         self._redis_down_until = 0.0
         self.spool.max_bytes = options.spool_max_bytes
+        # A Sentinel-managed master may fail over before a write reached its replica.
+        self.confirm_replication = is_sentinel_url(redis_url)
+        self._replication = ReplicationCheck()
 
     def __repr__(self) -> str:
         return f"<FailureCapture {redact_url(self.redis_url)} prefix={self.options.prefix!r}>"
@@ -275,6 +279,11 @@ class FailureCapture:
                 # A connection Redis closed (it restarted since this process last wrote) fails
                 # at once, without waiting: a fresh one, once. The write is idempotent.
                 self.dlq.add(entry, payload)
+            if self.confirm_replication and not self._replicated():
+                # Kept for replay as well: the replay writes it to whichever master holds the
+                # DLQ then, and the DLQ's seen ids make a second copy a no-op.
+                self._spool(entry, "no replica has it yet")
+                return
         except (redis.RedisError, OSError) as exc:
             from celery_morgue.core.spool_drain import redis_away
 
@@ -296,6 +305,12 @@ class FailureCapture:
             return
         if self.spool.pending():
             self.replay_spool()  # one bounded batch; the worker's spool drain does the rest
+
+    def _replicated(self) -> bool:
+        try:
+            return self._replication(self.dlq.client)
+        except (redis.RedisError, OSError):
+            return False
 
     def circuit_open(self) -> bool:
         """True for a moment after a write failed: writes then go straight to the spool."""
@@ -376,6 +391,9 @@ class FailureCapture:
                 refused.append((entry, reply))
         # Refused for good: set aside (logged once) and moved past, so nothing waits on them.
         self.spool.set_aside_refused(refused)
+        if self.confirm_replication and fresh and not self._replicated():
+            # Not yet durable across a failover: the batch stays spooled (replays dedupe).
+            raise NotReplicated("the spooled entries are on the master but on no replica yet")
         return len(fresh) - len(refused)
 
 

@@ -11,6 +11,13 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from celery_morgue.core.redis_cluster import DLQClient, connect_cluster
+from celery_morgue.core.sentinel import (
+    SentinelURLError,
+    is_sentinel_url,
+    parse_sentinel_url,
+    sentinel_client,
+    with_sentinel_options,
+)
 
 REDIS_SCHEMES = frozenset({"redis", "rediss", "unix"})
 # kombu spells a Unix socket broker this way; redis-py wants unix://.
@@ -155,7 +162,16 @@ def url_passwords(value: Any) -> list[str]:
 
 
 def normalise_redis_url(url: str) -> str:
-    """Accept kombu's ``redis+socket://`` spelling; refuse anything that is not one Redis."""
+    """Accept kombu's ``redis+socket://`` and ``sentinel://`` spellings; refuse the rest.
+
+    A ``sentinel://`` list is one Redis (its master) and must name the master.
+    """
+    if is_sentinel_url(url):
+        try:
+            parse_sentinel_url(url)
+        except SentinelURLError as exc:
+            raise RedisURLError(str(exc)) from None
+        return url
     if is_url_list(url):
         raise RedisURLError(
             f"{redact_url(url)!r} is a list of URLs; the DLQ needs one Redis URL "
@@ -166,7 +182,8 @@ def normalise_redis_url(url: str) -> str:
         return "unix" + url[len(_KOMBU_SOCKET_SCHEME) :]
     if scheme not in REDIS_SCHEMES:
         raise RedisURLError(
-            f"{redact_url(url)!r} is not a Redis URL (expected redis://, rediss:// or unix://)"
+            f"{redact_url(url)!r} is not a Redis URL "
+            "(expected redis://, rediss://, unix:// or sentinel://)"
         )
     return url
 
@@ -178,18 +195,34 @@ def _is_redis(url: Any) -> bool:
     return scheme in REDIS_SCHEMES or scheme == _KOMBU_SOCKET_SCHEME
 
 
+def _broker_setting(value: Any) -> str | None:
+    """The broker as one string: kombu's ``url;url`` joined from a list."""
+    urls = split_urls(value)
+    return ";".join(urls) if urls else None
+
+
 def resolve_redis_url(app: Any, redis_url: str | None = None) -> str:
     """The Redis that holds the DLQ: explicit, else the broker, else the result backend.
 
-    A broker given as failover URLs (a list, or kombu's ``url;url``) means its first one.
+    A broker given as failover URLs (a list, or kombu's ``url;url``) means its first one. A
+    ``sentinel://`` list is followed as kombu follows it: its master name (and the Sentinels'
+    ``sentinel_kwargs`` password) come from the matching ``*_transport_options`` unless the
+    URL carries ``?master_name=``.
     """
+    broker_options = app.conf.broker_transport_options
     if redis_url is not None:
+        if is_sentinel_url(redis_url):
+            redis_url = with_sentinel_options(redis_url, broker_options)
         return normalise_redis_url(redis_url)
-    brokers = split_urls(app.conf.broker_url)
-    broker = brokers[0] if brokers else None
-    if broker is not None and _is_redis(broker):
-        return normalise_redis_url(broker)
+    broker = _broker_setting(app.conf.broker_url)
+    if broker is not None and is_sentinel_url(broker):
+        return normalise_redis_url(with_sentinel_options(broker, broker_options))
+    if broker is not None and _is_redis(broker.split(";", 1)[0]):
+        return normalise_redis_url(broker.split(";", 1)[0])
     backend = app.conf.result_backend
+    if is_sentinel_url(backend):
+        backend_options = app.conf.result_backend_transport_options
+        return normalise_redis_url(with_sentinel_options(backend, backend_options))
     if _is_redis(backend):
         return normalise_redis_url(backend)
     raise RedisURLError(
@@ -255,6 +288,8 @@ def connect(
 
     ``rediss://`` takes redis-py's and kombu's TLS query parameters (``ssl_cert_reqs``,
     ``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile``); ``username`` is an ACL user.
+    ``sentinel://`` gives a client of the current master, with the same settings on both the
+    master's and the Sentinels' connections.
     """
     kwargs: dict[str, Any] = {
         "socket_timeout": timeout,
@@ -265,6 +300,12 @@ def connect(
         "max_connections": MAX_CONNECTIONS,
         "protocol": 2,
     }
+    if is_sentinel_url(url):
+        try:
+            target = parse_sentinel_url(url)
+        except SentinelURLError as exc:
+            raise RedisURLError(str(exc)) from None
+        return sentinel_client(target, kwargs, password=password, username=username)
     if password is not None:
         kwargs["password"] = password
     if username is not None:

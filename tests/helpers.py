@@ -200,6 +200,9 @@ class Worker:
         self._asked_to_stop = False
         self.control_app = Celery("tests-control", broker=broker_url)
         self.control_app.conf.update(task_serializer="json", accept_content=["json"])
+        if environment.get("MORGUE_TEST_MASTER_NAME"):  # a sentinel:// broker
+            master = {"master_name": environment["MORGUE_TEST_MASTER_NAME"]}
+            self.control_app.conf.broker_transport_options = master
 
     def start(self, timeout: float = 30.0) -> None:
         self.process.start()

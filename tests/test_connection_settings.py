@@ -53,3 +53,18 @@ def test_the_command_line_and_the_ui_connect_the_same_way() -> None:
     profile = profile_for("redis://127.0.0.1:1/0", timeout=1.5)
     with connect_profile(profile) as connection:
         assert_pinned(connection.client, 1.5)
+
+
+def test_a_sentinel_client_and_its_sentinel_connections_state_the_same_settings() -> None:
+    client = connect("sentinel://127.0.0.1:1;sentinel://127.0.0.1:2?master_name=m", 0.75)
+    assert_pinned(client, 0.75)
+    manager = client.connection_pool.sentinel_manager  # type: ignore[attr-defined]
+    assert len(manager.sentinels) == 2
+    for sentinel in manager.sentinels:
+        assert_pinned(sentinel, 0.75)
+
+
+def test_the_ui_connects_to_sentinels_the_same_way() -> None:
+    profile = profile_for("sentinel://127.0.0.1:1", master_name="m", timeout=1.5)
+    with connect_profile(profile) as connection:
+        assert_pinned(connection.client, 1.5)

@@ -1,7 +1,8 @@
 """The Celery app the integration tests run in real prefork workers.
 
 Configured from the environment the test fixtures set: MORGUE_TEST_BROKER (required),
-MORGUE_TEST_DLQ (the DLQ Redis, default the broker) and MORGUE_SPOOL_DIR.
+MORGUE_TEST_DLQ (the DLQ Redis, default the broker), MORGUE_SPOOL_DIR and
+MORGUE_TEST_MASTER_NAME (a sentinel:// broker's master, as broker_transport_options).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ app.conf.update(
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=False,
 )
+if os.environ.get("MORGUE_TEST_MASTER_NAME"):
+    app.conf.broker_transport_options = {"master_name": os.environ["MORGUE_TEST_MASTER_NAME"]}
 
 core.install(
     app,
@@ -56,6 +59,13 @@ def _redis() -> redis.Redis:
 @app.task
 def boom(message: str = "boom") -> None:
     raise ValueError(message)
+
+
+@app.task
+def slow_boom(seconds: float) -> None:
+    """Fails after ``seconds``: a stream of these is still flowing when Redis fails over."""
+    time.sleep(seconds)
+    raise ValueError("slow boom")
 
 
 @app.task(bind=True, max_retries=2)

@@ -18,6 +18,7 @@ from celery import Celery
 
 from celery_morgue.core.dlq import DeadLetterQueue
 from celery_morgue.core.redis_cluster import DLQClient, cluster_prefix
+from celery_morgue.core.sentinel import is_sentinel_url, split_kombu_options, with_sentinel_options
 from celery_morgue.core.urls import (
     connect,
     is_url_list,
@@ -81,9 +82,13 @@ def control_app(broker_url: str, timeout: float) -> Celery:
     JSON only. Connection and publish retries are off: a monitor should say "unreachable" in a
     few seconds, not retry for minutes.
     """
-    app = Celery("celery-morgue", broker=broker_url, set_as_current=False)
     transport_options: dict[str, Any] = {"max_retries": 1}
-    if urlsplit(broker_url).scheme.split("+", 1)[0] in ("redis", "rediss"):
+    if is_sentinel_url(broker_url):
+        # kombu takes the master name and the Sentinels' password as transport options.
+        broker_url, sentinel_options = split_kombu_options(broker_url)
+        transport_options.update(sentinel_options)
+    app = Celery("celery-morgue", broker=broker_url, set_as_current=False)
+    if urlsplit(broker_url).scheme.split("+", 1)[0] in ("redis", "rediss", "sentinel"):
         transport_options["socket_connect_timeout"] = timeout
         # A read timeout too: without one an inspect on a stalled Redis blocks its thread (and
         # quitting) until Redis answers. Above kombu's 1 s BRPOP, which must not time out.
@@ -186,8 +191,11 @@ def connect_profile(
         raise ProfileError(
             "broker_url", "is needed with cluster: a Celery broker cannot be a Redis Cluster"
         )
+    url = profile.url
+    if profile.master_name is not None and is_sentinel_url(url):
+        url = with_sentinel_options(url, {"master_name": profile.master_name})
     client = connect(
-        profile.url,
+        url,
         profile.timeout,
         password=password,
         username=profile.username,
@@ -202,7 +210,7 @@ def connect_profile(
         if broker_password:
             broker = with_password(broker, broker_password)
     else:
-        broker = profile.url
+        broker = url
         if password or profile.username:
             broker = with_password(broker, password, profile.username)
     return Connection(

@@ -19,6 +19,12 @@ from kombu.transport import TRANSPORT_ALIASES
 
 from celery_morgue.core.dlq import DEFAULT_PREFIX
 from celery_morgue.core.options import DEFAULT_GRACE, DEFAULT_HARD_LIMIT, DEFAULT_INSPECT_TIMEOUT
+from celery_morgue.core.sentinel import (
+    SentinelURLError,
+    is_sentinel_url,
+    parse_sentinel_url,
+    with_sentinel_options,
+)
 from celery_morgue.core.urls import REDIS_SCHEMES, is_url_list, redact_url, url_passwords
 
 DEFAULT_REFRESH = 2.0
@@ -31,7 +37,7 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 @dataclass(frozen=True)
 class Profile:
     name: str
-    url: str  # the Redis holding the DLQ (redis://, rediss://, unix://)
+    url: str  # the Redis holding the DLQ (redis://, rediss://, unix://, sentinel://;...)
     broker_url: str | None = None  # the Celery broker when it is not that Redis
     prefix: str = DEFAULT_PREFIX
     refresh: float = DEFAULT_REFRESH
@@ -47,6 +53,8 @@ class Profile:
     # Seconds a Redis or broker connection attempt may take before the command gives up.
     timeout: float = DEFAULT_TIMEOUT
     cluster: bool = False  # url is a node of a Redis Cluster (see core.redis_cluster)
+    # The Sentinel-monitored master's name, for a sentinel:// url without ?master_name=.
+    master_name: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Every setting, URLs redacted: safe to print."""
@@ -96,6 +104,9 @@ def _check_url(field: str, value: object) -> str:
     url = _text(field, value).strip()
     if not url:
         raise ProfileError(field, "must not be empty")
+    if is_sentinel_url(url):
+        _check_sentinel_url(field, url)
+        return url
     if is_url_list(url):
         raise ProfileError(
             field,
@@ -120,6 +131,21 @@ def _check_url(field: str, value: object) -> str:
     if parts.scheme != "unix" and not parts.hostname:
         raise ProfileError(field, f"{redact_url(url)!r} names no host")
     return url
+
+
+def _check_sentinel_url(field: str, url: str) -> None:
+    """The Sentinels' addresses; the master name may come from the ``master_name`` field."""
+    try:
+        parse_sentinel_url(with_sentinel_options(url, {"master_name": "-"}))
+    except SentinelURLError as exc:
+        raise ProfileError(field, str(exc)) from None
+
+
+def _check_master_name(field: str, value: object) -> str:
+    name = _text(field, value).strip()
+    if not name or any(ch.isspace() for ch in name):
+        raise ProfileError(field, f"must be a Sentinel master name without spaces, got {name!r}")
+    return name
 
 
 def _check_broker_url(field: str, value: object) -> str:
@@ -208,7 +234,10 @@ def check_profile_name(name: object) -> str:
 
 # Field -> (validator, help). The order is the order an editor shows them in.
 PROFILE_FIELDS: dict[str, tuple[Callable[[str, object], Any], str]] = {
-    "url": (_check_url, "the Redis holding the DLQ: redis://, rediss:// or unix://"),
+    "url": (
+        _check_url,
+        "the Redis holding the DLQ: redis://, rediss://, unix:// or sentinel://h:p;sentinel://...",
+    ),
     "broker_url": (_check_broker_url, "the Celery broker, when it is not that Redis"),
     "prefix": (_check_prefix, "key prefix of the DLQ streams, ending in ':'"),
     "refresh": (_seconds(allow_zero=False), "seconds between UI refreshes"),
@@ -221,6 +250,7 @@ PROFILE_FIELDS: dict[str, tuple[Callable[[str, object], Any], str]] = {
     "broker_password_env": (_check_env_name, "environment variable holding the broker password"),
     "timeout": (_seconds(allow_zero=False), "seconds a connection attempt may take"),
     "cluster": (_check_bool, "url is a node of a Redis Cluster (needs broker_url)"),
+    "master_name": (_check_master_name, "the Sentinel master name, for a sentinel:// url"),
 }
 _NUMBER_FIELDS = frozenset(
     {"refresh", "inspect_timeout", "hard_limit", "grace", "timeout"},
@@ -283,6 +313,11 @@ def validate_profile_fields(
         raise ProfileError(
             "password_env", "is set but url holds a password too; keep the password in one place"
         )
+    if is_sentinel_url(checked["url"]):
+        try:
+            parse_sentinel_url(with_sentinel_options(checked["url"], checked))
+        except SentinelURLError as exc:
+            raise ProfileError("url", str(exc)) from None
     broker = checked.get("broker_url")
     if checked.get("broker_password_env"):
         if broker is None:

@@ -287,3 +287,142 @@ def wait_for_workers(
 def celery_argv(app: str, *args: str) -> list[str]:
     """``celery -A app ...`` run by this interpreter, so it needs no script on PATH."""
     return [sys.executable, "-m", "celery", "-A", app, *args]
+
+
+class SentinelGroup:
+    """A master, one replica and three Sentinels watching it, all on free loopback ports.
+
+    ``url`` is kombu's spelling (``sentinel://h:p;sentinel://h:p;...``); the master name is
+    ``master_name``. Sentinels fail over a second after the master stops answering.
+    """
+
+    def __init__(
+        self, master_name: str = "morgue", *, sentinel_password: str | None = None
+    ) -> None:
+        self.master_name = master_name
+        self.sentinel_password = sentinel_password
+        self.master = RedisServer()
+        self.replica = RedisServer()
+        self.sentinel_ports = [free_port() for _ in range(3)]
+        self._tmp = tempfile.TemporaryDirectory(prefix="morgue-sentinel-")
+        self.directory = Path(self._tmp.name)
+        self.sentinels: list[ManagedProcess] = []
+
+    @property
+    def url(self) -> str:
+        return ";".join(f"sentinel://127.0.0.1:{port}" for port in self.sentinel_ports)
+
+    def pids(self) -> list[int]:
+        """Every process of the group that was started (alive or not)."""
+        pids = [s.pid for s in self.sentinels]
+        for server in (self.master, self.replica):
+            with contextlib.suppress(ServiceError):
+                pids.append(server.pid)
+        return pids
+
+    def start(self, timeout: float = 20.0) -> None:
+        self.master.start()
+        self.replica.start()
+        self._command(self.replica.port, "REPLICAOF", "127.0.0.1", str(self.master.port))
+        for port in self.sentinel_ports:
+            conf = self.directory / f"sentinel-{port}.conf"
+            lines = [
+                f"port {port}",
+                "bind 127.0.0.1",
+                f"dir {self.directory}",
+                f"sentinel monitor {self.master_name} 127.0.0.1 {self.master.port} 2",
+                f"sentinel down-after-milliseconds {self.master_name} 1000",
+                f"sentinel failover-timeout {self.master_name} 3000",
+                f"sentinel parallel-syncs {self.master_name} 1",
+            ]
+            if self.sentinel_password is not None:
+                lines.append(f"requirepass {self.sentinel_password}")
+                lines.append(f"sentinel sentinel-pass {self.sentinel_password}")
+            conf.write_text("\n".join(lines) + "\n")
+            sentinel = ManagedProcess(
+                [self.master.binary, str(conf), "--sentinel"],
+                log_path=self.directory / f"sentinel-{port}.log",
+            )
+            sentinel.start()
+            self.sentinels.append(sentinel)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._ready():
+                return
+            time.sleep(0.1)
+        raise ServiceError(
+            f"the Sentinels did not see the master, its replica and each other within {timeout}s"
+        )
+
+    def _ready(self) -> bool:
+        """Every Sentinel knows the replica and the two other Sentinels (a quorum can act)."""
+        role = self._command(self.replica.port, "INFO", "replication")
+        if "master_link_status:up" not in role:
+            return False
+        for port in self.sentinel_ports:
+            reply = self._command(port, "SENTINEL", "MASTER", self.master_name)
+            fields = reply.split("\r\n")
+            try:
+                others = int(fields[fields.index("num-other-sentinels") + 2])
+                replicas = int(fields[fields.index("num-slaves") + 2])
+            except (ValueError, IndexError):
+                return False
+            if others < 2 or replicas < 1:
+                return False
+        return True
+
+    def _command(self, port: int, *words: str) -> str:
+        """One command over a raw socket (no client library here), its reply as text."""
+        parts = [f"*{len(words)}\r\n"] + [f"${len(w.encode())}\r\n{w}\r\n" for w in words]
+        auth = ""
+        if self.sentinel_password is not None and port in self.sentinel_ports:
+            pw = self.sentinel_password
+            auth = f"*2\r\n$4\r\nAUTH\r\n${len(pw.encode())}\r\n{pw}\r\n"
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                sock.sendall((auth + "".join(parts)).encode())
+                time.sleep(0.05)
+                sock.settimeout(0.5)
+                chunks = []
+                with contextlib.suppress(OSError):
+                    while chunk := sock.recv(65536):
+                        chunks.append(chunk)
+                        if len(chunk) < 65536:
+                            break
+                return b"".join(chunks).decode(errors="replace")
+        except OSError:
+            return ""
+
+    def master_port(self) -> int | None:
+        """The port the Sentinels name as the master now."""
+        reply = self._command(
+            self.sentinel_ports[0], "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.master_name
+        )
+        lines = reply.split("\r\n")
+        try:
+            return int(lines[-2])
+        except (ValueError, IndexError):
+            return None
+
+    def kill_master(self) -> None:
+        """SIGKILL the current master, as a crash would."""
+        os.kill(self.master.pid, signal.SIGKILL)
+
+    def close(self) -> None:
+        for sentinel in self.sentinels:
+            sentinel.stop()
+        self.master.close()
+        self.replica.close()
+        self._tmp.cleanup()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
