@@ -214,7 +214,7 @@ class ReplicationCheck:
         self.wait_ms = wait_ms
         self._alone_until = 0.0
 
-    def __call__(self, client: redis.Redis) -> bool:
+    def __call__(self, client: redis.Redis | redis.RedisCluster) -> bool:
         if time.monotonic() < self._alone_until:
             return True
         if int(client.wait(1, self.wait_ms)) >= 1:

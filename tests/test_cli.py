@@ -75,6 +75,7 @@ PROFILE_KEYS = {
     "broker_password_env",
     "timeout",
     "cluster",
+    "master_name",
 }
 TASK_KEYS = {"id", "task", "worker", "age", "hard_limit", "zombie"}
 
@@ -516,7 +517,7 @@ def test_unknown_keys_are_one_line_errors(morgue: Morgue) -> None:
     assert one_error_line(result) == (
         f"Error: {morgue.config}: profile 'a': refesh: unknown setting (known: url, "
         "broker_url, prefix, refresh, inspect_timeout, hard_limit, grace, readonly, "
-        "password_env, username, broker_password_env, timeout, cluster)"
+        "password_env, username, broker_password_env, timeout, cluster, master_name)"
     )
 
 

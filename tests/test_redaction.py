@@ -188,11 +188,15 @@ def test_the_cli_never_shows_a_failover_brokers_passwords(
 
 
 def test_the_cli_never_shows_the_passwords_of_a_failover_dlq_url(morgue: Morgue) -> None:
-    # The DLQ is one Redis: a list is refused, without showing what it holds.
-    for args in (["--url", REDIS_FAILOVER, "queues"], ["profiles", "add", "x", "--url", SENTINELS]):
+    # The DLQ is one Redis: a list is refused, without showing what it holds. A Sentinel list
+    # is one Redis, its master, and must name it.
+    for args, reason in (
+        (["--url", REDIS_FAILOVER, "queues"], "list of URLs"),
+        (["profiles", "add", "x", "--url", SENTINELS], "names no Redis master"),
+    ):
         result = morgue(*args)
         assert result.returncode == 2
-        assert "list of URLs" in one_error_line(result)
+        assert reason in one_error_line(result)
     morgue.config.write_text(f'[profiles.x]\nurl = "{REDIS_FAILOVER}"\n')
     result = morgue("--profile", "x", "queues")
     assert result.returncode == 1
