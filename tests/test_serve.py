@@ -123,13 +123,24 @@ def serve(config: Path, tmp_path: Path) -> Iterator[Callable[..., Served]]:
         served.close()
 
 
-def status(url: str, headers: dict[str, str] | None = None) -> int:
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def response(url: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    """The status and headers of one request, redirects not followed."""
     request = urllib.request.Request(url, headers=headers or {})  # noqa: S310 - our own server
+    opener = urllib.request.build_opener(NoRedirect)
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
-            return int(response.status)
+        with opener.open(request, timeout=10) as answer:
+            return int(answer.status), answer.headers
     except urllib.error.HTTPError as exc:
-        return exc.code
+        return exc.code, exc.headers
+
+
+def status(url: str, headers: dict[str, str] | None = None) -> int:
+    return response(url, headers)[0]
 
 
 async def first_screen(url: str, headers: dict[str, str] | None = None) -> str:
@@ -148,12 +159,22 @@ async def first_screen(url: str, headers: dict[str, str] | None = None) -> str:
 
 
 async def handshake_status(url: str, headers: dict[str, str] | None = None) -> int:
+    """101 for an open websocket, else the refusal's status (0: the port is closed)."""
     async with aiohttp.ClientSession() as session:
         try:
             async with session.ws_connect(url, headers=headers):
                 return 101
         except aiohttp.WSServerHandshakeError as exc:
             return exc.status
+        except aiohttp.ClientConnectorError:
+            return 0
+
+
+async def open_tab(session: aiohttp.ClientSession, ws: str) -> aiohttp.ClientWebSocketResponse:
+    """A tab whose app has drawn its first frame."""
+    tab = await session.ws_connect(f"{ws}?width=100&height=30")
+    await asyncio.wait_for(tab.receive(), 20)
+    return tab
 
 
 def listening_addresses(port: int) -> set[str]:
@@ -193,19 +214,65 @@ def test_a_host_beyond_loopback_needs_a_token_or_the_explicit_flag(
     assert "not loopback" in line and "--token" in line
 
 
+def own_address() -> str | None:
+    """This machine's address on its default route, if it has one (no packet is sent)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))
+        except OSError:
+            return None
+        address = str(probe.getsockname()[0])
+    return None if address.startswith("127.") else address
+
+
+def test_the_explicit_flag_serves_any_host_but_not_another_sites_page(
+    serve: Callable[..., Served],
+) -> None:
+    served = serve("--host", "0.0.0.0", "--i-know-this-is-unauthenticated")
+    elsewhere = f"192.0.2.1:{served.port}"
+    assert status(f"{served.base}/", {"Host": elsewhere}) == 200
+    address = own_address()
+    if address is not None:
+        assert status(f"http://{address}:{served.port}/") == 200
+    ws = f"ws://127.0.0.1:{served.port}/ws"
+    attacker = {"Host": elsewhere, "Origin": "http://attacker.example"}
+    assert asyncio.run(handshake_status(ws, attacker)) == 403
+    own_page = {"Host": elsewhere, "Origin": f"http://{elsewhere}"}
+    assert asyncio.run(handshake_status(ws, own_page)) == 101
+
+
+def test_loopback_is_all_of_127_and_any_spelling_of_localhost(
+    serve: Callable[..., Served],
+) -> None:
+    served = serve("--host", "127.0.0.2")
+    page = f"http://127.0.0.2:{served.port}/"
+    assert status(page) == 200
+    assert status(page, {"Host": f"LocalHost.:{served.port}"}) == 200
+    assert status(page, {"Host": f"localhost.attacker.example:{served.port}"}) == 403
+
+
 def test_the_token_guards_the_page_and_the_websocket(serve: Callable[..., Served]) -> None:
     served = serve("--host", "0.0.0.0", "--token", TOKEN)
     ws = f"ws://127.0.0.1:{served.port}/ws"
     assert status(f"{served.base}/") == 403
     assert status(f"{served.base}/?token=wrong") == 403
-    assert status(f"{served.base}/?token={TOKEN}") == 200
     assert asyncio.run(handshake_status(ws)) == 403
     assert asyncio.run(handshake_status(f"{ws}?token=wrong")) == 403
-    # The page hands the token to its websocket as a cookie; a client may also pass it.
+    # The token buys a cookie and leaves the address bar; the cookie is not the token.
+    code, headers = response(f"{served.base}/?token={TOKEN}", {"Host": f"192.0.2.1:{served.port}"})
+    assert code == 303 and headers["Location"] == "/"
+    cookie = headers["Set-Cookie"].split(";")[0]
+    name, _, value = cookie.partition("=")
+    assert name == f"morgue_serve_session_{served.port}" and value and TOKEN not in value
+    code, headers = response(f"{served.base}/", {"Cookie": cookie})
+    assert code == 200
+    assert headers["Referrer-Policy"] == "no-referrer" and headers["Cache-Control"] == "no-store"
+    assert status(f"{served.base}/", {"Cookie": f"{name}={TOKEN}"}) == 403
+    # The page's websocket carries the cookie; a client may pass the token instead.
+    assert "connected" in asyncio.run(first_screen(ws, {"Cookie": cookie}))
     assert "connected" in asyncio.run(first_screen(f"{ws}?token={TOKEN}"))
-    cookie = {"Cookie": f"morgue_serve_token={TOKEN}"}
-    assert "connected" in asyncio.run(first_screen(ws, cookie))
-    assert TOKEN not in served.log()
+    # The address it prints says where the token goes without printing it.
+    assert "/?token=... " in served.log() and TOKEN not in served.log()
 
 
 def test_a_read_only_profile_stays_read_only_in_the_browser(
@@ -255,10 +322,38 @@ def test_a_port_in_use_is_one_line_and_status_1(morgue: Morgue, redis_server: Re
 
 def test_closing_the_tab_ends_its_app_process(serve: Callable[..., Served]) -> None:
     served = serve()
-    assert "connected" in asyncio.run(first_screen(f"ws://127.0.0.1:{served.port}/ws"))
+
+    async def one_tab() -> None:
+        async with aiohttp.ClientSession() as session:
+            tab = await open_tab(session, f"ws://127.0.0.1:{served.port}/ws")
+            await asyncio.to_thread(wait_for, lambda: len(served.apps()) == 1)
+            await tab.close()
+
+    asyncio.run(one_tab())
     wait_for(lambda: not served.apps(), timeout=15)
-    assert served.seen, "no app process was started for the tab"
+    assert len(served.seen) == 1
     assert not [pid for pid in served.seen if pid_alive(pid) or group_pids(pid)]
+
+
+def test_tabs_beyond_max_tabs_are_refused_and_start_nothing(
+    serve: Callable[..., Served],
+) -> None:
+    served = serve("--max-tabs", "1")
+    ws = f"ws://127.0.0.1:{served.port}/ws"
+
+    async def two_tabs() -> None:
+        async with aiohttp.ClientSession() as session:
+            tab = await open_tab(session, ws)
+            await asyncio.to_thread(wait_for, lambda: len(served.apps()) == 1)
+            assert await handshake_status(ws) == 503
+            assert len(served.apps()) == 1
+            await tab.close()
+        await asyncio.to_thread(wait_for, lambda: not served.apps(), 15)
+        # Its place is free again.
+        assert "connected" in await first_screen(ws)
+
+    asyncio.run(two_tabs())
+    assert len(served.seen) <= 2
 
 
 def test_a_malformed_message_ends_that_tab_only(serve: Callable[..., Served]) -> None:
@@ -282,21 +377,38 @@ def test_sigterm_ends_every_tab_within_ten_seconds(serve: Callable[..., Served])
     served = serve()
     ws = f"ws://127.0.0.1:{served.port}/ws"
 
-    async def two_tabs_then_sigterm() -> None:
-        async with aiohttp.ClientSession() as session:
-            tabs = [await session.ws_connect(f"{ws}?width=100&height=30") for _ in range(2)]
-            for tab in tabs:
-                await asyncio.wait_for(tab.receive(), 20)  # each app has drawn
-            await asyncio.to_thread(wait_for, lambda: len(served.apps()) == 2)
+    async def two_tabs_one_hung_then_sigterm() -> None:
+        async with aiohttp.ClientSession() as session, aiohttp.ClientSession() as late:
+            tabs = [await open_tab(session, ws) for _ in range(2)]
+            await asyncio.to_thread(wait_for, lambda: len(served.apps()) == len(tabs))
+            os.kill(served.apps()[0], signal.SIGSTOP)  # an app that answers nothing
+            async with late.get(f"{served.base}/") as page:  # a kept-alive connection
+                await page.read()
             assert served.process.process is not None
             served.process.process.send_signal(signal.SIGTERM)
+            # While the apps end, no tab opens: the port is closed, and a request on a
+            # connection already open is refused.
+            await asyncio.to_thread(wait_for, lambda: not listening_addresses(served.port))
+            assert await handshake_status(ws) == 0
+            async with late.get(f"{served.base}/ws", headers=upgrade_headers()) as refused:
+                assert refused.status == 503
+            assert set(served.apps()) <= served.seen
             await asyncio.to_thread(served.process.process.wait, 10)
 
-    asyncio.run(two_tabs_then_sigterm())
+    asyncio.run(two_tabs_one_hung_then_sigterm())
     assert len(served.seen) == 2
     left = [pid for pid in served.seen if pid_alive(pid) or group_pids(pid)]
     assert not left, f"app processes left behind: {left}"
     assert not group_pids(served.process.pid)
+
+
+def upgrade_headers() -> dict[str, str]:
+    return {
+        "Connection": "Upgrade",
+        "Upgrade": "websocket",
+        "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+    }
 
 
 # -- a real browser -----------------------------------------------------------------------------

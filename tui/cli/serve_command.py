@@ -15,10 +15,12 @@ TOKEN_ENV = "MORGUE_SERVE_TOKEN"  # noqa: S105 - the variable's name, not a secr
 
 
 def is_loopback(host: str) -> bool:
-    if host == "localhost":
+    """An address or name only this machine reaches: ``--host`` and the Host header alike."""
+    name = host.rstrip(".").lower()
+    if name == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(name).is_loopback
     except ValueError:
         return False
 
@@ -48,13 +50,23 @@ def app_environment(session: ProfileSession) -> dict[str, str]:
 @click.option(
     "--token",
     envvar=TOKEN_ENV,
-    help=f"A secret the page must carry (?token=); also ${TOKEN_ENV}. Never logged.",
+    help=(
+        f"A secret the page must carry (?token=). On the command line it shows in `ps`:"
+        f" prefer ${TOKEN_ENV}."
+    ),
 )
 @click.option(
     "--i-know-this-is-unauthenticated",
     "unauthenticated",
     is_flag=True,
     help="Listen beyond loopback without a token: anyone who reaches the port drives the UI.",
+)
+@click.option(
+    "--max-tabs",
+    default=8,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Tabs open at once (each runs a `morgue ui`); more are refused.",
 )
 @click.option("--theme", help="UI theme, e.g. ansi-dark.")
 @click.option("--no-mouse", is_flag=True, help="Leave the mouse to the browser.")
@@ -65,6 +77,7 @@ def serve(
     port: int,
     token: str | None,
     unauthenticated: bool,
+    max_tabs: int,
     theme: str | None,
     no_mouse: bool,
 ) -> None:
@@ -98,6 +111,8 @@ def serve(
         host=host,
         port=port,
         token=token,
+        unauthenticated=unauthenticated,
+        max_tabs=max_tabs,
         title=f"morgue: {session.profile().name}",
         on_ready=ready,
     )

@@ -12,14 +12,14 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from textual_serve.app_service import AppService
 
-# Each step of the escalation waits this long for the group to go; three steps stay well
-# inside the 10 s a SIGTERM to `morgue serve` may take.
-STEP_SECONDS = 2.5
+# Each step of the escalation (quit, SIGTERM, after SIGKILL) waits this long for the app to go:
+# with the server's own steps they stay well inside the 10 s a SIGTERM to `morgue serve` may take.
+STEP_SECONDS = 2.0
 
 
 class AppProcess(AppService):
@@ -43,6 +43,8 @@ class AppProcess(AppService):
         return self._process.pid if self._process is not None else None
 
     async def _open_app_process(self, width: int = 80, height: int = 24) -> Any:
+        if self._stopping is not None:  # the server began stopping while this tab opened
+            raise ConnectionError("the server is stopping")
         environment = {**self._build_environment(width=width, height=height), **self.extra_env}
         self._process = process = await asyncio.create_subprocess_exec(
             *self.argv,
@@ -66,31 +68,45 @@ class AppProcess(AppService):
         process = self._process
         try:
             if process is not None and process.returncode is None:
-                with contextlib.suppress(Exception):
-                    await self.send_meta({"type": "quit"})
-                if not await self._exited(process):
-                    self._signal_group(process.pid, signal.SIGTERM)
-                    if not await self._exited(process):
-                        self._signal_group(process.pid, signal.SIGKILL)
-                        await self._exited(process)
-            # Anything the app left behind in its group goes with it.
-            if process is not None:
+                await self._end(process)
+            if process is not None:  # anything the app left in its group holds its pipes
                 self._signal_group(process.pid, signal.SIGKILL)
             if self._task is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self._task, STEP_SECONDS)
+                await self._within_a_step(self._task)
                 self._task = None
             with contextlib.suppress(Exception):
                 await self.remote_close()
         finally:
+            # Again when this stop is cancelled part way (the server's loop ending): no group
+            # outlives its tab.
+            if process is not None:
+                self._signal_group(process.pid, signal.SIGKILL)
             self._on_exit(self)
 
+    async def _end(self, process: asyncio.subprocess.Process) -> None:
+        """Quit, else SIGTERM, else SIGKILL: one step each."""
+        if await self._within_a_step(self._quit(process)):
+            return
+        self._signal_group(process.pid, signal.SIGTERM)
+        if await self._within_a_step(process.wait()):
+            return
+        self._signal_group(process.pid, signal.SIGKILL)
+        await self._within_a_step(process.wait())
+
+    async def _quit(self, process: asyncio.subprocess.Process) -> None:
+        with contextlib.suppress(Exception):  # its stdin may be gone already
+            await self.send_meta({"type": "quit"})
+        await process.wait()
+
     @staticmethod
-    async def _exited(process: asyncio.subprocess.Process) -> bool:
+    async def _within_a_step(step: Awaitable[object]) -> bool:
+        """Whether ``step`` ended (in any way) within STEP_SECONDS."""
         try:
-            await asyncio.wait_for(process.wait(), STEP_SECONDS)
+            await asyncio.wait_for(step, STEP_SECONDS)
         except TimeoutError:
             return False
+        except Exception:  # the app's own reader ending on an error is an end too
+            return True
         return True
 
     @staticmethod

@@ -1,9 +1,11 @@
 """The HTTP and WebSocket server: the page, the token, and every tab's app process.
 
-The page and the websocket need the token when one is set (``?token=`` on the page; the page
-hands it to its websocket as a same-site cookie). Without a token the server is only for
-loopback, and it refuses Host headers other than loopback names, so a web page elsewhere
-cannot reach it by DNS rebinding; the websocket also refuses another site's Origin.
+The page and the websocket need the token when one is set: ``/?token=`` trades it for a
+same-site cookie holding this server's random session value, and sends the browser on to ``/``
+so the token leaves the address bar. Without a token (and without
+--i-know-this-is-unauthenticated) the server refuses Host headers other than loopback, so a web
+page elsewhere cannot reach it by DNS rebinding. The websocket always refuses another site's
+Origin.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import secrets
 import signal
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from urllib.parse import urlsplit
@@ -21,10 +24,13 @@ from aiohttp import web
 from textual_serve.server import Server
 
 from celery_morgue.core.wording import one_line
+from celery_morgue.tui.cli.serve_command import is_loopback
 from celery_morgue.tui.serve.app_process import STEP_SECONDS, AppProcess
 
-TOKEN_COOKIE = "morgue_serve_token"  # noqa: S105 - the cookie's name
-LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+# Cookies are shared by every port of a host: the port in the name keeps two servers apart.
+SESSION_COOKIE = "morgue_serve_session_{port}"
+# What the page must not leak or keep: its address may have carried the token.
+PAGE_HEADERS = {"Referrer-Policy": "no-referrer", "Cache-Control": "no-store"}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -45,6 +51,8 @@ class MorgueServer(Server):
         host: str,
         port: int,
         token: str | None,
+        unauthenticated: bool,
+        max_tabs: int,
         title: str,
         on_ready: Callable[[int], None],
     ) -> None:
@@ -52,16 +60,26 @@ class MorgueServer(Server):
         self.argv = list(argv)
         self.extra_env = dict(extra_env)
         self.token = token
+        self.unauthenticated = unauthenticated
+        self.max_tabs = max_tabs
         self.on_ready = on_ready
         self.apps: set[AppProcess] = set()
+        self.stopping = False
+        # The cookie carries this, never the token: it dies with the server.
+        self.session_value = secrets.token_urlsafe(32)
+        self.cookie_name = SESSION_COOKIE.format(port=port)
 
     # -- access -----------------------------------------------------------------------------
 
     def _allowed(self, request: web.Request) -> bool:
         if self.token is None:
-            return host_name(request.host) in LOOPBACK_NAMES
-        offered = request.query.get("token") or request.cookies.get(TOKEN_COOKIE) or ""
-        return hmac.compare_digest(offered.encode(), self.token.encode())
+            return self.unauthenticated or is_loopback(host_name(request.host))
+        return self._offers_token(request) or _same(
+            request.cookies.get(self.cookie_name, ""), self.session_value
+        )
+
+    def _offers_token(self, request: web.Request) -> bool:
+        return self.token is not None and _same(request.query.get("token", ""), self.token)
 
     @web.middleware
     async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -79,9 +97,20 @@ class MorgueServer(Server):
         return app
 
     async def handle_index(self, request: web.Request) -> web.StreamResponse:
+        secure = request.secure
+        if self._offers_token(request):
+            # The cookie from here on; the token leaves the address bar (and its history).
+            redirect = web.Response(status=303, headers={"Location": "/", **PAGE_HEADERS})
+            redirect.set_cookie(
+                self.cookie_name,
+                self.session_value,
+                httponly=True,
+                samesite="Strict",
+                secure=secure,
+            )
+            return redirect
         # URLs from the Host the browser used, so an SSH tunnel on another local port (or a
         # server bound to 0.0.0.0) hands out addresses the browser can reach.
-        secure = request.secure
         origin = f"{'https' if secure else 'http'}://{request.host}"
         context = {
             "font_size": 16,
@@ -90,15 +119,19 @@ class MorgueServer(Server):
             "application": {"name": self.title},
         }
         response = aiohttp_jinja2.render_template("app_index.html", request, context)
-        if self.token is not None:
-            response.set_cookie(
-                TOKEN_COOKIE, self.token, httponly=True, samesite="Strict", secure=secure
-            )
+        response.headers.update(PAGE_HEADERS)
         return response
 
     # -- app processes ----------------------------------------------------------------------
 
     async def handle_websocket(self, request: web.Request) -> web.WebSocketResponse:
+        # Refused before the upgrade: no app process starts for these tabs.
+        if self.stopping:
+            raise web.HTTPServiceUnavailable(text="the server is stopping\n")
+        if len(self.apps) >= self.max_tabs:
+            raise web.HTTPServiceUnavailable(
+                text=f"too many tabs: this server runs at most {self.max_tabs} (--max-tabs)\n"
+            )
         websocket = web.WebSocketResponse(heartbeat=15)
         width = _size(request.query.get("width"), 80)
         height = _size(request.query.get("height"), 24)
@@ -145,16 +178,23 @@ class MorgueServer(Server):
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
         runner = web.AppRunner(
-            await self._make_app(), access_log=None, shutdown_timeout=STEP_SECONDS
+            await self._make_app(), access_log=None, shutdown_timeout=STEP_SECONDS / 2
         )
         await runner.setup()
+        site = web.TCPSite(runner, self.host, self.port)
         try:
-            site = web.TCPSite(runner, self.host, self.port)
             await site.start()
             addresses = runner.addresses  # with --port 0, the port the system picked
-            self.on_ready(int(addresses[0][1]) if addresses else self.port)
+            bound_port = int(addresses[0][1]) if addresses else self.port
+            self.cookie_name = SESSION_COOKIE.format(port=bound_port)
+            self.on_ready(bound_port)
             await stop.wait()
         finally:
+            # No new tab while the open ones end: the port closes, and a request already on a
+            # kept-alive connection meets `stopping`.
+            self.stopping = True
+            with contextlib.suppress(Exception):
+                await site.stop()
             await self.stop_apps()
             with contextlib.suppress(Exception):
                 await runner.cleanup()
@@ -162,6 +202,10 @@ class MorgueServer(Server):
     def serve(self, debug: bool = False) -> None:
         self.initialize_logging()
         asyncio.run(self.run())
+
+
+def _same(offered: str, expected: str) -> bool:
+    return hmac.compare_digest(offered.encode(), expected.encode())
 
 
 def _size(value: str | None, default: int) -> int:
