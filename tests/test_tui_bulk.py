@@ -230,10 +230,12 @@ def test_the_groups_view_refuses_a_second_requeue_of_its_queue(
         await until(pilot, lambda: view.table.row_count == 1, what="groups")
         await confirm(pilot, app, "E", "Requeue 40 entries of group")
         await until(pilot, lambda: view.progress is not None, what="progress")
+        # Under load the first send can lag the progress bar: escape must stop a run that sent.
+        await until(pilot, lambda: len(sent_tasks(redis_client)) > 0, what="a first send")
         await pilot.press("E")
-        await pilot.pause()
+        running = f"A requeue of {QUEUE} is running: escape stops it."
+        await until(pilot, lambda: running in notices(app), what="the refusal")
         assert isinstance(app.screen, DashboardScreen), "a second E opened a dialog"
-        assert f"A requeue of {QUEUE} is running: escape stops it." in notices(app)
         await pilot.press("escape")
         await until(pilot, lambda: view.progress is None, what="the run stopped")
         await workers_done(pilot, app)
@@ -381,6 +383,7 @@ def test_escape_in_the_groups_view_stops_the_groups_requeue_first(
         assert view.selected is not None and view.selected.task == "shop.tasks.refund"
         await confirm(pilot, app, "E", "Requeue 40 entries of group")
         await until(pilot, lambda: "requeue " in str(view.border_subtitle), what="progress")
+        await until(pilot, lambda: len(sent_tasks(redis_client)) > 0, what="a first send")
         await pilot.press("escape")  # stops the requeue; the view stays open
         await until(
             pilot,
