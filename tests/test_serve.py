@@ -29,6 +29,7 @@ from celery_morgue.core import DeadLetterQueue
 from celery_morgue.tui.demo.processes import (
     ManagedProcess,
     RedisServer,
+    child_pids,
     free_port,
     group_pids,
     pid_alive,
@@ -52,17 +53,7 @@ TOKEN = "s3cret-token-for-the-test"  # noqa: S105 - the test's own server
 
 def app_pids(server_pid: int) -> list[int]:
     """The tabs' app processes: the server's children (each leads its own session)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if fields[0] != "Z" and int(fields[1]) == server_pid:
-            found.append(int(entry.name))
-    return found
+    return child_pids(server_pid)
 
 
 class Served:

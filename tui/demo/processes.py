@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
@@ -58,9 +58,8 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
-def group_pids(pgid: int) -> list[int]:
-    """Live processes whose process group is ``pgid`` (Linux /proc)."""
-    found = []
+def _live_processes() -> Iterator[tuple[int, list[str]]]:
+    """Each live process (not a zombie) by pid, with its /proc stat fields after the name."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -68,9 +67,18 @@ def group_pids(pgid: int) -> list[int]:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            found.append(int(entry.name))
-    return found
+        if fields[0] != "Z":
+            yield int(entry.name), fields
+
+
+def group_pids(pgid: int) -> list[int]:
+    """Live processes whose process group is ``pgid`` (Linux /proc)."""
+    return [pid for pid, fields in _live_processes() if int(fields[2]) == pgid]
+
+
+def child_pids(ppid: int) -> list[int]:
+    """Live processes whose parent is ``ppid`` (Linux /proc)."""
+    return [pid for pid, fields in _live_processes() if int(fields[1]) == ppid]
 
 
 class ManagedProcess:
