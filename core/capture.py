@@ -272,14 +272,14 @@ class FailureCapture:
             return
         try:
             try:
-                self.dlq.add(entry, payload)
+                acknowledged = self._add(entry, payload)
             except redis.ConnectionError as exc:
                 if "connecting to" in str(exc):
                     raise  # Redis refused (or could not be reached): it is away
                 # A connection Redis closed (it restarted since this process last wrote) fails
                 # at once, without waiting: a fresh one, once. The write is idempotent.
-                self.dlq.add(entry, payload)
-            if self.confirm_replication and not self._replicated():
+                acknowledged = self._add(entry, payload)
+            if self.confirm_replication and not self._replicated(acknowledged):
                 # Kept for replay as well: the replay writes it to whichever master holds the
                 # DLQ then, and the DLQ's seen ids make a second copy a no-op.
                 self._spool(entry, "no replica has it yet")
@@ -306,9 +306,18 @@ class FailureCapture:
         if self.spool.pending():
             self.replay_spool()  # one bounded batch; the worker's spool drain does the rest
 
-    def _replicated(self) -> bool:
+    def _add(self, entry: Entry, payload: bytes | None) -> int | None:
+        """Store ``entry``; on a Sentinel master, how many replicas acknowledged it (None: not
+        asked, see ``ReplicationCheck.wait_for``)."""
+        wait_ms = self._replication.wait_for() if self.confirm_replication else None
+        if wait_ms is None:
+            self.dlq.add(entry, payload)
+            return None
+        return self.dlq.add_many_acknowledged([entry], wait_ms=wait_ms)[1]
+
+    def _replicated(self, acknowledged: int | None) -> bool:
         try:
-            return self._replication(self.dlq.client)
+            return self._replication.verdict(self.dlq.client, acknowledged)
         except (redis.RedisError, OSError):
             return False
 
@@ -382,7 +391,10 @@ class FailureCapture:
             )
         from celery_morgue.core.spool_drain import redis_away
 
-        replies = self.dlq.add_many(fresh, raise_on_error=False)
+        wait_ms = self._replication.wait_for() if self.confirm_replication else None
+        replies, acknowledged = self.dlq.add_many_acknowledged(
+            fresh, raise_on_error=False, wait_ms=wait_ms
+        )
         refused: list[tuple[Entry, BaseException]] = []
         for entry, reply in zip(fresh, replies, strict=True):
             if isinstance(reply, redis.ResponseError):
@@ -391,7 +403,11 @@ class FailureCapture:
                 refused.append((entry, reply))
         # Refused for good: set aside (logged once) and moved past, so nothing waits on them.
         self.spool.set_aside_refused(refused)
-        if self.confirm_replication and fresh and not self._replicated():
+        if (
+            self.confirm_replication
+            and fresh
+            and not self._replicated(acknowledged if wait_ms is not None else None)
+        ):
             # Not yet durable across a failover: the batch stays spooled (replays dedupe).
             raise NotReplicated("the spooled entries are on the master but on no replica yet")
         return len(fresh) - len(refused)

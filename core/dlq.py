@@ -354,6 +354,18 @@ class DeadLetterQueue:
         stored; without, the first such error raises (the others are stored all the same).
         Connection errors raise either way.
         """
+        return self.add_many_acknowledged(entries, raise_on_error=raise_on_error)[0]
+
+    def add_many_acknowledged(
+        self, entries: Iterable[Entry], *, raise_on_error: bool = True, wait_ms: int | None = None
+    ) -> tuple[list[str | redis.ResponseError | None], int]:
+        """:meth:`add_many`, then with ``wait_ms`` a ``WAIT 1 wait_ms`` on the same connection:
+        how many replicas have these writes (0 without ``wait_ms``).
+
+        One pipeline, so one connection: WAIT only answers for the writes of the connection
+        it runs on, and another thread's connection could say "replicated" for writes it never
+        made.
+        """
         pipe = self.client.pipeline(transaction=False)
         count = 0
         for entry in entries:
@@ -361,11 +373,16 @@ class DeadLetterQueue:
             queue_script(pipe, self._add, keys, argv)
             count += 1
         if count == 0:
-            return []
-        return [
+            return [], 0
+        if wait_ms is not None:
+            pipe.wait(1, wait_ms)
+        replies = pipe.execute(raise_on_error=raise_on_error)
+        acknowledged = int(replies.pop()) if wait_ms is not None else 0
+        stored = [
             reply if isinstance(reply, redis.ResponseError) else (_text(reply) if reply else None)
-            for reply in pipe.execute(raise_on_error=raise_on_error)
+            for reply in replies
         ]
+        return stored, acknowledged
 
     # -- reading -------------------------------------------------------------------------
 

@@ -207,19 +207,31 @@ class ReplicationCheck:
     """Whether a client's writes are on a replica, or on no replica that could be promoted.
 
     With no replica connected, nothing can be promoted over the write: a replica that attaches
-    later copies the whole dataset.
+    later copies the whole dataset. With replicas connected that did not acknowledge (stalled,
+    far behind), writes count as not replicated for a while without waiting again: a WAIT
+    stalls its caller (the worker's main loop, for revokes and rejections) about 100 ms.
     """
 
     def __init__(self, wait_ms: int = REPLICA_WAIT_MS) -> None:
         self.wait_ms = wait_ms
         self._alone_until = 0.0
+        self._lagging_until = 0.0
 
-    def __call__(self, client: redis.Redis | redis.RedisCluster) -> bool:
-        if time.monotonic() < self._alone_until:
-            return True
-        if int(client.wait(1, self.wait_ms)) >= 1:
+    def wait_for(self) -> int | None:
+        """The WAIT timeout for the next write; None: no WAIT now (see :meth:`verdict`)."""
+        now = time.monotonic()
+        return None if now < self._alone_until or now < self._lagging_until else self.wait_ms
+
+    def verdict(self, client: redis.Redis | redis.RedisCluster, acknowledged: int | None) -> bool:
+        """Whether the write is safe from a failover; ``acknowledged`` is WAIT's answer, None
+        when :meth:`wait_for` said not to wait."""
+        now = time.monotonic()
+        if acknowledged is None:
+            return now < self._alone_until  # alone: safe; lagging: not
+        if acknowledged >= 1:
             return True
         if int(client.info("replication").get("connected_slaves", 0)):
+            self._lagging_until = now + ALONE_RECHECK_SECONDS
             return False
-        self._alone_until = time.monotonic() + ALONE_RECHECK_SECONDS
+        self._alone_until = now + ALONE_RECHECK_SECONDS
         return True

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import redis
+import redis.sentinel
 from celery import Celery
 from textual.pilot import Pilot
 
@@ -138,8 +139,16 @@ def test_the_control_app_gets_the_master_name_and_sentinel_password() -> None:
     with connect_profile(profile) as connection:
         options = connection.app.conf.broker_transport_options
         assert options["master_name"] == "m"
-        assert options["sentinel_kwargs"] == {"password": "sp"}
+        assert options["sentinel_kwargs"]["password"] == "sp"  # noqa: S105 - the test's own
         assert "sentinel_password" not in str(connection.app.conf.broker_url)
+        # kombu hands sentinel_kwargs to redis-py's Sentinel as they are, and redis-py applies
+        # the client's timeouts to the Sentinels' connections only without them.
+        sentinel = redis.sentinel.Sentinel(
+            [("h1", 1)], sentinel_kwargs=options["sentinel_kwargs"], socket_timeout=9
+        )
+        settings = sentinel.sentinels[0].connection_pool.connection_kwargs
+        assert settings["socket_connect_timeout"] == profile.timeout
+        assert settings["socket_timeout"] == max(profile.timeout, 3.0)
 
 
 # -- real Sentinels --------------------------------------------------------------------------
@@ -288,6 +297,40 @@ def test_the_ui_shows_the_outage_and_follows_the_new_master(sentinels: SentinelG
         await until(pilot, lambda: celery.total == 4, what="data after the failover")
 
     with_app(profile, scenario)
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+def test_a_stalled_replica_costs_one_wait_not_one_per_capture(
+    sentinels: SentinelGroup, tmp_path: Path
+) -> None:
+    """Each WAIT stalls its caller (the worker's main loop, for revokes) about 100 ms."""
+    capture = FailureCapture(
+        Celery("stalled", set_as_current=False),
+        dlq_url(sentinels),
+        Options.from_kwargs({"spool_dir": str(tmp_path)}),
+    )
+    master = redis.Redis(port=sentinels.master_port() or 0)
+    master.config_resetstat()
+    os.kill(sentinels.replica.pid, signal.SIGSTOP)
+    try:
+        for n in range(10):
+            capture.store(make_entry(f"stalled-{n}", "celery"))
+        waits = master.info("commandstats").get("cmdstat_wait", {}).get("calls", 0)
+        assert capture.spool.pending(), "unreplicated captures must be kept for replay"
+        assert waits == 1  # the first waited for the replica; the rest did not
+    finally:
+        os.kill(sentinels.replica.pid, signal.SIGCONT)
+        master.close()
+    dlq = DeadLetterQueue(connect(dlq_url(sentinels), 1.0))
+
+    def replayed() -> bool:
+        capture.replay_spool()
+        return not capture.spool.pending()
+
+    wait_for(replayed, timeout=30, interval=0.2)
+    stored = sorted(e.task_id for e in dlq.iter_entries("celery"))
+    assert stored == sorted(f"stalled-{n}" for n in range(10))  # each once
 
 
 @pytest.mark.redis

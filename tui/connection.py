@@ -93,6 +93,14 @@ def control_app(broker_url: str, timeout: float) -> Celery:
         # A read timeout too: without one an inspect on a stalled Redis blocks its thread (and
         # quitting) until Redis answers. Above kombu's 1 s BRPOP, which must not time out.
         transport_options["socket_timeout"] = max(timeout, 3.0)
+        if "sentinel_kwargs" in transport_options:
+            # redis-py gives the Sentinels' own connections the client's timeouts only when
+            # there are no sentinel_kwargs; with a Sentinel password they would wait 5 s.
+            transport_options["sentinel_kwargs"] = {
+                **transport_options["sentinel_kwargs"],
+                "socket_connect_timeout": timeout,
+                "socket_timeout": max(timeout, 3.0),
+            }
     app.conf.update(
         task_serializer="json",
         result_serializer="json",
