@@ -414,6 +414,20 @@ class Morgue:
         return json.loads(result.stdout)
 
 
+def celery_morgue(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """`celery -A tests.workerapp morgue ARGS` in a subprocess, as a project runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "tests.workerapp", "morgue", *args],
+        env=env,
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+
+
 def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
     lines = result.stderr.splitlines()
     assert len(lines) == 1, f"expected one line on stderr, got: {result.stderr!r}"

@@ -15,7 +15,6 @@ import pty
 import select
 import stat
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -38,6 +37,7 @@ from tests.helpers import (
     REPO,
     Morgue,
     Worker,
+    celery_morgue,
     child_env,
     make_entry,
     one_error_line,
@@ -709,16 +709,7 @@ def test_celery_plugin_uses_the_apps_broker_and_dlq(
     env = child_env(tmp_path / "absent.toml", {"MORGUE_TEST_BROKER": redis_server.url})
 
     def celery(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "celery", "-A", "tests.workerapp", "morgue", *args],
-            env=env,
-            cwd=REPO,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=90,
-            check=False,
-        )
+        return celery_morgue(env, *args)
 
     result = celery("queues")
     assert result.returncode == 0, result.stderr

@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,10 +28,10 @@ from celery_morgue.tui.connection import connect_profile
 from celery_morgue.tui.demo.processes import SentinelGroup, group_pids
 from celery_morgue.tui.profiles import ProfileError, validate_profile_fields
 from tests.helpers import (
-    REPO,
     Morgue,
     Worker,
     add_entries,
+    celery_morgue,
     child_env,
     make_entry,
     open_queue,
@@ -241,16 +239,7 @@ def test_the_cli_and_celery_a_work_after_a_failover(
         tmp_path / "absent.toml",
         {"MORGUE_TEST_BROKER": sentinels.url, "MORGUE_TEST_MASTER_NAME": sentinels.master_name},
     )
-    result = subprocess.run(
-        [sys.executable, "-m", "celery", "-A", "tests.workerapp", "morgue", "queues", "--json"],
-        env=env,
-        cwd=REPO,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
+    result = celery_morgue(env, "queues", "--json")
     assert result.returncode == 0, result.stderr
     assert [row["queue"] for row in json.loads(result.stdout)] == ["celery"]
 
