@@ -552,7 +552,9 @@ def test_a_requeue_killed_at_a_random_point_never_sends_an_entry_twice(
         wait_for(lambda: redis_client.llen(QUEUE) >= kill_after, timeout=60)
         # Not inside a publish: whether the broker got that one nobody can know. The run waits
         # for nothing once a publish returned, so this comes at once.
-        wait_for(lambda: newest_settled() or first.poll() is not None, timeout=60)
+        # Polled tightly: on a loaded machine (CI runs six test processes on two cores) a slower
+        # poll let the run claim the next entry first, which then rightly stays busy.
+        wait_for(lambda: newest_settled() or first.poll() is not None, timeout=60, interval=0.002)
         assert first.poll() is None, "the newest message's entry stayed 'claimed' to the end"
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=10)
