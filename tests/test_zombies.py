@@ -75,7 +75,6 @@ def test_a_task_past_the_threshold_is_found_with_its_age_and_revoked(cluster: Cl
     task_id, _ = cluster.send(worker, "sleep", 120)
     cluster.wait_older_than(task_id, 2.5)
 
-    asked = time.monotonic()
     probe = time.time()
     snapshot = active_tasks(cluster.app, hard_limit=2, grace=0, now=probe)
     answered = time.monotonic()
@@ -93,9 +92,10 @@ def test_a_task_past_the_threshold_is_found_with_its_age_and_revoked(cluster: Cl
     assert task.args == "[120]"
     assert task.queue == "celery"
     assert task.age is not None and task.started_at is not None
-    # The age is the worker's (same host: one monotonic clock): from its start, which follows
-    # the send closely, to its reply, within the call.
-    assert asked - sent - 0.5 <= task.age <= answered - sent
+    # The age is the worker's (same host: one monotonic clock): past what it was when the wait
+    # saw it, and no more than the time since the send (the start comes after it; how long
+    # after depends on the machine's load, so it bounds nothing).
+    assert 2.5 < task.age <= answered - sent
     assert task.started_at.timestamp() == pytest.approx(probe - task.age, abs=1e-6)
     [raw] = cluster.raw_active(worker)
     assert task.started_at.timestamp() == pytest.approx(float(raw["time_start"]), abs=0.5)
