@@ -288,17 +288,30 @@ def test_the_ui_shows_the_outage_and_follows_the_new_master(sentinels: SentinelG
     with_app(profile, scenario)
 
 
+def sentinel_capture(sentinels: SentinelGroup, tmp_path: Path) -> FailureCapture:
+    """A worker's capture, in this process, on the group's DLQ with a spool in ``tmp_path``."""
+    return FailureCapture(
+        Celery("capture-here", set_as_current=False),
+        dlq_url(sentinels),
+        Options.from_kwargs({"spool_dir": str(tmp_path)}),
+    )
+
+
+def replay_until_empty(capture: FailureCapture) -> None:
+    def replayed() -> bool:
+        capture.replay_spool()
+        return not capture.spool.pending()
+
+    wait_for(replayed, timeout=30, interval=0.2)
+
+
 @pytest.mark.redis
 @pytest.mark.slow
 def test_a_stalled_replica_costs_one_wait_not_one_per_capture(
     sentinels: SentinelGroup, tmp_path: Path
 ) -> None:
     """Each WAIT stalls its caller (the worker's main loop, for revokes) about 100 ms."""
-    capture = FailureCapture(
-        Celery("stalled", set_as_current=False),
-        dlq_url(sentinels),
-        Options.from_kwargs({"spool_dir": str(tmp_path)}),
-    )
+    capture = sentinel_capture(sentinels, tmp_path)
     master = redis.Redis(port=sentinels.master_port() or 0)
     master.config_resetstat()
     os.kill(sentinels.replica.pid, signal.SIGSTOP)
@@ -312,12 +325,7 @@ def test_a_stalled_replica_costs_one_wait_not_one_per_capture(
         os.kill(sentinels.replica.pid, signal.SIGCONT)
         master.close()
     dlq = DeadLetterQueue(connect(dlq_url(sentinels), 1.0))
-
-    def replayed() -> bool:
-        capture.replay_spool()
-        return not capture.spool.pending()
-
-    wait_for(replayed, timeout=30, interval=0.2)
+    replay_until_empty(capture)
     stored = sorted(e.task_id for e in dlq.iter_entries("celery"))
     assert stored == sorted(f"stalled-{n}" for n in range(10))  # each once
 
@@ -327,11 +335,7 @@ def test_a_stalled_replica_costs_one_wait_not_one_per_capture(
 def test_a_capture_no_replica_acknowledged_survives_the_masters_death(
     sentinels: SentinelGroup, tmp_path: Path
 ) -> None:
-    capture = FailureCapture(
-        Celery("lagging", set_as_current=False),
-        dlq_url(sentinels),
-        Options.from_kwargs({"spool_dir": str(tmp_path)}),
-    )
+    capture = sentinel_capture(sentinels, tmp_path)
     # The replica stops reading: the master acknowledges the write, the replica lacks it.
     os.kill(sentinels.replica.pid, signal.SIGSTOP)
     try:
@@ -342,10 +346,5 @@ def test_a_capture_no_replica_acknowledged_survives_the_masters_death(
         os.kill(sentinels.replica.pid, signal.SIGCONT)
     wait_for(lambda: sentinels.master_port() == sentinels.replica.port, timeout=30, interval=0.1)
     dlq = DeadLetterQueue(connect(dlq_url(sentinels), 1.0))
-
-    def replayed() -> bool:
-        capture.replay_spool()
-        return not capture.spool.pending()
-
-    wait_for(replayed, timeout=30, interval=0.2)
+    replay_until_empty(capture)
     assert [e.task_id for e in dlq.iter_entries("celery")] == ["unreplicated"]
